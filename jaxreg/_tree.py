@@ -1,0 +1,96 @@
+"""Masks over parameter pytrees: the one helper that applies a per-leaf rule.
+
+A ``mask`` follows ``optax.masked``: ``None`` (every leaf), a pytree of bools
+with the structure of the params or a prefix of it, or a callable that maps
+the params (or updates) to such a pytree. Only leaves with a floating dtype are
+ever selected: integer, bool and ``float0`` leaves pass through unchanged, and
+``None`` leaves and ``optax.MaskedNode`` are empty subtrees that no rule sees.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Mask = Any  # None | bool pytree (or a prefix of one) | Callable[[params], bool pytree]
+
+
+def is_float_leaf(x: Any) -> bool:
+    """True for array leaves with a real or complex floating dtype."""
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jnp.inexact)
+
+
+def resolve_mask(mask: Mask, tree: Any) -> Any:
+    """Returns a bool per leaf of ``tree``: the mask, broadcast, and float leaves only.
+
+    Raises:
+      ValueError: if ``mask`` is not a prefix of ``tree``; the message names the
+        key path where the two differ.
+    """
+    if mask is None:
+        mask = True
+    elif callable(mask):
+        mask = mask(tree)
+    try:
+        return jax.tree.map(
+            lambda m, sub: jax.tree.map(lambda leaf: bool(m) and is_float_leaf(leaf), sub),
+            mask,
+            tree,
+        )
+    except ValueError as e:
+        raise ValueError(f"mask does not match the structure of params: {e}") from None
+
+
+def selected_leaves(tree: Any, mask: Mask) -> list[jax.Array]:
+    """The float leaves of ``tree`` that ``mask`` selects, in tree order."""
+    flags = jax.tree.leaves(resolve_mask(mask, tree))
+    return [leaf for leaf, keep in zip(jax.tree.leaves(tree), flags, strict=True) if keep]
+
+
+def masked(inner: optax.GradientTransformation, mask: Mask) -> optax.GradientTransformation:
+    """Applies ``inner`` to the float leaves of the params that ``mask`` selects.
+
+    Every jaxreg transform is built as ``masked(inner, mask)``, so ``inner``
+    only sees float leaves and the others pass through unchanged. Unlike
+    ``optax.masked``, a callable mask and the float test are applied to the
+    params (not the updates, whose dtypes an earlier transform may have
+    promoted), falling back to the updates when no params are given.
+    """
+
+    def init_fn(params):
+        return optax.masked(inner, resolve_mask(mask, params)).init(params)
+
+    def update_fn(updates, state, params=None):
+        mask_tree = resolve_mask(mask, updates if params is None else params)
+        return optax.masked(inner, mask_tree).update(updates, state, params)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class CountState(NamedTuple):
+    """State of jaxreg's transforms: the step count at which schedules are evaluated."""
+
+    count: jax.Array  # shape (), int32; incremented by every update
+
+
+def count_init(params: Any) -> CountState:
+    del params
+    return CountState(count=jnp.zeros([], jnp.int32))
+
+
+def count_next(state: CountState) -> CountState:
+    return CountState(count=optax.safe_increment(state.count))
+
+
+def value_at(value: Any, count: jax.Array) -> Any:
+    """Evaluates a float, JAX scalar or optax schedule at the step ``count``."""
+    return value(count) if callable(value) else value
+
+
+def require_params(params: Any, name: str) -> None:
+    if params is None:
+        raise ValueError(f"{name}.update needs params: call update(updates, state, params)")
