@@ -14,3 +14,7 @@ from jaxreg._proximal import soft_threshold as soft_threshold
 from jaxreg._tree import CountState as CountState
 
 __version__ = "0.1.0"
+
+# --- dropout family and samplers (issues 3, 4) ---
+
+# --- constraints and structural regularizers (issue 8) ---
