@@ -42,7 +42,8 @@ def resolve_mask(mask: Mask, tree: Any) -> Any:
             tree,
         )
     except ValueError as e:
-        raise ValueError(f"mask does not match the structure of params: {e}") from None
+        where = str(e).replace("tree_map tree", "mask")
+        raise ValueError(f"mask does not match the structure of params: {where}") from None
 
 
 def selected_leaves(tree: Any, mask: Mask) -> list[jax.Array]:

@@ -1,0 +1,163 @@
+"""Penalties against NumPy oracles; their gradients against what the matching transform adds."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import jaxreg
+
+
+def _params(seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "dense": {
+            "kernel": rng.normal(size=(4, 3)).astype(np.float32),
+            "bias": rng.normal(size=3).astype(np.float32),
+        },
+        "conv": rng.normal(size=(2, 2, 3, 5)).astype(np.float32),
+        "step": np.array(3, np.int32),
+        "empty": None,
+    }
+
+
+def _np_group_lasso(w, axis):
+    w = np.asarray(w, np.float64)
+    if w.ndim < 2:
+        return np.linalg.norm(w)
+    moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+    return np.linalg.norm(moved, axis=1).sum()
+
+
+def _floats(p):
+    return [np.asarray(p["dense"]["kernel"]), np.asarray(p["dense"]["bias"]), np.asarray(p["conv"])]
+
+
+def test_values_against_numpy():
+    p = _params()
+    leaves = _floats(p)
+    np.testing.assert_allclose(jaxreg.l1_penalty(p), sum(np.abs(w).sum() for w in leaves), rtol=1e-6)
+    np.testing.assert_allclose(
+        jaxreg.l2_penalty(p), 0.5 * sum((w.astype(np.float64) ** 2).sum() for w in leaves), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        jaxreg.elastic_net_penalty(p, 0.3, 0.7),
+        0.3 * sum(np.abs(w).sum() for w in leaves) + 0.7 * 0.5 * sum((w**2).sum() for w in leaves),
+        rtol=1e-6,
+    )
+    for axis in (0, 1, -1):
+        expected = sum(_np_group_lasso(w, axis) for w in leaves)
+        np.testing.assert_allclose(jaxreg.group_lasso_penalty(p, axis=axis), expected, rtol=1e-6)
+
+
+def test_group_lasso_groups_input_features_of_a_dense_kernel():
+    # Kernel (in=3, out=2), axis=0: group i is row w[i, :] (input feature i's outgoing weights).
+    w = jnp.array([[3.0, 4.0], [0.0, 0.0], [1.0, 0.0]])
+    assert float(jaxreg.group_lasso_penalty({"k": w}, axis=0)) == pytest.approx(5.0 + 0.0 + 1.0)
+    assert float(jaxreg.group_lasso_penalty({"k": w}, axis=1)) == pytest.approx(np.sqrt(10.0) + 4.0)
+
+
+def test_masks_prefix_callable_and_mismatch():
+    p = _params()
+    only_kernel = {"dense": {"kernel": True, "bias": False}, "conv": False, "step": False, "empty": None}
+    np.testing.assert_allclose(
+        jaxreg.l1_penalty(p, mask=only_kernel), np.abs(p["dense"]["kernel"]).sum(), rtol=1e-6
+    )
+    prefix = {"dense": False, "conv": True, "step": True, "empty": True}
+    np.testing.assert_allclose(jaxreg.l1_penalty(p, mask=prefix), np.abs(p["conv"]).sum(), rtol=1e-6)
+    np.testing.assert_allclose(
+        jaxreg.l1_penalty(p, mask=jaxreg.masks.weights_only),
+        np.abs(p["dense"]["kernel"]).sum() + np.abs(p["conv"]).sum(),
+        rtol=1e-6,
+    )
+    with pytest.raises(ValueError, match=r"(?s)mask does not match.*mask\[.dense.\]"):
+        jaxreg.l1_penalty(p, mask={"dense": {"kernel": True}, "conv": True, "step": True, "empty": None})
+
+
+def test_dtypes_and_accumulation():
+    p = {"w": jnp.ones((1000,), jnp.bfloat16) * 0.1}
+    out = jaxreg.l2_penalty(p)
+    assert out.dtype == jnp.float32 and out.shape == ()
+    # Accumulated in float32: bf16(0.1)**2 * 1000 / 2, not a bf16 running sum.
+    np.testing.assert_allclose(out, 0.5 * 1000 * float(jnp.bfloat16(0.1)) ** 2, rtol=1e-6)
+    assert jax.grad(jaxreg.l2_penalty)(p)["w"].dtype == jnp.bfloat16
+    with jax.enable_x64(True):
+        assert jaxreg.l1_penalty({"w": jnp.ones(3)}).dtype == jnp.float64
+
+
+@pytest.mark.parametrize(
+    ("penalty", "transform"),
+    [
+        (jaxreg.l1_penalty, jaxreg.add_l1),
+        (jaxreg.l2_penalty, jaxreg.add_decayed_weights),
+    ],
+)
+def test_grad_of_penalty_times_strength_equals_transform(penalty, transform):
+    p = _params(1)
+    p["dense"]["kernel"][0, 0] = 0.0  # sign(0) = 0 on both sides
+    lam = 0.37
+    grads = jax.grad(lambda q: lam * penalty(q, mask=jaxreg.masks.weights_only), allow_int=True)(p)
+    tx = transform(lam, mask=jaxreg.masks.weights_only)
+    zeros = jax.tree.map(jnp.zeros_like, p)
+    added, _ = jax.jit(tx.update)(zeros, tx.init(p), p)
+    for g, a, w in zip(jax.tree.leaves(grads), jax.tree.leaves(added), jax.tree.leaves(p), strict=True):
+        if jnp.issubdtype(w.dtype, jnp.floating):
+            np.testing.assert_allclose(a, g, rtol=1e-6, atol=1e-7)
+
+
+def test_elastic_net_gradient_matches_two_transforms():
+    p = _params(2)
+    grads = jax.grad(lambda q: jaxreg.elastic_net_penalty(q, 0.2, 0.5), allow_int=True)(p)
+    tx = optax.chain(jaxreg.add_l1(0.2), jaxreg.add_decayed_weights(0.5))
+    added, _ = tx.update(jax.tree.map(jnp.zeros_like, p), tx.init(p), p)
+    np.testing.assert_allclose(added["conv"], grads["conv"], rtol=1e-6)
+    np.testing.assert_allclose(added["dense"]["bias"], grads["dense"]["bias"], rtol=1e-6)
+
+
+def test_group_lasso_gradient_finite_at_zero_group():
+    g = jax.grad(jaxreg.group_lasso_penalty)({"k": jnp.zeros((3, 2)).at[0].set(1.0)})["k"]
+    assert bool(jnp.all(jnp.isfinite(g)))
+    np.testing.assert_allclose(g[1:], 0.0)
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+def test_elastic_net_rejects_bad_strengths(bad):
+    with pytest.raises(ValueError, match=r"l1 must be finite and >= 0, got"):
+        jaxreg.elastic_net_penalty({"w": jnp.ones(2)}, bad, 0.1)
+
+
+def test_group_lasso_rejects_out_of_range_axis():
+    with pytest.raises(ValueError, match=r"axis=2 is out of range"):
+        jaxreg.group_lasso_penalty({"w": jnp.ones((2, 2))}, axis=2)
+
+
+def test_penalties_work_under_jit_and_on_flax_params():
+    import flax.linen as nn
+    from flax import nnx
+
+    model = nn.Dense(3)
+    variables = model.init(jax.random.key(0), jnp.ones((1, 4)))
+    got = jax.jit(lambda v: jaxreg.l1_penalty(v, mask=jaxreg.masks.weights_only))(variables)
+    np.testing.assert_allclose(got, np.abs(variables["params"]["kernel"]).sum(), rtol=1e-6)
+
+    lin = nnx.Linear(4, 3, rngs=nnx.Rngs(0))
+    state = nnx.state(lin, nnx.Param)
+    got = jaxreg.l2_penalty(state, mask=jaxreg.masks.by_path(exclude="bias"))
+    np.testing.assert_allclose(got, 0.5 * np.square(np.asarray(lin.kernel[...])).sum(), rtol=1e-6)
+
+
+@settings(deadline=None, max_examples=25)
+@given(
+    hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3), elements=st.floats(-10, 10, width=32))
+)
+def test_penalty_properties(w):
+    # Norm inequalities: ||w||_2 <= ||w||_1 and group lasso between the two (a sum of group 2-norms).
+    l1 = float(jaxreg.l1_penalty({"w": w}))
+    l2 = float(np.sqrt(2 * jaxreg.l2_penalty({"w": w})))
+    gl = float(jaxreg.group_lasso_penalty({"w": w}))
+    tol = 1e-4 * (1 + l1)
+    assert l2 <= gl + tol and gl <= l1 + tol
