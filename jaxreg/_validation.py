@@ -65,8 +65,3 @@ def check_axis(name: str, axis: int, ndim: int, where: str = "") -> int:
         suffix = f" of {where}" if where else ""
         raise ValueError(f"{name}={axis} is out of range for the {ndim}-D array{suffix}")
     return int(axis) % ndim
-
-
-def is_concrete_zero(name: str, value: Any) -> bool:
-    """True if ``value`` is a concrete number equal to 0; traced JAX values never are."""
-    return _concrete_float(name, value) == 0.0
