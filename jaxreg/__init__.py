@@ -16,5 +16,6 @@ from jaxreg._tree import CountState as CountState
 __version__ = "0.1.0"
 
 # --- dropout family and samplers (issues 3, 4) ---
+from jaxreg._dropout import dropout as dropout
 
 # --- constraints and structural regularizers (issue 8) ---

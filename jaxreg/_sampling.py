@@ -1,0 +1,222 @@
+r"""The one mechanism that draws every dropout-family mask and noise.
+
+Two samplers:
+
+* ``"jax"``: ``jax.random`` itself. ``keep_mask`` is exactly
+  ``jax.random.bernoulli(key, keep_prob, shape)``, so results are bit-identical
+  to ``flax.linen.Dropout`` and ``hk.dropout`` for the same key.
+* ``"fast"`` (the default, ``sampler=None``): a counter-based hash. The 32-bit
+  word of an element is
+
+  .. math::  h(i) = m_2\big(m_1(i \oplus s_0) \oplus s_1\big)
+
+  where $i$ is the element's flat index in the **full logical shape** of the
+  mask (built from ``lax.broadcasted_iota``, so it is the same on every device
+  and mesh, eagerly and under ``jit``), $(s_0, s_1)$ are two seed words hashed
+  from all words of the key's data (any key implementation: threefry, rbg,
+  unsafe_rbg, typed or legacy ``uint32`` keys), and $m_1$, $m_2$ are the
+  "lowbias32" integer finalizers (xor-shift, multiply, xor-shift, multiply,
+  xor-shift; constants by Chris Wellons, "Prospecting for hash functions").
+  Everything is elementwise integer arithmetic that XLA fuses into the
+  consumer (the ``select`` of dropout): no random-bits buffer is written.
+
+Quantization of the fast keep decision: an element is kept when the top 24 bits
+of $h$ are below $t = \mathrm{round}(p \cdot 2^{24})$, so the keep probability
+actually used is $q = t / 2^{24}$ (resolution $2^{-24} \approx 6 \times 10^{-8}$;
+$|q - p| \le 2^{-25}$). Callers scale kept values by $1/q$, the **quantized**
+probability, so inverted dropout stays exactly unbiased. $q = 1$ keeps every
+element and $q = 0$ none.
+
+Counter range: arrays with fewer than $2^{32}$ elements use one counter word.
+Larger arrays use two, the flat index over the trailing axes and the flat index
+over the leading axes (split at the first axis where both fit in 32 bits); a
+single axis of $2^{32}$ or more elements raises ``ValueError``.
+
+Uniforms are $u = \lfloor h / 2^8 \rfloor \cdot 2^{-24} \in [0, 1)$; normals use
+Box-Muller on two uniforms from independent streams (different seed words),
+$z = \sqrt{-2 \ln(1 - u_1)}\,\cos(2 \pi u_2)$, computed in float32, so
+$|z| \le \sqrt{48 \ln 2} \approx 5.77$ (tail mass beyond it: $8 \times 10^{-9}$).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+Sampler = Literal["fast", "jax"] | None
+DEFAULT_SAMPLER = "fast"
+SAMPLERS = ("fast", "jax")
+
+KEEP_BITS = 24  # bits of the hash compared against the keep threshold
+_ONE = 1 << KEEP_BITS
+
+# Odd constants for seed derivation and stream separation (golden ratio, pi digits).
+_GOLDEN = 0x9E3779B9
+_SEED_A = 0x243F6A88
+_SEED_B = 0x85A308D3
+
+
+def resolve_sampler(sampler: Sampler) -> str:
+    """Returns the sampler name, ``"fast"`` for ``None``; raises on unknown names."""
+    if sampler is None:
+        return DEFAULT_SAMPLER
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS} or None, got {sampler!r}")
+    return sampler
+
+
+def _u32(v: int) -> jax.Array:
+    return jnp.uint32(v)
+
+
+def _mix1(x: jax.Array) -> jax.Array:
+    """lowbias32 (Wellons): bijective 32-bit finalizer, bias ~0.17."""
+    x = x ^ lax.shift_right_logical(x, _u32(16))
+    x = x * _u32(0x7FEB352D)
+    x = x ^ lax.shift_right_logical(x, _u32(15))
+    x = x * _u32(0x846CA68B)
+    return x ^ lax.shift_right_logical(x, _u32(16))
+
+
+def _mix2(x: jax.Array) -> jax.Array:
+    """The second lowbias32 variant (Wellons), with different constants."""
+    x = x ^ lax.shift_right_logical(x, _u32(16))
+    x = x * _u32(0x21F0AAAD)
+    x = x ^ lax.shift_right_logical(x, _u32(15))
+    x = x * _u32(0x735A2D97)
+    return x ^ lax.shift_right_logical(x, _u32(15))
+
+
+def key_words(key: Any) -> jax.Array:
+    """The key's data as ``uint32`` words, shape ``(n,)`` (typed or legacy keys)."""
+    if key is None:
+        raise ValueError("a PRNG key is needed in training mode (deterministic=False), got key=None")
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        data = jax.random.key_data(key)
+    else:
+        data = jnp.asarray(key)
+        if data.dtype != jnp.uint32:
+            raise TypeError(
+                "key must be a typed key (jax.random.key) or a legacy uint32 key "
+                f"(jax.random.PRNGKey), got dtype {data.dtype}"
+            )
+    if data.ndim != 1:
+        raise ValueError(
+            f"expected a single key, got key data of shape {data.shape}; use jax.vmap for a batch of keys"
+        )
+    return data.astype(jnp.uint32)
+
+
+def seed_words(key: Any, stream: int = 0) -> tuple[jax.Array, jax.Array]:
+    """Two ``uint32`` seed words hashed from every word of ``key`` and a stream id."""
+    words = key_words(key)
+    a = _u32(_SEED_A) ^ _u32((stream * _GOLDEN) & 0xFFFFFFFF)
+    b = _u32(_SEED_B) + _u32((stream * 0x6A09E667) & 0xFFFFFFFF)
+    for j in range(words.shape[0]):
+        a = _mix1(a ^ words[j])
+        b = _mix2((b + words[j]) ^ a)
+    return _mix1(a + b), b
+
+
+def _flat_index(shape: tuple[int, ...], axes: range) -> jax.Array:
+    """Row-major flat index over ``axes`` of ``shape`` as ``uint32``, broadcast to ``shape``."""
+    idx = jnp.zeros(shape, jnp.uint32)
+    stride = 1
+    for d in reversed(axes):
+        if shape[d] > 1:
+            idx = idx + lax.broadcasted_iota(jnp.uint32, shape, d) * _u32(stride)
+        stride *= shape[d]
+    return idx
+
+
+def _counter_words(shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array | None]:
+    """The element's global index as one word, or two words for >= 2**32 elements."""
+    if math.prod(shape) <= 2**32:
+        return _flat_index(shape, range(len(shape))), None
+    for k in range(len(shape)):
+        if math.prod(shape[k:]) <= 2**32 and math.prod(shape[:k]) <= 2**32:
+            return _flat_index(shape, range(k, len(shape))), _flat_index(shape, range(k))
+    raise ValueError(f"the fast sampler cannot index shape {shape}: an axis has >= 2**32 elements")
+
+
+def hash_bits(key: Any, shape: tuple[int, ...], stream: int = 0) -> jax.Array:
+    """The fast sampler's raw ``uint32`` words for every element of ``shape``."""
+    shape = tuple(int(d) for d in shape)
+    s0, s1 = seed_words(key, stream)
+    lo, hi = _counter_words(shape)
+    if hi is not None:
+        s0 = s0 ^ _mix2(hi + s1)
+    return _mix2(_mix1(lo ^ s0) ^ s1)
+
+
+def bits(key: Any, shape: tuple[int, ...], sampler: Sampler = None, stream: int = 0) -> jax.Array:
+    """Random ``uint32`` words: the fast hash or ``jax.random.bits``."""
+    if resolve_sampler(sampler) == "jax":
+        return jax.random.bits(key, shape, jnp.uint32)
+    return hash_bits(key, shape, stream)
+
+
+def quantize_keep_prob(keep_prob: Any) -> tuple[Any, Any]:
+    """Returns ``(threshold, q)``: the integer threshold and the quantized keep probability.
+
+    Python numbers stay Python numbers (exact); JAX values give ``uint32`` and
+    ``float32`` arrays (traceable).
+    """
+    if isinstance(keep_prob, (int, float, np.floating, np.integer)):
+        t = round(float(keep_prob) * _ONE)  # half to even, as jnp.round
+        t = min(max(t, 0), _ONE)
+        return t, t / _ONE
+    p = jnp.clip(jnp.asarray(keep_prob, jnp.float32), 0.0, 1.0)
+    t = jnp.round(p * _ONE).astype(jnp.uint32)
+    return t, t.astype(jnp.float32) / _ONE
+
+
+def keep_mask(
+    key: Any, shape: tuple[int, ...], keep_prob: Any, sampler: Sampler = None, stream: int = 0
+) -> tuple[jax.Array, Any]:
+    """Draws a boolean keep mask; returns ``(mask, q)``, ``q`` the keep probability used.
+
+    ``sampler="jax"``: ``mask = jax.random.bernoulli(key, keep_prob, shape)`` and
+    ``q = keep_prob``. ``sampler="fast"``: ``mask = (h >> 8) < round(keep_prob * 2**24)``
+    and ``q`` the quantized probability (see the module docstring). Scale kept
+    values by ``1 / q`` for an unbiased inverted mask.
+    """
+    shape = tuple(int(d) for d in shape)
+    if resolve_sampler(sampler) == "jax":
+        return jax.random.bernoulli(key, keep_prob, shape), keep_prob
+    t, q = quantize_keep_prob(keep_prob)
+    h = hash_bits(key, shape, stream)
+    return lax.shift_right_logical(h, _u32(32 - KEEP_BITS)) < jnp.asarray(t, jnp.uint32), q
+
+
+def _unit_float(h: jax.Array) -> jax.Array:
+    """``uint32`` words to float32 uniforms in [0, 1) with 24 bits."""
+    return lax.shift_right_logical(h, _u32(32 - KEEP_BITS)).astype(jnp.float32) * (1.0 / _ONE)
+
+
+def uniform(
+    key: Any, shape: tuple[int, ...], dtype: Any = jnp.float32, sampler: Sampler = None, stream: int = 0
+) -> jax.Array:
+    """Uniforms in [0, 1): ``jax.random.uniform`` or the fast hash (24 bits)."""
+    shape = tuple(int(d) for d in shape)
+    if resolve_sampler(sampler) == "jax":
+        return jax.random.uniform(key, shape, dtype)
+    return _unit_float(hash_bits(key, shape, stream)).astype(dtype)
+
+
+def normal(
+    key: Any, shape: tuple[int, ...], dtype: Any = jnp.float32, sampler: Sampler = None, stream: int = 0
+) -> jax.Array:
+    """Standard normals: ``jax.random.normal`` or Box-Muller on two fast streams."""
+    shape = tuple(int(d) for d in shape)
+    if resolve_sampler(sampler) == "jax":
+        return jax.random.normal(key, shape, dtype)
+    u1 = _unit_float(hash_bits(key, shape, 2 * stream + 1))
+    u2 = _unit_float(hash_bits(key, shape, 2 * stream + 2))
+    radius = jnp.sqrt(-2.0 * jnp.log1p(-u1))
+    return (radius * jnp.cos((2.0 * np.pi) * u2)).astype(dtype)
