@@ -1,0 +1,77 @@
+"""jaxreg on jax.sharding meshes of 8 simulated CPU devices (issue 7).
+
+The checks live in ``tests/sharding_checks.py`` and run in one subprocess with
+``XLA_FLAGS=--xla_force_host_platform_device_count=8``: the flag is read once, when jax starts
+its CPU backend, and this pytest process has already started it with one device. That module's
+docstring says what each case checks; here every case is one parametrized test, so a failure
+names the transform or dropout op, the mesh and the layout.
+"""
+
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+HERE = pathlib.Path(__file__).parent
+CHECKS = HERE / "sharding_checks.py"
+EXAMPLE = HERE.parent / "examples" / "sharded_training.py"
+
+
+def _load_checks():
+    spec = importlib.util.spec_from_file_location("jaxreg_sharding_checks", CHECKS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+CASE_IDS = _load_checks().case_ids()
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    flags = env.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        env["XLA_FLAGS"] = (flags + " --xla_force_host_platform_device_count=8").strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+@pytest.fixture(scope="module")
+def results() -> dict:
+    proc = subprocess.run(
+        [sys.executable, str(CHECKS)], env=_env(), capture_output=True, text=True, timeout=300
+    )
+    if proc.returncode != 0 or not proc.stdout.strip():
+        pytest.fail(f"sharding_checks.py exited {proc.returncode}:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_sharded_case(results, case_id):
+    assert case_id in results, f"{case_id} did not run"
+    assert results[case_id]["ok"], results[case_id]["detail"]
+
+
+def test_every_layout_is_covered():
+    # Each transform and penalty runs on all three mesh shapes, sharded along each mesh axis.
+    ids = set(CASE_IDS)
+    for mesh_layout in ("1x8/cols", "2x4/rows", "2x4/cols", "2x4/both", "8x1/rows"):
+        assert f"weights/prox_group_lasso_axis0/{mesh_layout}" in ids
+        assert f"weights/group_lasso_penalty_axis1/{mesh_layout}" in ids
+
+
+@pytest.mark.skipif(not EXAMPLE.exists(), reason="examples/sharded_training.py not written yet")
+def test_sharded_training_example_runs():
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--steps", "3"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "Mesh" in proc.stdout and "loss" in proc.stdout
