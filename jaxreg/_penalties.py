@@ -5,6 +5,13 @@ Each penalty sums over the float leaves that ``mask`` selects (see
 accumulated in float32 (float64 when ``jax_enable_x64`` is on), whatever the
 dtype of the leaves, so bf16 parameters give an accurate penalty whose
 gradient comes back in bf16.
+
+On a mesh (``jax.sharding``), a penalty of sharded params is a sum of local
+partial sums: the compiled program all-reduces one scalar per selected leaf
+(two for the elastic net) over the mesh axes that leaf is sharded along, and
+never gathers a parameter. Its gradient has the params' sharding and needs no
+communication, except for group norms split across devices (see
+:func:`group_lasso_penalty`).
 """
 
 from __future__ import annotations
@@ -43,6 +50,9 @@ def l1_penalty(params: Any, mask: Mask = None) -> jax.Array:
     ``add_l1(1.0)`` adds to the gradient. Keras ``L1(l1)`` is ``l1 * l1_penalty``;
     PyTorch has no built-in L1, users write ``loss + lam * w.abs().sum()``.
 
+    Sharded params: the scalar sum needs one all-reduce of one scalar per
+    sharded leaf; no all-gather.
+
     Args:
       params: any pytree of arrays.
       mask: ``None``, a bool pytree (or prefix) or a callable ``params -> mask``,
@@ -73,6 +83,9 @@ def l2_penalty(params: Any, mask: Mask = None) -> jax.Array:
     ``lam * w`` to the gradient, which is ``lam * l2_penalty`` (``lam/2 *
     ||w||^2``, not ``lam * ||w||^2``).
 
+    Sharded params: the scalar sum needs one all-reduce of one scalar per
+    sharded leaf; no all-gather.
+
     Args:
       params: any pytree of arrays.
       mask: as in :func:`l1_penalty`.
@@ -99,6 +112,9 @@ def elastic_net_penalty(params: Any, l1: Any, l2: Any, mask: Mask = None) -> jax
     $\frac{1}{2n}\|y - Xw\|^2 + \alpha\rho\|w\|_1 + \frac{\alpha(1-\rho)}{2}\|w\|_2^2$,
     i.e. ``l1 = alpha * l1_ratio`` and ``l2 = alpha * (1 - l1_ratio)`` against a
     ``1/(2n)``-scaled squared error.
+
+    Sharded params: the scalar sums need an all-reduce of two scalars (the L1
+    and the L2 partial sums) per sharded leaf; no all-gather.
 
     Args:
       params: any pytree of arrays.
@@ -146,6 +162,14 @@ def group_lasso_penalty(params: Any, axis: int = 0, mask: Mask = None) -> jax.Ar
     scales) are each a single group. Groups are not weighted by $\sqrt{|g|}$.
 
     The gradient at a group that is exactly zero is 0 (a valid subgradient).
+
+    **Sharded params.** Two reductions can need communication, both all-reduces,
+    never an all-gather: if a leaf is sharded along a dimension other than
+    ``axis`` (for ``ndim < 2``: along any dimension), each group is split across
+    devices and the norms need an all-reduce of one partial sum of squares per
+    group; and the sum over groups to a scalar needs an all-reduce of one scalar
+    per sharded leaf. A leaf sharded only along ``axis`` keeps every group on one
+    device, so its norms are local.
 
     Args:
       params: any pytree of arrays.
