@@ -18,4 +18,18 @@ __version__ = "0.1.0"
 # --- dropout family and samplers (issues 3, 4) ---
 from jaxreg._dropout import dropout as dropout
 
+# isort: split
 # --- constraints and structural regularizers (issue 8) ---
+from jaxreg._constraints import max_norm as max_norm
+from jaxreg._constraints import min_max_norm as min_max_norm
+from jaxreg._constraints import non_negative as non_negative
+from jaxreg._constraints import unit_norm as unit_norm
+from jaxreg._mixup import mixup as mixup
+from jaxreg._orthogonal import orthogonal_penalty as orthogonal_penalty
+from jaxreg._orthogonal import soft_orthogonal_penalty as soft_orthogonal_penalty
+from jaxreg._orthogonal import spectral_penalty as spectral_penalty
+from jaxreg._spectral import SpectralNormState as SpectralNormState
+from jaxreg._spectral import spectral_norm_init as spectral_norm_init
+from jaxreg._spectral import spectral_normalize as spectral_normalize
+from jaxreg._weightnorm import weight_norm_init as weight_norm_init
+from jaxreg._weightnorm import weight_normalize as weight_normalize

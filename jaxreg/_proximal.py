@@ -24,17 +24,28 @@ def soft_threshold(z: jax.Array, threshold: jax.Array | float) -> jax.Array:
 
 
 def _prox_transform(name, prox_leaf, hyperparams) -> optax.GradientTransformation:
-    """Builds the transform ``u -> prox(w + u, *hyperparams at count) - w``, leaf by leaf."""
+    """Builds the transform ``u -> prox(w + u, *hyperparams at count) - w``, leaf by leaf.
+
+    Every "land on a projection or prox of ``params + updates``" transform (the
+    proximal steps here, the constraints of :mod:`jaxreg._constraints`) is built
+    with it. A ``ValueError`` raised by ``prox_leaf`` (e.g. an axis out of range
+    for a leaf) is re-raised naming the transform, the leaf's key path and shape.
+    """
 
     def update_fn(updates, state, params=None):
         require_params(params, name)
         values = [value_at(h, state.count) for h in hyperparams]
 
-        def leaf(u, w):
+        def leaf(path, u, w):
             z = w + u
-            return (prox_leaf(z, *values) - w).astype(u.dtype)
+            try:
+                projected = prox_leaf(z, *values)
+            except ValueError as e:
+                where = jax.tree_util.keystr(path)
+                raise ValueError(f"{name}: params leaf {where} of shape {w.shape}: {e}") from None
+            return (projected - w).astype(u.dtype)
 
-        return jax.tree.map(leaf, updates, params), count_next(state)
+        return jax.tree_util.tree_map_with_path(leaf, updates, params), count_next(state)
 
     return optax.GradientTransformation(count_init, update_fn)
 

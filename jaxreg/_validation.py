@@ -65,3 +65,52 @@ def check_axis(name: str, axis: int, ndim: int, where: str = "") -> int:
         suffix = f" of {where}" if where else ""
         raise ValueError(f"{name}={axis} is out of range for the {ndim}-D array{suffix}")
     return int(axis) % ndim
+
+
+def check_axes(name: str, axis: Any, ndim: int | None = None, where: str = "") -> tuple[int, ...] | None:
+    """Checks an axis spec (an int, a sequence of ints, or ``None`` for all axes).
+
+    Returns the axes as a tuple (normalized to [0, ndim) and checked for range and
+    duplicates when ``ndim`` is given), or ``None`` for ``None``.
+    """
+    if axis is None:
+        return None
+    axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+    for a in axes:
+        if isinstance(a, bool) or not isinstance(a, (int, np.integer)):
+            raise TypeError(f"{name} must be an int, a tuple of ints or None, got {axis!r}")
+    if ndim is None:
+        return tuple(int(a) for a in axes)
+    if any(not -ndim <= a < ndim for a in axes):
+        suffix = f" of {where}" if where else ""
+        raise ValueError(f"{name}={axis!r} is out of range for the {ndim}-D array{suffix}")
+    normalized = tuple(int(a) % ndim for a in axes)
+    if len(set(normalized)) != len(normalized):
+        raise ValueError(f"{name}={axis!r} repeats an axis")
+    return normalized
+
+
+def check_less_equal(name_lo: str, lo: Any, name_hi: str, hi: Any) -> None:
+    """Raises if concrete ``lo`` and ``hi`` have ``lo > hi`` (schedules and traced values pass)."""
+    if callable(lo) or callable(hi):
+        return
+    a, b = _concrete_float(name_lo, lo), _concrete_float(name_hi, hi)
+    if a is not None and b is not None and a > b:
+        raise ValueError(f"{name_lo} must be <= {name_hi}, got {name_lo}={lo!r} > {name_hi}={hi!r}")
+
+
+def check_ndim(name: str, x: Any, ndim: int, *, at_least: bool = False) -> None:
+    """Raises if the array ``x`` does not have ``ndim`` dimensions (``>= ndim`` if ``at_least``)."""
+    got = np.ndim(x)
+    if got < ndim if at_least else got != ndim:
+        need = f"at least {ndim}" if at_least else f"exactly {ndim}"
+        raise ValueError(f"{name} must have {need} dimensions, got shape {np.shape(x)}")
+
+
+def check_count(name: str, value: Any, minimum: int = 0) -> int:
+    """Returns the Python int ``value``, raising unless it is an int ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(value)

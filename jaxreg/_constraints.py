@@ -1,0 +1,230 @@
+r"""Weight constraints (Keras's ``keras.constraints``) as optax transforms placed **last**.
+
+A constraint is a projection $P$ applied after every step. With $z = w + u$ the
+plain step (``u`` already scaled by the learning rate), each transform returns
+the update $P(z) - w$, so that ``optax.apply_updates`` lands on $P(z)$: exactly
+what Keras does when it calls ``kernel_constraint`` on the variable after the
+optimizer step. They are built by the same mechanism as the proximal steps
+(:func:`jaxreg.prox_l1`), and so go at the very end of the chain::
+
+    optax.chain(optax.sgd(lr, momentum=0.9), jaxreg.max_norm(3.0, mask=jaxreg.masks.weights_only))
+
+**Axes.** ``axis`` names the axes the norm is taken over, as in Keras: one norm
+per index of the remaining axes. On a Dense kernel ``(in, out)``, ``axis=0``
+constrains each output unit's incoming weight vector ``w[:, j]`` (the max-norm
+of Srivastava et al.); on a conv kernel ``(h, w, in, out)``, ``axis=(0, 1, 2)``
+constrains each filter. ``axis=None`` takes one norm over the whole leaf.
+
+**Biases.** Keras applies a constraint per variable (``kernel_constraint`` and
+``bias_constraint`` are separate). Here the constraint applies to every float
+leaf that ``mask`` selects, with the same Keras semantics: with ``mask=None``
+and ``axis=0``, a 1-D bias is constrained as a single vector, and a leaf for
+which ``axis`` is out of range (a bias under ``axis=(0, 1, 2)``) raises a
+``ValueError`` that names ``axis`` and the leaf. To constrain kernels only, as
+``kernel_constraint=`` does, pass ``mask=jaxreg.masks.weights_only``.
+
+**Epsilon.** Keras divides by ``norm + epsilon`` (``epsilon = 1e-7``), which
+shrinks every vector slightly and is not idempotent. Here the rescaling factor
+is ``desired / max(norm, 1e-7)``, and exactly 1 where the norm is already
+feasible: the result differs from Keras's by a relative ``1e-7 / norm``, the
+projection is idempotent, a zero vector stays zero and nothing divides by zero.
+Norms are computed in float32 (float64 under x64) for low-precision leaves.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxreg._proximal import _prox_transform
+from jaxreg._tree import Mask, masked
+from jaxreg._validation import (
+    check_axes,
+    check_less_equal,
+    check_non_negative,
+    check_positive,
+    check_rate,
+)
+
+Axis = int | tuple[int, ...] | None
+
+EPSILON = 1e-7  # keras.backend.epsilon()
+
+
+def _leaf_axes(axis: Axis, z: jax.Array) -> tuple[int, ...] | None:
+    try:
+        return check_axes("axis", axis, z.ndim)
+    except ValueError as e:
+        raise ValueError(
+            f"{e}; constraints apply to every selected leaf, pass mask=jaxreg.masks.weights_only "
+            "to constrain kernels only"
+        ) from None
+
+
+def rescale_norms(z: jax.Array, axis: Axis, desired_norm) -> jax.Array:
+    r"""Rescales ``z`` so that each norm over ``axis`` becomes ``desired_norm(norm)``.
+
+    Returns $z \cdot d(n) / \max(n, \epsilon)$ with $n = \|z\|_2$ over ``axis``
+    (kept dims), and exactly $z$ where $d(n) = n$. Computed in float32 or wider,
+    returned in the dtype of ``z``.
+    """
+    axes = _leaf_axes(axis, z)
+    acc = jnp.promote_types(z.dtype, jnp.float32)
+    z_acc = z.astype(acc)
+    norms = jnp.sqrt(jnp.sum(jnp.square(jnp.abs(z_acc)), axis=axes, keepdims=True))
+    desired = jnp.asarray(desired_norm(norms), acc)
+    scale = jnp.where(desired == norms, 1, desired / jnp.maximum(norms, EPSILON))
+    return (z_acc * scale).astype(z.dtype)
+
+
+def _check_axis_spec(axis: Axis) -> None:
+    check_axes("axis", axis)
+
+
+def max_norm(
+    max_value: optax.ScalarOrSchedule, axis: Axis = 0, mask: Mask = None
+) -> optax.GradientTransformation:
+    r"""Max-norm constraint, placed **last** in the chain (Keras ``MaxNorm``).
+
+    With $z = w + u$ it lands on $z \cdot \min(n, c) / \max(n, \epsilon)$ per
+    norm $n = \|z\|_2$ over ``axis``: vectors with $n \le c$ are unchanged, longer
+    ones are scaled back onto the sphere of radius $c$ (the Euclidean projection
+    onto the ball). Keras computes $z \cdot \mathrm{clip}(n, 0, c) / (\epsilon + n)$;
+    see the module notes for the epsilon. Srivastava et al. pair it with dropout
+    (their $c$ is typically 3 to 4).
+
+    Args:
+      max_value: the radius $c > 0$ (float, JAX scalar or optax schedule).
+      axis: the axes the norm is taken over (Keras semantics): ``0`` on a Dense
+        kernel ``(in, out)`` constrains each unit's incoming weights; ``(0, 1, 2)``
+        each filter of an HWIO conv kernel; ``None`` the whole leaf.
+      mask: which leaves (``optax.masked`` semantics); usually
+        ``jaxreg.masks.weights_only``, so biases are left alone.
+
+    Returns:
+      An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, optax, jaxreg
+      >>> tx = optax.chain(optax.sgd(1.0), jaxreg.max_norm(2.0, axis=0))
+      >>> params = {"kernel": jnp.array([[3.0, 1.0], [4.0, 0.0]])}  # column norms 5 and 1
+      >>> updates, _ = tx.update({"kernel": jnp.zeros((2, 2))}, tx.init(params), params)
+      >>> np.asarray(optax.apply_updates(params, updates)["kernel"], float).round(6).tolist()
+      [[1.2, 1.0], [1.6, 0.0]]
+
+    References:
+      Keras, ``keras.constraints.MaxNorm``
+      (https://keras.io/api/layers/constraints/); Srivastava et al., 2014,
+      `Dropout: A Simple Way to Prevent Neural Networks from Overfitting
+      <https://jmlr.org/papers/v15/srivastava14a.html>`_, section 5.1.
+    """
+    check_positive("max_value", max_value)
+    _check_axis_spec(axis)
+
+    def project(z, c):
+        return rescale_norms(z, axis, lambda n: jnp.clip(n, 0, c))
+
+    return masked(_prox_transform("max_norm", project, (max_value,)), mask)
+
+
+def unit_norm(axis: Axis = 0, mask: Mask = None) -> optax.GradientTransformation:
+    r"""Unit-norm constraint, placed **last** in the chain (Keras ``UnitNorm``).
+
+    Lands on $z / \max(n, \epsilon)$ per norm $n = \|z\|_2$ over ``axis`` (Keras:
+    $z / (\epsilon + n)$). A zero vector stays zero: it has no unit-norm
+    projection.
+
+    Args:
+      axis: the axes the norm is taken over, as in :func:`max_norm`.
+      mask: which leaves (``optax.masked`` semantics).
+
+    Returns:
+      An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, optax, jaxreg
+      >>> tx = jaxreg.unit_norm(axis=1)
+      >>> params = {"w": jnp.array([[3.0, 4.0], [0.0, 0.0]])}
+      >>> updates, _ = tx.update({"w": jnp.zeros((2, 2))}, tx.init(params), params)
+      >>> np.asarray(optax.apply_updates(params, updates)["w"], float).round(6).tolist()
+      [[0.6, 0.8], [0.0, 0.0]]
+
+    References:
+      Keras, ``keras.constraints.UnitNorm`` (https://keras.io/api/layers/constraints/).
+    """
+    _check_axis_spec(axis)
+
+    def project(z):
+        return rescale_norms(z, axis, lambda n: jnp.ones_like(n))
+
+    return masked(_prox_transform("unit_norm", project, ()), mask)
+
+
+def min_max_norm(
+    min_value: optax.ScalarOrSchedule,
+    max_value: optax.ScalarOrSchedule,
+    rate: optax.ScalarOrSchedule = 1.0,
+    axis: Axis = 0,
+    mask: Mask = None,
+) -> optax.GradientTransformation:
+    r"""Min-max-norm constraint, placed **last** in the chain (Keras ``MinMaxNorm``).
+
+    Per norm $n = \|z\|_2$ over ``axis`` it lands on $z \cdot d / \max(n, \epsilon)$
+    with $d = r \cdot \mathrm{clip}(n, a, b) + (1 - r) \cdot n$: ``rate=1`` enforces
+    $a \le n \le b$ strictly, ``rate < 1`` moves the norm part of the way towards
+    the interval at each step. A zero vector stays zero (it cannot be scaled up).
+
+    Args:
+      min_value: the lower bound $a \ge 0$ on the norm.
+      max_value: the upper bound $b > 0$, with $a \le b$.
+      rate: $r \in [0, 1]$, the fraction of the way to the interval per step.
+      axis: the axes the norm is taken over, as in :func:`max_norm`.
+      mask: which leaves (``optax.masked`` semantics).
+
+    All three values may be floats, JAX scalars or optax schedules.
+
+    Returns:
+      An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
+
+    References:
+      Keras, ``keras.constraints.MinMaxNorm`` (https://keras.io/api/layers/constraints/).
+    """
+    check_non_negative("min_value", min_value)
+    check_positive("max_value", max_value)
+    check_less_equal("min_value", min_value, "max_value", max_value)
+    if not callable(rate):
+        check_rate("rate", rate)
+    _check_axis_spec(axis)
+
+    def project(z, a, b, r):
+        return rescale_norms(z, axis, lambda n: r * jnp.clip(n, a, b) + (1 - r) * n)
+
+    return masked(_prox_transform("min_max_norm", project, (min_value, max_value, rate)), mask)
+
+
+def non_negative(mask: Mask = None) -> optax.GradientTransformation:
+    r"""Non-negativity constraint, placed **last** in the chain (Keras ``NonNeg``).
+
+    Lands on $\max(z, 0)$ elementwise: this is ``optax.keep_params_nonnegative``
+    (reused, not rewritten) restricted to the float leaves that ``mask`` selects.
+    Entries that would go negative land on exactly ``0.0``.
+
+    Args:
+      mask: which leaves (``optax.masked`` semantics).
+
+    Returns:
+      An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, jaxreg
+      >>> tx = optax.chain(optax.sgd(1.0), jaxreg.non_negative())
+      >>> params = {"w": jnp.array([0.5, 2.0])}
+      >>> updates, _ = tx.update({"w": jnp.array([1.0, 1.0])}, tx.init(params), params)
+      >>> optax.apply_updates(params, updates)["w"].tolist()
+      [0.0, 1.0]
+
+    References:
+      Keras, ``keras.constraints.NonNeg``; ``optax.keep_params_nonnegative``.
+    """
+    return masked(optax.keep_params_nonnegative(), mask)

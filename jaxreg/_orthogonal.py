@@ -1,0 +1,161 @@
+r"""Structural penalties on one weight matrix, and activity regularization.
+
+Unlike the penalties of :mod:`jaxreg._penalties` (pytree in, scalar out), these
+take a single weight ``w`` and return a float32 scalar (float64 under x64) with
+no strength factor: add ``factor * penalty(w)`` to the loss yourself, e.g.
+``loss + 0.01 * jaxreg.orthogonal_penalty(params["dense"]["kernel"])``.
+
+**Activity regularization.** Keras's ``activity_regularizer=`` penalizes a
+layer's *outputs*, not its weights, and divides the penalty by the batch size
+"so that the relative weighting between the weight regularizers and the
+activity regularizers does not change with the batch size" (Keras,
+``keras.regularizers.Regularizer``). In JAX there is nothing to hook: return the
+activations from the model and add the penalty to the loss, with the same
+pytree penalties used for weights:
+
+- Keras ``activity_regularizer=L1(l1)``: ``l1 * jaxreg.l1_penalty(h) / batch``;
+- Keras ``activity_regularizer=L2(l2)``: ``2 * l2 * jaxreg.l2_penalty(h) / batch``
+  (Keras's L2 has no 1/2, :func:`jaxreg.l2_penalty` has).
+
+The example reproduces the one in Keras's ``Regularizer`` docstring (a Dense
+layer of ones, input ``2 * ones((5, 5))``, kernel ``L1(0.01)`` and activity
+``L2(0.01)``: total 5.25):
+
+>>> import jax.numpy as jnp, jaxreg
+>>> kernel, x = jnp.ones((5, 5)), 2.0 * jnp.ones((5, 5))
+>>> h = x @ kernel                                    # the layer's activations
+>>> weight_term = 0.01 * jaxreg.l1_penalty(kernel)
+>>> activity_term = 2 * 0.01 * jaxreg.l2_penalty(h) / x.shape[0]
+>>> round(float(weight_term), 4), round(float(activity_term), 4)
+(0.25, 5.0)
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxreg._validation import check_ndim
+
+
+def _acc(w: jax.Array) -> jax.Array:
+    """``w`` as float32, or wider if it already is (float64 under x64)."""
+    w = jnp.asarray(w)
+    return w.astype(jnp.promote_types(w.dtype, jnp.zeros((), float).dtype))
+
+
+def orthogonal_penalty(w: jax.Array, mode: str = "rows") -> jax.Array:
+    r"""Mean absolute cosine similarity between distinct rows (or columns) of ``w``.
+
+    With $\hat w_i = w_i / \max(\|w_i\|_2, \epsilon)$ the L2-normalized rows
+    ($\epsilon = 10^{-7}$, Keras's ``normalize``) and $n$ rows,
+
+    $$P(W) = \frac{1}{n(n-1)/2} \sum_{i<j} |\hat w_i^\top \hat w_j|,$$
+
+    a value in $[0, 1]$, zero exactly when the nonzero rows are mutually
+    orthogonal. ``mode="columns"`` applies it to the columns. A matrix with a
+    single row (or column) has no pairs: the penalty is 0.
+
+    **Mapping to Keras.** ``keras.regularizers.OrthogonalRegularizer(factor,
+    mode)`` returns ``factor * 0.5 * sum(|offdiag(W_hat W_hat^T)|) / num_pairs``,
+    which is ``factor * orthogonal_penalty(w, mode)``: the off-diagonal sum counts
+    each pair twice, the 0.5 undoes that. On a Dense kernel ``(in, out)``,
+    ``"rows"`` decorrelates the input features' weight vectors and ``"columns"``
+    the units' incoming weight vectors.
+
+    Args:
+      w: a 2-D weight matrix.
+      mode: ``"rows"`` or ``"columns"``.
+
+    Returns:
+      A float32 scalar (float64 under x64).
+
+    Examples:
+      >>> import jax.numpy as jnp, jaxreg
+      >>> float(jaxreg.orthogonal_penalty(jnp.eye(3)))
+      0.0
+      >>> round(float(jaxreg.orthogonal_penalty(jnp.array([[1.0, 0.0], [1.0, 1.0]]))), 6)  # cos 45 deg
+      0.707107
+
+    References:
+      Keras, ``keras.regularizers.OrthogonalRegularizer``
+      (https://keras.io/api/layers/regularizers/).
+    """
+    check_ndim("w", w, 2)
+    if mode not in ("rows", "columns"):
+        raise ValueError(f'mode must be "rows" or "columns", got {mode!r}')
+    m = _acc(w) if mode == "rows" else _acc(w).T
+    n = m.shape[0]
+    if n < 2:
+        return jnp.zeros((), m.dtype)
+    norms = jnp.sqrt(jnp.sum(jnp.square(m), axis=1, keepdims=True))
+    m_hat = m / jnp.maximum(norms, 1e-7)
+    gram = m_hat @ m_hat.T
+    off_diagonal = jnp.abs(gram) * (1 - jnp.eye(n, dtype=m.dtype))
+    return jnp.sum(off_diagonal) / (n * (n - 1))
+
+
+def soft_orthogonal_penalty(w: jax.Array) -> jax.Array:
+    r"""Soft orthogonality $\|W^\top W - I\|_F^2$ (Bansal et al., 2018).
+
+    The Gram matrix is $W^\top W$, of shape ``(out, out)`` for a Dense kernel
+    ``(in, out)``: the penalty pushes the ``out`` columns (each unit's incoming
+    weights, or each filter of a conv kernel reshaped to ``(-1, out)``) to be
+    orthonormal. This is reachable (the penalty can be 0) only when ``out <=
+    in``; for a wide matrix the minimum is ``out - in``, and ``w.T`` gives the
+    row version $\|W W^\top - I\|_F^2$. Multiply by the paper's $\lambda$
+    yourself. Unlike :func:`orthogonal_penalty` it also fixes the norms to 1.
+
+    Args:
+      w: a 2-D weight matrix (reshape conv kernels with ``w.reshape(-1, w.shape[-1])``).
+
+    Returns:
+      A float32 scalar (float64 under x64).
+
+    Examples:
+      >>> import jax.numpy as jnp, jaxreg
+      >>> float(jaxreg.soft_orthogonal_penalty(2.0 * jnp.eye(2)))  # (4 - 1)^2 * 2
+      18.0
+
+    References:
+      Bansal, Chen and Wang, 2018, `Can We Gain More from Orthogonality
+      Regularizations in Training Deep CNNs? <https://arxiv.org/abs/1810.09102>`_
+      (SO regularization).
+    """
+    check_ndim("w", w, 2)
+    m = _acc(w)
+    gram = m.T @ m
+    return jnp.sum(jnp.square(gram - jnp.eye(gram.shape[0], dtype=m.dtype)))
+
+
+def spectral_penalty(w: jax.Array) -> jax.Array:
+    r"""Squared spectral norm $\sigma_{\max}(W)^2$, the largest singular value squared.
+
+    Computed exactly with an SVD (``jnp.linalg.svd(..., compute_uv=False)``); its
+    gradient is $2\sigma_1 u_1 v_1^\top$. Weights with ``ndim > 2`` are reshaped
+    to ``(-1, w.shape[-1])`` (output axis last, as Flax stores kernels and as
+    :func:`jaxreg.spectral_normalize` does). Yoshida and Miyato add
+    $\frac{\lambda}{2}\sigma(W)^2$ per layer to the loss, i.e.
+    ``lam / 2 * spectral_penalty(w)``; they estimate $\sigma$ by one power
+    iteration per step, while this exact SVD costs $O(\min(m, n)\, m n)$ per call,
+    fine for the matrices of most layers.
+
+    Args:
+      w: a weight with ``ndim >= 2``.
+
+    Returns:
+      A float32 scalar (float64 under x64).
+
+    Examples:
+      >>> import jax.numpy as jnp, jaxreg
+      >>> float(jaxreg.spectral_penalty(jnp.diag(jnp.array([3.0, 1.0]))))
+      9.0
+
+    References:
+      Yoshida and Miyato, 2017, `Spectral Norm Regularization for Improving the
+      Generalizability of Deep Learning <https://arxiv.org/abs/1705.10941>`_.
+    """
+    check_ndim("w", w, 2, at_least=True)
+    m = _acc(w)
+    m = m.reshape(-1, m.shape[-1])
+    return jnp.max(jnp.linalg.svd(m, compute_uv=False)) ** 2

@@ -1,0 +1,108 @@
+r"""Weight normalization $w = g \cdot v / \|v\|$ as pure functions (Salimans and Kingma, 2016).
+
+The direction ``v`` and the scale ``g`` are both parameters; the weight the
+layer uses is computed from them at every call and never stored. The Flax
+wrappers ``jaxreg.linen.WeightNorm`` and ``jaxreg.nnx.WeightNorm`` keep ``v`` as
+the wrapped layer's own parameter and ``g`` as a trainable parameter next to it,
+initialized by :func:`weight_norm_init` so the layer's output is unchanged at
+initialization.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxreg._validation import check_axes, check_positive
+
+FeatureAxes = int | tuple[int, ...] | None
+
+
+def _split_axes(v: jax.Array, feature_axes: FeatureAxes) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(feature axes, reduction axes) of ``v``, normalized; ``None`` keeps no axis."""
+    kept = () if feature_axes is None else check_axes("feature_axes", feature_axes, v.ndim, "v")
+    return kept, tuple(d for d in range(v.ndim) if d not in kept)
+
+
+def _norms(v: jax.Array, reduce: tuple[int, ...], eps: float) -> jax.Array:
+    # max(||v||, eps) over `reduce` (kept dims), with a finite gradient at v = 0.
+    acc = v.astype(jnp.promote_types(v.dtype, jnp.float32))
+    return jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(acc), axis=reduce, keepdims=True), eps**2))
+
+
+def weight_norm_init(v: jax.Array, *, feature_axes: FeatureAxes = -1) -> jax.Array:
+    r"""The scale $g = \|v\|_2$ that makes :func:`weight_normalize` return ``v`` itself.
+
+    One norm per index of ``feature_axes`` (taken over all other axes), so that
+    a layer using $g \cdot v / \|v\|$ computes the same output as with ``v`` at
+    initialization (PyTorch's ``weight_norm`` does the same; ``flax.linen.WeightNorm``
+    initializes the scale to ones instead, which changes the output: flax#4138).
+
+    Args:
+      v: the direction parameter (the layer's initial weight).
+      feature_axes: the axes that keep one scale each (see :func:`weight_normalize`).
+
+    Returns:
+      ``g`` of shape ``tuple(v.shape[a] for a in feature_axes)`` (``()`` for ``None``),
+      float32 or wider.
+    """
+    kept, reduce = _split_axes(v, feature_axes)
+    acc = v.astype(jnp.promote_types(v.dtype, jnp.float32))
+    norms = jnp.sqrt(jnp.sum(jnp.square(acc), axis=reduce))
+    return norms.reshape(tuple(v.shape[a] for a in kept))
+
+
+def weight_normalize(
+    v: jax.Array, g: jax.Array, *, feature_axes: FeatureAxes = -1, eps: float = 1e-12
+) -> jax.Array:
+    r"""Weight normalization $w = g \cdot v / \max(\|v\|_2, \epsilon)$.
+
+    The norm is taken over every axis except ``feature_axes`` (the output axis),
+    one scale $g$ per output unit: the convention of Salimans and Kingma
+    ($w = g\, v / \|v\|$ for each unit's incoming weight vector $v$) and of
+    ``torch.nn.utils.weight_norm(dim=0)`` on PyTorch's ``(out, in, ...)`` weights.
+    Flax stores kernels output-last (``(in, out)``, ``(h, w, in, out)``), hence
+    ``feature_axes=-1`` here, as in ``flax.linen.WeightNorm``. ``feature_axes=None``
+    uses one norm and one scalar ``g`` for the whole tensor (torch ``dim=None``).
+
+    Gradients reach both ``v`` and ``g``; they are finite at $v = 0$.
+
+    Args:
+      v: the direction parameter.
+      g: the scale parameter, of shape ``tuple(v.shape[a] for a in feature_axes)``
+        (as returned by :func:`weight_norm_init`).
+      feature_axes: the axes that keep one norm and one scale each (int, tuple or
+        ``None``).
+      eps: lower bound on the norm.
+
+    Returns:
+      ``w``, of the shape and dtype of ``v``.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, jaxreg
+      >>> v = jnp.array([[3.0, 0.0], [4.0, 2.0]])  # column norms 5 and 2
+      >>> g = jaxreg.weight_norm_init(v)
+      >>> g.tolist(), bool(jnp.allclose(jaxreg.weight_normalize(v, g), v))
+      ([5.0, 2.0], True)
+      >>> np.asarray(jaxreg.weight_normalize(v, jnp.ones(2)), float).round(6).tolist()
+      [[0.6, 0.0], [0.8, 1.0]]
+
+    References:
+      Salimans and Kingma, 2016, `Weight Normalization: A Simple
+      Reparameterization to Accelerate Training of Deep Neural Networks
+      <https://arxiv.org/abs/1602.07868>`_; ``torch.nn.utils.weight_norm``.
+    """
+    check_positive("eps", eps)
+    kept, reduce = _split_axes(v, feature_axes)
+    expected = tuple(v.shape[a] for a in kept)
+    if jnp.shape(g) != expected:
+        raise ValueError(
+            f"g must have shape {expected} (v.shape at feature_axes={feature_axes!r}) for v of shape "
+            f"{v.shape}, got {jnp.shape(g)}; create it with weight_norm_init(v)"
+        )
+    broadcast = [1] * v.ndim
+    for a in kept:
+        broadcast[a] = v.shape[a]
+    norms = _norms(v, reduce, eps)
+    w = v.astype(norms.dtype) * (jnp.reshape(g, broadcast).astype(norms.dtype) / norms)
+    return w.astype(v.dtype)
