@@ -1,0 +1,452 @@
+"""Flax NNX modules for the dropout family, following ``flax.nnx.Dropout``.
+
+Each module is a thin wrapper around the functional op of the same name in
+``jaxreg`` (``Dropout`` -> `jaxreg.dropout`, ``DropPath`` -> `jaxreg.drop_path`,
+...): the maths lives in the op, the module only resolves the mode and the key.
+The conventions are those of `flax.nnx.Dropout`:
+
+- ``deterministic`` is a constructor argument (default ``False``) that
+  ``model.train()`` / ``model.eval()``, ``set_attributes`` and ``nnx.view``
+  switch; a ``deterministic`` passed at call time takes precedence.
+- Keys come from an ``nnx.RngStream`` forked at construction from
+  ``rngs[rng_collection]`` (``"dropout"``, falling back to ``"default"``); each
+  training call draws a fresh key from it, so successive calls (eager or under
+  ``nnx.jit``) use different masks. An ``nnx.Rngs``, ``nnx.RngStream`` or key
+  passed as ``rngs=`` at call time takes precedence.
+- A rate (or ``GaussianNoise``'s ``stddev``) of exactly 0 returns the input
+  unchanged and needs no ``rngs``.
+
+Examples:
+  >>> import jax.numpy as jnp
+  >>> from flax import nnx
+  >>> import jaxreg.nnx as jrx
+  >>> class MLP(nnx.Module):
+  ...     def __init__(self, rngs: nnx.Rngs):
+  ...         self.linear = nnx.Linear(3, 8, rngs=rngs)
+  ...         self.drop = jrx.Dropout(0.5, rngs=rngs)
+  ...         self.path = jrx.DropPath(0.2, rngs=rngs)
+  ...     def __call__(self, x):
+  ...         return self.path(self.drop(self.linear(x)))
+  >>> model, x = MLP(nnx.Rngs(params=0, dropout=1)), jnp.ones((4, 3))
+  >>> model.train()  # masks drawn, a new one at every call
+  >>> bool(jnp.any(model(x) != model(x)))
+  True
+  >>> model.eval()  # identity
+  >>> bool(jnp.all(model(x) == model.linear(x)))
+  True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+from flax import nnx
+
+from jaxreg import _dropout
+from jaxreg._dropout_utils import is_zero
+from jaxreg._nnx_reparam import SpectralNorm as SpectralNorm
+from jaxreg._nnx_reparam import WeightNorm as WeightNorm
+from jaxreg._sampling import Sampler
+
+__all__ = [
+    "AlphaDropout",
+    "DropBlock",
+    "DropPath",
+    "Dropout",
+    "GaussianDropout",
+    "GaussianNoise",
+    "SpatialDropout",
+    "SpectralNorm",
+    "WeightNorm",
+]
+
+RngsLike = nnx.Rngs | nnx.RngStream | jax.Array | None
+
+
+class _StochasticModule(nnx.Module):
+    """Shared state and key logic of the modules below (as in `flax.nnx.Dropout`)."""
+
+    def __init__(self, *, deterministic: bool | None, rng_collection: str, rngs: RngsLike) -> None:
+        self.deterministic = deterministic
+        self.rng_collection = rng_collection
+        if isinstance(rngs, nnx.Rngs):
+            self.rngs = rngs[rng_collection].fork()
+        elif isinstance(rngs, nnx.RngStream):
+            self.rngs = rngs.fork()
+        elif rngs is None:
+            self.rngs = nnx.data(None)
+        else:
+            raise TypeError(f"rngs must be an nnx.Rngs, an nnx.RngStream or None, got {type(rngs)}")
+
+    def set_view(self, deterministic: bool | None = None) -> None:
+        """Used by ``nnx.view``.
+
+        Args:
+          deterministic: if True, disables the random perturbation.
+        """
+        if deterministic is not None:
+            self.deterministic = deterministic
+
+    def _mode_and_key(
+        self, rate: Any, deterministic: bool | None, rngs: RngsLike
+    ) -> tuple[bool, jax.Array | None]:
+        """Returns ``(deterministic, key)``; ``key`` is ``None`` when no random work is done."""
+        name = type(self).__name__
+        if deterministic is None:
+            deterministic = self.deterministic
+        if deterministic is None:
+            raise ValueError(
+                f"No `deterministic` argument was provided to {name}: pass it to the "
+                "constructor or the call, call model.train() / model.eval(), or use nnx.view."
+            )
+        if deterministic or is_zero(rate):
+            return bool(deterministic), None
+        if rngs is None:
+            rngs = self.rngs
+        if isinstance(rngs, nnx.Rngs):
+            return False, rngs[self.rng_collection]()
+        if isinstance(rngs, nnx.RngStream):
+            return False, rngs()
+        if isinstance(rngs, jax.Array):
+            return False, rngs
+        if rngs is None:
+            raise ValueError(
+                f"`deterministic` is False, but no `rngs` argument was provided to {name} "
+                "as either a __call__ argument or a constructor argument."
+            )
+        raise TypeError(f"rngs must be an nnx.Rngs, an nnx.RngStream or a key, got {type(rngs)}")
+
+
+class Dropout(_StochasticModule):
+    """Dropout with an inverted or classic mode and an optional mask sampler.
+
+    Computes `jaxreg.dropout` (``mode="inverted"``: ``x * m / (1 - rate)`` in
+    training and ``x`` at inference; ``mode="classic"``: ``x * m`` and
+    ``x * (1 - rate)``; ``m ~ Bernoulli(1 - rate)``, shared along
+    ``broadcast_dims``). With the defaults and ``sampler="jax"`` it matches
+    `flax.nnx.Dropout` given the same rngs.
+
+    Args:
+      rate: the probability of dropping a unit (*not* the keep rate).
+      broadcast_dims: axes along which the mask is shared, as in flax.
+      mode: ``"inverted"`` (PyTorch, Flax, Keras) or ``"classic"`` (Srivastava et al.).
+      sampler: the mask sampler of `jaxreg.dropout` (``None``: library default).
+      deterministic: if true, no mask is drawn; switched by ``train()`` / ``eval()``.
+      rng_collection: the rng stream the keys are drawn from.
+      rngs: an ``nnx.Rngs`` or ``nnx.RngStream`` to fork the module's stream from.
+
+    References:
+      Srivastava et al., 2014, `Dropout: A Simple Way to Prevent Neural Networks
+      from Overfitting <https://jmlr.org/papers/v15/srivastava14a.html>`_.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        broadcast_dims: Sequence[int] = (),
+        mode: str = "inverted",
+        sampler: Sampler = None,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+    ) -> None:
+        super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
+        self.rate = rate
+        self.broadcast_dims = tuple(broadcast_dims)
+        self.mode = mode
+        self.sampler = sampler
+
+    def __call__(
+        self, inputs: jax.Array, *, deterministic: bool | None = None, rngs: RngsLike = None
+    ) -> jax.Array:
+        """Applies dropout; call-time ``deterministic`` and ``rngs`` take precedence."""
+        deterministic, key = self._mode_and_key(self.rate, deterministic, rngs)
+        return _dropout.dropout(
+            key,
+            inputs,
+            self.rate,
+            deterministic=deterministic,
+            broadcast_dims=self.broadcast_dims,
+            mode=self.mode,
+            sampler=self.sampler,
+        )
+
+
+class SpatialDropout(_StochasticModule):
+    """Drops whole feature maps (channels) per example: `jaxreg.spatial_dropout`.
+
+    ``x * m / (1 - rate)`` with one ``m ~ Bernoulli(1 - rate)`` per (example,
+    channel), shared over the spatial axes; Keras ``SpatialDropout1D/2D/3D``,
+    PyTorch ``Dropout1d/2d/3d`` (which default to channels first:
+    ``channel_axis=1``).
+
+    Args:
+      rate: the probability of dropping a channel.
+      channel_axis: the channel axis (default last, NHWC).
+      batch_axis: the example axis (``None`` for an unbatched input).
+      sampler: the sampler of the op (``None``: library default, ``"fast"`` or ``"jax"``).
+      deterministic: if true, returns the input unchanged.
+      rng_collection: the rng stream the keys are drawn from.
+      rngs: an ``nnx.Rngs`` or ``nnx.RngStream`` to fork the module's stream from.
+
+    References:
+      Tompson et al., 2015, `Efficient Object Localization Using Convolutional
+      Networks <https://arxiv.org/abs/1411.4280>`_.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        channel_axis: int = -1,
+        batch_axis: int | None = 0,
+        sampler: Sampler = None,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+    ) -> None:
+        super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
+        self.sampler = sampler
+        self.rate = rate
+        self.channel_axis = channel_axis
+        self.batch_axis = batch_axis
+
+    def __call__(
+        self, inputs: jax.Array, *, deterministic: bool | None = None, rngs: RngsLike = None
+    ) -> jax.Array:
+        """Applies spatial dropout; call-time ``deterministic`` and ``rngs`` take precedence."""
+        deterministic, key = self._mode_and_key(self.rate, deterministic, rngs)
+        return _dropout.spatial_dropout(
+            key,
+            inputs,
+            self.rate,
+            channel_axis=self.channel_axis,
+            batch_axis=self.batch_axis,
+            deterministic=deterministic,
+            sampler=self.sampler,
+        )
+
+
+class GaussianDropout(_StochasticModule):
+    """Multiplicative Gaussian noise: `jaxreg.gaussian_dropout`.
+
+    ``x * e`` with ``e ~ N(1, rate / (1 - rate))`` in training, ``x`` at
+    inference (Keras ``GaussianDropout``).
+
+    Args:
+      rate: the equivalent drop probability of Bernoulli dropout.
+      sampler: the sampler of the op (``None``: library default, ``"fast"`` or ``"jax"``).
+      deterministic: if true, returns the input unchanged.
+      rng_collection: the rng stream the keys are drawn from.
+      rngs: an ``nnx.Rngs`` or ``nnx.RngStream`` to fork the module's stream from.
+
+    References:
+      Srivastava et al., 2014, `Dropout: A Simple Way to Prevent Neural Networks
+      from Overfitting <https://jmlr.org/papers/v15/srivastava14a.html>`_, section 10.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        sampler: Sampler = None,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+    ) -> None:
+        super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
+        self.sampler = sampler
+        self.rate = rate
+
+    def __call__(
+        self, inputs: jax.Array, *, deterministic: bool | None = None, rngs: RngsLike = None
+    ) -> jax.Array:
+        """Applies Gaussian dropout; call-time ``deterministic`` and ``rngs`` take precedence."""
+        deterministic, key = self._mode_and_key(self.rate, deterministic, rngs)
+        return _dropout.gaussian_dropout(
+            key, inputs, self.rate, deterministic=deterministic, sampler=self.sampler
+        )
+
+
+class GaussianNoise(_StochasticModule):
+    """Additive Gaussian noise: `jaxreg.gaussian_noise`.
+
+    ``x + e`` with ``e ~ N(0, stddev^2)`` in training, ``x`` at inference
+    (Keras ``GaussianNoise``).
+
+    Args:
+      stddev: the standard deviation of the noise.
+      sampler: the sampler of the op (``None``: library default, ``"fast"`` or ``"jax"``).
+      deterministic: if true, returns the input unchanged.
+      rng_collection: the rng stream the keys are drawn from.
+      rngs: an ``nnx.Rngs`` or ``nnx.RngStream`` to fork the module's stream from.
+
+    References:
+      Bishop, 1995, `Training with Noise is Equivalent to Tikhonov Regularization
+      <https://doi.org/10.1162/neco.1995.7.1.108>`_.
+    """
+
+    def __init__(
+        self,
+        stddev: float,
+        *,
+        sampler: Sampler = None,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+    ) -> None:
+        super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
+        self.sampler = sampler
+        self.stddev = stddev
+
+    def __call__(
+        self, inputs: jax.Array, *, deterministic: bool | None = None, rngs: RngsLike = None
+    ) -> jax.Array:
+        """Adds Gaussian noise; call-time ``deterministic`` and ``rngs`` take precedence."""
+        deterministic, key = self._mode_and_key(self.stddev, deterministic, rngs)
+        return _dropout.gaussian_noise(
+            key, inputs, self.stddev, deterministic=deterministic, sampler=self.sampler
+        )
+
+
+class AlphaDropout(_StochasticModule):
+    """Dropout that keeps SELU's zero mean and unit variance: `jaxreg.alpha_dropout`.
+
+    ``a * (x * m + alpha' * (1 - m)) + b`` with ``m ~ Bernoulli(1 - rate)``,
+    ``alpha' = -1.7580993408473766`` and ``a``, ``b`` as in PyTorch and Keras;
+    ``x`` at inference.
+
+    Args:
+      rate: the probability of dropping a unit.
+      sampler: the sampler of the op (``None``: library default, ``"fast"`` or ``"jax"``).
+      deterministic: if true, returns the input unchanged.
+      rng_collection: the rng stream the keys are drawn from.
+      rngs: an ``nnx.Rngs`` or ``nnx.RngStream`` to fork the module's stream from.
+
+    References:
+      Klambauer et al., 2017, `Self-Normalizing Neural Networks
+      <https://arxiv.org/abs/1706.02515>`_.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        sampler: Sampler = None,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+    ) -> None:
+        super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
+        self.sampler = sampler
+        self.rate = rate
+
+    def __call__(
+        self, inputs: jax.Array, *, deterministic: bool | None = None, rngs: RngsLike = None
+    ) -> jax.Array:
+        """Applies alpha dropout; call-time ``deterministic`` and ``rngs`` take precedence."""
+        deterministic, key = self._mode_and_key(self.rate, deterministic, rngs)
+        return _dropout.alpha_dropout(
+            key, inputs, self.rate, deterministic=deterministic, sampler=self.sampler
+        )
+
+
+class DropPath(_StochasticModule):
+    """Stochastic depth, one keep decision per example: `jaxreg.drop_path`.
+
+    ``x * m / (1 - rate)`` (``x * m`` if not ``scale_by_keep``) with one
+    ``m ~ Bernoulli(1 - rate)`` per index of ``batch_axis``; apply it to a
+    residual branch (``x + drop_path(f(x))``), as timm's ``DropPath``.
+
+    Args:
+      rate: the probability of dropping the branch for an example.
+      batch_axis: the example axis.
+      scale_by_keep: whether kept examples are scaled by ``1 / (1 - rate)``.
+      sampler: the sampler of the op (``None``: library default, ``"fast"`` or ``"jax"``).
+      deterministic: if true, returns the input unchanged.
+      rng_collection: the rng stream the keys are drawn from.
+      rngs: an ``nnx.Rngs`` or ``nnx.RngStream`` to fork the module's stream from.
+
+    References:
+      Huang et al., 2016, `Deep Networks with Stochastic Depth
+      <https://arxiv.org/abs/1603.09382>`_.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        batch_axis: int = 0,
+        scale_by_keep: bool = True,
+        sampler: Sampler = None,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+    ) -> None:
+        super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
+        self.sampler = sampler
+        self.rate = rate
+        self.batch_axis = batch_axis
+        self.scale_by_keep = scale_by_keep
+
+    def __call__(
+        self, inputs: jax.Array, *, deterministic: bool | None = None, rngs: RngsLike = None
+    ) -> jax.Array:
+        """Applies stochastic depth; call-time ``deterministic`` and ``rngs`` take precedence."""
+        deterministic, key = self._mode_and_key(self.rate, deterministic, rngs)
+        return _dropout.drop_path(
+            key,
+            inputs,
+            self.rate,
+            deterministic=deterministic,
+            batch_axis=self.batch_axis,
+            scale_by_keep=self.scale_by_keep,
+            sampler=self.sampler,
+        )
+
+
+class DropBlock(_StochasticModule):
+    """Drops contiguous ``block_size x block_size`` regions of NHWC maps: `jaxreg.dropblock`.
+
+    Block centres are sampled with the paper's ``gamma`` so that about ``rate``
+    of the units are dropped, and kept values are rescaled; ``x`` at inference.
+
+    Args:
+      rate: the fraction of units to drop.
+      block_size: the side of the square blocks.
+      sampler: the sampler of the op (``None``: library default, ``"fast"`` or ``"jax"``).
+      deterministic: if true, returns the input unchanged.
+      rng_collection: the rng stream the keys are drawn from.
+      rngs: an ``nnx.Rngs`` or ``nnx.RngStream`` to fork the module's stream from.
+
+    References:
+      Ghiasi et al., 2018, `DropBlock: A regularization method for convolutional
+      networks <https://arxiv.org/abs/1810.12890>`_.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        block_size: int,
+        *,
+        sampler: Sampler = None,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+    ) -> None:
+        super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
+        self.sampler = sampler
+        self.rate = rate
+        self.block_size = block_size
+
+    def __call__(
+        self, inputs: jax.Array, *, deterministic: bool | None = None, rngs: RngsLike = None
+    ) -> jax.Array:
+        """Applies DropBlock; call-time ``deterministic`` and ``rngs`` take precedence."""
+        deterministic, key = self._mode_and_key(self.rate, deterministic, rngs)
+        return _dropout.dropblock(
+            key, inputs, self.rate, self.block_size, deterministic=deterministic, sampler=self.sampler
+        )
