@@ -16,7 +16,15 @@ from jaxreg._tree import CountState as CountState
 __version__ = "0.1.0"
 
 # --- dropout family and samplers (issues 3, 4) ---
+from jaxreg._dropblock import dropblock as dropblock
+from jaxreg._dropblock import dropblock_gamma as dropblock_gamma
+from jaxreg._dropout import drop_path as drop_path
+from jaxreg._dropout import dropconnect as dropconnect
 from jaxreg._dropout import dropout as dropout
+from jaxreg._dropout import spatial_dropout as spatial_dropout
+from jaxreg._noise_dropout import alpha_dropout as alpha_dropout
+from jaxreg._noise_dropout import gaussian_dropout as gaussian_dropout
+from jaxreg._noise_dropout import gaussian_noise as gaussian_noise
 
 # isort: split
 # --- constraints and structural regularizers (issue 8) ---

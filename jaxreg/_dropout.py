@@ -1,90 +1,49 @@
-"""Dropout with an explicit key: ``dropout`` and the helpers the family shares."""
+"""Mask dropout with an explicit key: ``dropout``, ``spatial_dropout``, ``drop_path``, ``dropconnect``.
+
+Every mask comes from `jaxreg._sampling.keep_mask` (one mechanism for the
+whole family). This module also re-exports the rest of the family
+(`jaxreg._noise_dropout`, `jaxreg._dropblock`) and the shared helpers, so that
+``jaxreg._dropout`` is the one internal entry point for the Flax modules.
+"""
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax import lax
 
 from jaxreg import _sampling
+from jaxreg._dropblock import dropblock as dropblock
+from jaxreg._dropout_utils import (
+    MODES,
+    apply_keep_mask,
+    is_one,
+    is_zero,
+    keep_prob_of,
+    masked_shape,
+    require_key,
+)
+from jaxreg._dropout_utils import is_concrete as is_concrete
+from jaxreg._noise_dropout import alpha_dropout as alpha_dropout
+from jaxreg._noise_dropout import gaussian_dropout as gaussian_dropout
+from jaxreg._noise_dropout import gaussian_noise as gaussian_noise
 from jaxreg._sampling import Sampler
+from jaxreg._tree import Mask, resolve_mask
 from jaxreg._validation import check_axis, check_rate
 
-MODES = ("inverted", "classic")
-
-
-def is_concrete(value: Any) -> bool:
-    """True for Python and NumPy numbers (values known at trace time)."""
-    return isinstance(value, (numbers.Real, np.generic)) and not isinstance(value, bool)
-
-
-def is_zero(value: Any) -> bool:
-    """True only for a concrete 0 (a traced value is never known to be zero)."""
-    return is_concrete(value) and float(value) == 0.0
-
-
-def is_one(value: Any) -> bool:
-    return is_concrete(value) and float(value) == 1.0
-
-
-def require_key(key: Any, name: str) -> None:
-    if key is None:
-        raise ValueError(
-            f"{name} needs a PRNG key in training mode: pass key=jax.random.key(...), "
-            "or deterministic=True at evaluation"
-        )
-
-
-def keep_prob_of(rate: Any) -> Any:
-    """``1 - rate``: a Python float for a concrete rate, a float32 array otherwise."""
-    if is_concrete(rate):
-        return 1.0 - float(rate)
-    return 1.0 - jnp.asarray(rate, jnp.float32)
-
-
-def safe_divide(x: jax.Array, q: Any) -> jax.Array:
-    """``x / q`` in ``x``'s dtype; ``x / 1`` where ``q == 0`` (then every element is dropped).
-
-    The guard keeps the gradient NaN-free at a traced ``rate == 1``: the dropped
-    branch of the select gets a zero cotangent, and ``0 * (1 / 0)`` would be NaN.
-    """
-    if is_concrete(q):
-        return x / jnp.asarray(q if q > 0 else 1.0, x.dtype)
-    return x / jnp.where(q > 0, q, 1.0).astype(x.dtype)
-
-
-def masked_shape(shape: Sequence[int], broadcast_dims: Sequence[int]) -> tuple[int, ...]:
-    """``shape`` with 1 along ``broadcast_dims`` (axes along which the mask is shared)."""
-    out = list(shape)
-    for d in broadcast_dims:
-        out[check_axis("broadcast_dims", d, len(shape), "x")] = 1
-    return tuple(out)
-
-
-def apply_keep_mask(
-    key: Any,
-    x: jax.Array,
-    rate: Any,
-    mask_shape: tuple[int, ...],
-    *,
-    scale: bool,
-    sampler: Sampler,
-) -> jax.Array:
-    """Zeroes ``x`` where a keep mask of ``mask_shape`` (broadcast to ``x``) is False.
-
-    With ``scale=True`` kept values are divided by the keep probability the
-    sampler actually used (unbiased). This is the core of ``dropout``,
-    ``spatial_dropout`` and ``drop_path``.
-    """
-    keep, q = _sampling.keep_mask(key, mask_shape, keep_prob_of(rate), sampler)
-    keep = jnp.broadcast_to(keep, x.shape)
-    kept = safe_divide(x, q) if scale else x
-    return lax.select(keep, kept, jnp.zeros_like(x))
+__all__ = [
+    "alpha_dropout",
+    "drop_path",
+    "dropblock",
+    "dropconnect",
+    "dropout",
+    "gaussian_dropout",
+    "gaussian_noise",
+    "is_zero",
+    "spatial_dropout",
+]
 
 
 def dropout(
@@ -164,3 +123,175 @@ def dropout(
         return jnp.zeros_like(x)
     mask_shape = masked_shape(x.shape, broadcast_dims)
     return apply_keep_mask(key, x, rate, mask_shape, scale=mode == "inverted", sampler=sampler)
+
+
+def spatial_dropout(
+    key: Any,
+    x: jax.Array,
+    rate: float | jax.Array,
+    *,
+    channel_axis: int = -1,
+    batch_axis: int | None = 0,
+    deterministic: bool = False,
+    sampler: Sampler = None,
+) -> jax.Array:
+    r"""Spatial (channel) dropout: zeroes whole feature maps.
+
+    One keep decision $m_{b,c} \sim \mathrm{Bernoulli}(q)$ per (example,
+    channel), shared over every other axis (the spatial ones):
+    $y = m_{b,c}\, x / q$ (inverted scaling), $y = x$ when deterministic.
+    Equivalent to ``dropout(..., broadcast_dims=<all but batch and channel>)``.
+
+    Conventions: channels last by default (Keras ``SpatialDropout1D/2D/3D``,
+    NHWC); PyTorch's ``Dropout1d/2d/3d`` are channels first, i.e.
+    ``channel_axis=1``. ``batch_axis=None`` for an unbatched input (one
+    decision per channel).
+
+    Args:
+      key: a ``jax.random`` key; may be ``None`` when deterministic or ``rate == 0``.
+      x: input with a channel axis (and a batch axis unless ``batch_axis=None``).
+      rate: probability of dropping a channel, in [0, 1] (may be traced).
+      channel_axis: the feature-map axis.
+      batch_axis: the example axis, or ``None``.
+      deterministic: evaluation mode: returns ``x``.
+      sampler: ``None`` (default ``"fast"``), ``"fast"`` or ``"jax"``.
+
+    Returns:
+      An array of ``x``'s shape and dtype.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jaxreg
+      >>> y = jaxreg.spatial_dropout(jax.random.key(0), jnp.ones((2, 4, 4, 3)), 0.5)
+      >>> bool(((y == 0).all(axis=(1, 2)) | (y != 0).all(axis=(1, 2))).all())
+      True
+
+    References:
+      Tompson et al., "Efficient Object Localization Using Convolutional
+      Networks", CVPR 2015, https://arxiv.org/abs/1411.4280; Keras
+      ``SpatialDropout2D``; ``torch.nn.Dropout2d``.
+    """
+    check_rate("rate", rate)
+    _sampling.resolve_sampler(sampler)
+    x = jnp.asarray(x)
+    c = check_axis("channel_axis", channel_axis, x.ndim, "x")
+    b = None if batch_axis is None else check_axis("batch_axis", batch_axis, x.ndim, "x")
+    if b == c:
+        raise ValueError(f"batch_axis and channel_axis must differ, got {batch_axis} and {channel_axis}")
+    if deterministic or is_zero(rate):
+        return x
+    require_key(key, "spatial_dropout")
+    if is_one(rate):
+        return jnp.zeros_like(x)
+    shared = [d for d in range(x.ndim) if d not in (b, c)]
+    return apply_keep_mask(key, x, rate, masked_shape(x.shape, shared), scale=True, sampler=sampler)
+
+
+def drop_path(
+    key: Any,
+    x: jax.Array,
+    rate: float | jax.Array,
+    *,
+    deterministic: bool = False,
+    batch_axis: int = 0,
+    scale_by_keep: bool = True,
+    sampler: Sampler = None,
+) -> jax.Array:
+    r"""Stochastic depth (drop path): drops whole examples of a residual branch.
+
+    One decision $m_b \sim \mathrm{Bernoulli}(q)$ per example along
+    ``batch_axis``: $y = m_b\, x / q$ (or $m_b\, x$ with
+    ``scale_by_keep=False``), $y = x$ when deterministic. Apply it to the
+    residual branch, ``x + drop_path(key, f(x), rate)``, as timm's
+    ``DropPath``; ``rate`` is the drop probability (Huang et al. parametrize by
+    the survival probability $1 - \text{rate}$).
+
+    Args:
+      key: a ``jax.random`` key; may be ``None`` when deterministic or ``rate == 0``.
+      x: the branch output, with an example axis.
+      rate: probability of dropping an example's branch, in [0, 1] (may be traced).
+      deterministic: evaluation mode: returns ``x``.
+      batch_axis: the example axis.
+      scale_by_keep: divide kept examples by the keep probability (timm's default).
+      sampler: ``None`` (default ``"fast"``), ``"fast"`` or ``"jax"``.
+
+    Returns:
+      An array of ``x``'s shape and dtype.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jaxreg
+      >>> y = jaxreg.drop_path(jax.random.key(0), jnp.ones((8, 3)), 0.5)
+      >>> sorted(set(y.sum(axis=1).tolist())) in ([0.0, 6.0], [0.0], [6.0])
+      True
+
+    References:
+      Huang et al., "Deep Networks with Stochastic Depth", ECCV 2016,
+      https://arxiv.org/abs/1603.09382; timm ``timm.layers.drop_path``.
+    """
+    check_rate("rate", rate)
+    _sampling.resolve_sampler(sampler)
+    x = jnp.asarray(x)
+    b = check_axis("batch_axis", batch_axis, x.ndim, "x")
+    if deterministic or is_zero(rate):
+        return x
+    require_key(key, "drop_path")
+    if is_one(rate):
+        return jnp.zeros_like(x)
+    shared = [d for d in range(x.ndim) if d != b]
+    return apply_keep_mask(key, x, rate, masked_shape(x.shape, shared), scale=scale_by_keep, sampler=sampler)
+
+
+def dropconnect(
+    key: Any,
+    params: Any,
+    rate: float | jax.Array,
+    *,
+    mask: Mask = None,
+    sampler: Sampler = None,
+) -> Any:
+    r"""DropConnect: drops individual weights of a params pytree.
+
+    Each selected weight is kept with probability $q$ and scaled:
+    $\tilde W = M \odot W / q$, $M_{ij} \sim \mathrm{Bernoulli}(q)$ (inverted
+    scaling, so $E[\tilde W] = W$ and evaluation uses $W$ itself). Call it on
+    the params inside the loss, ``loss(dropconnect(key, params, 0.5), batch)``;
+    gradients flow to the kept weights. Each leaf gets its own key,
+    ``jax.random.fold_in(key, i)`` with ``i`` the leaf's index in
+    ``jax.tree.leaves(params)``, so masks of different leaves are independent.
+
+    Wan et al. (2013) evaluate with a Gaussian moment-matching approximation;
+    like most implementations, jaxreg uses the inverted-scaling mean instead.
+
+    Args:
+      key: a ``jax.random`` key; may be ``None`` when ``rate == 0``.
+      params: a pytree of arrays.
+      rate: probability of dropping a weight, in [0, 1] (may be traced).
+      mask: which leaves to drop (``optax.masked`` semantics, see
+        :mod:`jaxreg.masks`); non-float leaves always pass through.
+      sampler: ``None`` (default ``"fast"``), ``"fast"`` or ``"jax"``.
+
+    Returns:
+      A pytree like ``params``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jaxreg
+      >>> p = {"w": jnp.ones((4, 4)), "b": jnp.ones(4)}
+      >>> q = jaxreg.dropconnect(jax.random.key(0), p, 0.5, mask={"w": True, "b": False})
+      >>> q["b"].tolist()
+      [1.0, 1.0, 1.0, 1.0]
+
+    References:
+      Wan et al., "Regularization of Neural Networks using DropConnect", ICML
+      2013, https://proceedings.mlr.press/v28/wan13.html.
+    """
+    check_rate("rate", rate)
+    _sampling.resolve_sampler(sampler)
+    if is_zero(rate):
+        return params
+    require_key(key, "dropconnect")
+    leaves, treedef = jax.tree.flatten(params)
+    flags = jax.tree.leaves(resolve_mask(mask, params))
+    out = [
+        dropout(jax.random.fold_in(key, i), leaf, rate, sampler=sampler) if keep else leaf
+        for i, (leaf, keep) in enumerate(zip(leaves, flags, strict=True))
+    ]
+    return jax.tree.unflatten(treedef, out)

@@ -52,6 +52,7 @@ Sampler = Literal["fast", "jax"] | None
 DEFAULT_SAMPLER = "fast"
 SAMPLERS = ("fast", "jax")
 
+_COUNTER_LIMIT = 2**32  # elements one uint32 counter word can index
 KEEP_BITS = 24  # bits of the hash compared against the keep threshold
 _ONE = 1 << KEEP_BITS
 
@@ -136,10 +137,11 @@ def _flat_index(shape: tuple[int, ...], axes: range) -> jax.Array:
 
 def _counter_words(shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array | None]:
     """The element's global index as one word, or two words for >= 2**32 elements."""
-    if math.prod(shape) <= 2**32:
+    limit = _COUNTER_LIMIT
+    if math.prod(shape) <= limit:
         return _flat_index(shape, range(len(shape))), None
     for k in range(len(shape)):
-        if math.prod(shape[k:]) <= 2**32 and math.prod(shape[:k]) <= 2**32:
+        if math.prod(shape[k:]) <= limit and math.prod(shape[:k]) <= limit:
             return _flat_index(shape, range(k, len(shape))), _flat_index(shape, range(k))
     raise ValueError(f"the fast sampler cannot index shape {shape}: an axis has >= 2**32 elements")
 

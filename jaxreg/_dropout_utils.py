@@ -1,0 +1,101 @@
+"""Helpers shared by the dropout family: concrete-value tests, key checks, the masked select."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxreg import _sampling
+from jaxreg._sampling import Sampler
+from jaxreg._validation import check_axis
+
+MODES = ("inverted", "classic")
+
+
+def is_concrete(value: Any) -> bool:
+    """True for Python and NumPy numbers (values known at trace time)."""
+    return isinstance(value, (numbers.Real, np.generic)) and not isinstance(value, bool)
+
+
+def is_zero(value: Any) -> bool:
+    """True only for a concrete 0 (a traced value is never known to be zero)."""
+    return is_concrete(value) and float(value) == 0.0
+
+
+def is_one(value: Any) -> bool:
+    return is_concrete(value) and float(value) == 1.0
+
+
+def require_key(key: Any, name: str) -> None:
+    if key is None:
+        raise ValueError(
+            f"{name} needs a PRNG key in training mode: pass key=jax.random.key(...), "
+            "or deterministic=True at evaluation"
+        )
+
+
+def keep_prob_of(rate: Any) -> Any:
+    """``1 - rate``: a Python float for a concrete rate, a float32 array otherwise."""
+    if is_concrete(rate):
+        return 1.0 - float(rate)
+    return 1.0 - jnp.asarray(rate, jnp.float32)
+
+
+def safe_divide(x: jax.Array, q: Any) -> jax.Array:
+    """``x / q`` in ``x``'s dtype; ``x / 1`` where ``q == 0`` (then every element is dropped).
+
+    The guard keeps the gradient NaN-free at a traced ``rate == 1``: the dropped
+    branch of the select gets a zero cotangent, and ``0 * (1 / 0)`` would be NaN.
+    """
+    if is_concrete(q):
+        return x / jnp.asarray(q if q > 0 else 1.0, x.dtype)
+    return x / jnp.where(q > 0, q, 1.0).astype(x.dtype)
+
+
+def masked_shape(shape: Sequence[int], broadcast_dims: Sequence[int]) -> tuple[int, ...]:
+    """``shape`` with 1 along ``broadcast_dims`` (axes along which the mask is shared)."""
+    out = list(shape)
+    for d in broadcast_dims:
+        out[check_axis("broadcast_dims", d, len(shape), "x")] = 1
+    return tuple(out)
+
+
+def apply_keep_mask(
+    key: Any,
+    x: jax.Array,
+    rate: Any,
+    mask_shape: tuple[int, ...],
+    *,
+    scale: bool,
+    sampler: Sampler,
+) -> jax.Array:
+    """Zeroes ``x`` where a keep mask of ``mask_shape`` (broadcast to ``x``) is False.
+
+    With ``scale=True`` kept values are divided by the keep probability the
+    sampler actually used (unbiased). This is the core of ``dropout``,
+    ``spatial_dropout`` and ``drop_path``.
+    """
+    keep, q = _sampling.keep_mask(key, mask_shape, keep_prob_of(rate), sampler)
+    keep = jnp.broadcast_to(keep, x.shape)
+    kept = safe_divide(x, q) if scale else x
+    return lax.select(keep, kept, jnp.zeros_like(x))
+
+
+def zero_where_rate_is_one(rate: Any, y: jax.Array) -> jax.Array:
+    """``0`` where a traced ``rate`` equals 1, else ``y`` (``y`` must be finite there)."""
+    if is_concrete(rate):
+        return y
+    return jnp.where(jnp.asarray(rate) < 1, y, jnp.zeros_like(y))
+
+
+def safe_keep_prob(q: Any) -> Any:
+    """``q``, or 1 where ``q == 0``, so that constants derived from ``1 / q`` stay finite."""
+    if is_concrete(q):
+        return q if q > 0 else 1.0
+    return jnp.where(q > 0, q, 1.0)

@@ -1,0 +1,244 @@
+"""Statistical quality of the mask and noise samplers (`jaxreg._sampling`).
+
+Every bound is stated where it is used. Under the null hypothesis (independent
+draws) a sample correlation of n pairs is approximately N(0, 1/n), a kept
+count is Binomial(n, q), and so on; the bounds are 4 or 5 standard errors, so
+a correct sampler fails one of these deterministic-key tests with probability
+well below 1e-3 in total. Keys are fixed, so the tests are reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+
+from jaxreg import _sampling
+
+SAMPLERS = ["fast", "jax"]
+SHAPE = (1024, 1024)  # n = 2**20 >= 1e6 elements
+N = SHAPE[0] * SHAPE[1]
+KEY = jax.random.key(20260)
+
+
+def _corr(a, b) -> float:
+    a = np.asarray(a, np.float64).ravel()
+    b = np.asarray(b, np.float64).ravel()
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _uniform01(key, sampler="fast", shape=SHAPE):
+    """Raw words mapped to [0, 1) (all 32 bits)."""
+    return np.asarray(_sampling.bits(key, shape, sampler), np.float64) / 2.0**32
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("rate", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+def test_kept_fraction_within_4_sigma(sampler, rate):
+    # kept count ~ Binomial(N, q): |count - N q| < 4 sqrt(N q (1 - q)).
+    mask, q = jax.jit(lambda k: _sampling.keep_mask(k, SHAPE, 1.0 - rate, sampler))(KEY)
+    q = float(q)
+    count = int(np.asarray(mask).sum())
+    assert abs(count - N * q) < 4 * math.sqrt(N * q * (1 - q))
+
+
+def test_fast_quantization_is_documented_rounding():
+    for p in [0.0, 1.0, 0.5, 0.9, 1 / 3, 1e-9, 1 - 1e-9, 0.123456789]:
+        t, q = _sampling.quantize_keep_prob(p)
+        assert t == round(p * 2**24) and q == t / 2**24
+        assert abs(q - p) <= 2.0**-25
+    # The traced computation agrees with the Python one.
+    for p in [0.5, 0.9, 1 / 3, 0.123456789]:
+        t, q = jax.jit(_sampling.quantize_keep_prob)(jnp.float32(p))
+        assert int(t) == round(float(np.float32(p)) * 2**24)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_keep_prob_extremes(sampler):
+    m1, _ = _sampling.keep_mask(KEY, (1000,), 1.0, sampler)
+    m0, _ = _sampling.keep_mask(KEY, (1000,), 0.0, sampler)
+    assert bool(m1.all()) and not bool(m0.any())
+
+
+def test_fast_mask_is_top_bits_below_threshold():
+    # Oracle: the documented rule (h >> 8) < round(p * 2**24), in NumPy.
+    h = np.asarray(_sampling.hash_bits(KEY, (64, 64)))
+    mask, _ = _sampling.keep_mask(KEY, (64, 64), 0.3, "fast")
+    np.testing.assert_array_equal(np.asarray(mask), (h >> 8) < round(0.3 * 2**24))
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_bits_are_balanced_and_bytes_uniform(sampler):
+    w = np.asarray(_sampling.bits(KEY, SHAPE, sampler))
+    # Each of the 32 bits: mean ~ N(1/2, 1/(4N)); bound 5 standard errors.
+    means = ((w[..., None] >> np.arange(32, dtype=np.uint32)) & 1).mean(axis=(0, 1))
+    assert np.all(np.abs(means - 0.5) < 5 * 0.5 / math.sqrt(N))
+    # Top byte and bottom byte: chi-square with 255 df (mean 255, sd sqrt(510));
+    # bound mean + 5 sd.
+    for byte in (w >> 24, w & 0xFF):
+        counts = np.bincount(byte.ravel(), minlength=256)
+        chi2 = float(((counts - N / 256) ** 2 / (N / 256)).sum())
+        assert chi2 < 255 + 5 * math.sqrt(510)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_no_correlation_between_neighbours_and_rows(sampler):
+    # Sample correlation of n independent pairs ~ N(0, 1/n): |r| < 5 / sqrt(n).
+    u = _uniform01(KEY, sampler)
+    flat = u.ravel()
+    for lag in (1, 2, 3, 8, 1024, 4096):  # 1024 = next row
+        n = flat.size - lag
+        assert abs(_corr(flat[:-lag], flat[lag:])) < 5 / math.sqrt(n), lag
+    n = u[:-1].size
+    assert abs(_corr(u[:-1], u[1:])) < 5 / math.sqrt(n)  # row r vs row r + 1
+    assert abs(_corr(u[:, :-1], u[:, 1:])) < 5 / math.sqrt(u[:, 1:].size)  # column neighbours
+    # Masks (what dropout uses): neighbouring keep decisions at rate 0.5.
+    mask = np.asarray(_sampling.keep_mask(KEY, SHAPE, 0.5, sampler)[0])
+    assert abs(_corr(mask[:, :-1], mask[:, 1:])) < 5 / math.sqrt(mask[:, 1:].size)
+    assert abs(_corr(mask[:-1], mask[1:])) < 5 / math.sqrt(mask[1:].size)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_no_correlation_between_derived_keys(sampler):
+    # Masks of keys from split and fold_in of one key, and of consecutive
+    # training steps fold_in(key, t): |r| < 5 / sqrt(N) for every pair. (In
+    # this jax, split(key)[i] is the same key as fold_in(key, i), so the
+    # fold_in steps start at 2 to keep the keys distinct.)
+    k1, k2 = jax.random.split(KEY)
+    keys = [KEY, k1, k2, *(jax.random.fold_in(KEY, t) for t in range(2, 6))]
+    data = {tuple(np.asarray(jax.random.key_data(k)).tolist()) for k in keys}
+    assert len(data) == len(keys)
+    masks = [np.asarray(_sampling.keep_mask(k, SHAPE, 0.5, sampler)[0]) for k in keys]
+    for i in range(len(masks)):
+        for j in range(i + 1, len(masks)):
+            assert abs(_corr(masks[i], masks[j])) < 5 / math.sqrt(N), (i, j)
+    # Raw words of split keys: uniform values, and also shifted by one element
+    # (a counter hash whose seeds entered by addition would correlate there).
+    u1, u2 = _uniform01(k1, sampler), _uniform01(k2, sampler)
+    assert abs(_corr(u1, u2)) < 5 / math.sqrt(N)
+    assert abs(_corr(u1.ravel()[1:], u2.ravel()[:-1])) < 5 / math.sqrt(N - 1)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_same_key_same_bits_different_keys_different(sampler):
+    a = _sampling.bits(KEY, (256,), sampler)
+    b = jax.jit(lambda k: _sampling.bits(k, (256,), sampler))(KEY)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    c = _sampling.bits(jax.random.fold_in(KEY, 1), (256,), sampler)
+    # Two independent uniform 32-bit words coincide with probability 2**-32.
+    assert int((np.asarray(a) == np.asarray(c)).sum()) <= 1
+
+
+def test_fast_depends_on_global_flat_index_only():
+    # The word of an element is a function of its flat index in the logical
+    # shape: reshaping the request does not change the stream. This is what
+    # makes the mask independent of sharding and device layout.
+    flat = np.asarray(_sampling.hash_bits(KEY, (24 * 16,)))
+    for shape in [(24, 16), (4, 6, 16), (2, 3, 4, 16), (384, 1)]:
+        np.testing.assert_array_equal(np.asarray(_sampling.hash_bits(KEY, shape)).ravel(), flat)
+    # A slice of a bigger array under jit equals the same positions eagerly.
+    part = jax.jit(lambda k: _sampling.hash_bits(k, (24, 16))[5:9, 3:7])(KEY)
+    np.testing.assert_array_equal(np.asarray(part), flat.reshape(24, 16)[5:9, 3:7])
+
+
+def test_fast_two_word_counter_for_huge_arrays(monkeypatch):
+    # >= 2**32 elements: traced (never materialized here) with two counter words.
+    out = jax.eval_shape(lambda k: _sampling.hash_bits(k, (2**16 + 1, 2**16)), KEY)
+    assert out.shape == (2**16 + 1, 2**16) and out.dtype == jnp.uint32
+    with pytest.raises(ValueError, match="2\\*\\*32"):
+        jax.eval_shape(lambda k: _sampling.hash_bits(k, (2**33,)), KEY)
+    # The same scheme at a small scale: with a counter limit of 2**8, a (64, 32)
+    # array splits into the index over axis 1 and the index over axis 0. Rows
+    # share the low word, so the high word must make them differ: all 2048
+    # words distinct (a collision among 2048 uniform 32-bit words has
+    # probability ~ 5e-4), and the bits stay balanced.
+    monkeypatch.setattr(_sampling, "_COUNTER_LIMIT", 2**8)
+    w = np.asarray(_sampling.hash_bits(KEY, (64, 32)))
+    assert np.unique(w).size == w.size
+    assert abs((w >> 31).mean() - 0.5) < 5 * 0.5 / math.sqrt(w.size)
+    with pytest.raises(ValueError, match="axis"):
+        _sampling.hash_bits(KEY, (512,))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        jax.random.key(3),
+        jax.random.key(3, impl="rbg"),
+        jax.random.key(3, impl="unsafe_rbg"),
+        jax.random.PRNGKey(3),
+    ],
+    ids=["threefry", "rbg", "unsafe_rbg", "legacy_uint32"],
+)
+def test_fast_accepts_every_key_implementation(key):
+    words = np.asarray(_sampling.bits(key, (4096,)))
+    u = words / 2.0**32
+    # Uniform mean: |mean - 1/2| < 5 sqrt(1/12 / n).
+    assert abs(u.mean() - 0.5) < 5 * math.sqrt(1 / 12 / u.size)
+    # All words of the key enter the seed: changing any one word changes the bits.
+    data = np.asarray(_sampling.key_words(key))
+    for j in range(data.size):
+        other = data.copy()
+        other[j] ^= 1
+        alt = _sampling.bits(jnp.asarray(other, jnp.uint32), (64,))
+        assert not np.array_equal(np.asarray(alt), words[:64])
+
+
+def test_fast_rejects_missing_or_batched_keys():
+    with pytest.raises(ValueError, match="key"):
+        _sampling.bits(None, (4,))
+    with pytest.raises(ValueError, match="vmap"):
+        _sampling.bits(jax.random.split(KEY, 3), (4,))
+
+
+def test_fast_vmap_over_keys_equals_per_key_calls():
+    keys = jax.random.split(KEY, 5)
+    batched = jax.vmap(lambda k: _sampling.hash_bits(k, (7, 9)))(keys)
+    for i in range(5):
+        np.testing.assert_array_equal(
+            np.asarray(batched[i]), np.asarray(_sampling.hash_bits(keys[i], (7, 9)))
+        )
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_uniform_moments(sampler):
+    u = np.asarray(jax.jit(lambda k: _sampling.uniform(k, SHAPE, jnp.float32, sampler))(KEY), np.float64)
+    assert u.min() >= 0 and u.max() < 1
+    # mean: sd sqrt(1/12/N); variance of U(0,1) is 1/12, sample variance sd = sqrt(1/180/N).
+    assert abs(u.mean() - 0.5) < 5 * math.sqrt(1 / 12 / N)
+    assert abs(u.var() - 1 / 12) < 5 * math.sqrt(1 / 180 / N)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_normal_moments(sampler):
+    z = np.asarray(
+        jax.jit(lambda k: _sampling.normal(k, SHAPE, jnp.float32, sampler))(KEY), np.float64
+    ).ravel()
+    # Standard errors of the sample moments of N(0, 1) with n draws: mean
+    # 1/sqrt(n), variance sqrt(2/n), skewness sqrt(6/n), excess kurtosis
+    # sqrt(24/n). Bound: 5 standard errors.
+    assert abs(z.mean()) < 5 / math.sqrt(N)
+    assert abs(z.var() - 1) < 5 * math.sqrt(2 / N)
+    assert abs(scipy.stats.skew(z)) < 5 * math.sqrt(6 / N)
+    assert abs(scipy.stats.kurtosis(z)) < 5 * math.sqrt(24 / N)
+    # Kolmogorov-Smirnov against the normal CDF: sqrt(n) D exceeds 1.95 with
+    # probability < 0.001 under the null.
+    d = scipy.stats.kstest(z, "norm").statistic
+    assert math.sqrt(N) * d < 1.95
+    # Neighbouring normals are uncorrelated (they share no uniform).
+    assert abs(_corr(z.ravel()[:-1], z.ravel()[1:])) < 5 / math.sqrt(N - 1)
+
+
+def test_fast_normal_bounded_tail():
+    # Box-Muller on 24-bit uniforms: |z| <= sqrt(-2 ln 2**-24) (documented).
+    z = np.asarray(_sampling.normal(KEY, SHAPE, jnp.float32, "fast"))
+    assert np.abs(z).max() <= math.sqrt(48 * math.log(2)) + 1e-5
+
+
+def test_unknown_sampler_raises():
+    with pytest.raises(ValueError, match="sampler"):
+        _sampling.keep_mask(KEY, (3,), 0.5, "torch")
