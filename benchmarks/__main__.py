@@ -1,0 +1,188 @@
+"""Command line: ``python -m benchmarks [--quick] [--json PATH] [--filter SUBSTRING] [--repeats N]``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import shlex
+import sys
+import time
+import traceback
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks import _harness, cases_attention, cases_compile, cases_dropout, cases_optim
+
+MODULES = (cases_dropout, cases_attention, cases_optim, cases_compile)
+FULL_SIZES = tuple(2**k for k in (16, 18, 20, 22, 24))
+QUICK_SIZES = (2**16,)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="jaxreg against Flax, optax, jax.random references and the memory-copy limit.",
+    )
+    p.add_argument("--quick", action="store_true", help="small sizes and few repeats: a smoke test")
+    p.add_argument("--json", metavar="PATH", help="write the results to PATH as JSON")
+    p.add_argument("--filter", metavar="SUBSTRING", help="run only cases whose 'group/name' contains it")
+    p.add_argument(
+        "--repeats", type=int, metavar="N", help="timing samples per function (default 7, quick 3)"
+    )
+    p.add_argument(
+        "--sizes",
+        metavar="K,K,...",
+        help="log2 of the dropout-family sizes (default 16,18,20,22,24; quick 16)",
+    )
+    args = p.parse_args(argv)
+    if args.repeats is not None and args.repeats < 1:
+        p.error(f"--repeats must be >= 1, got {args.repeats}")
+    return args
+
+
+def make_config(args: argparse.Namespace) -> _harness.Config:
+    if args.sizes:
+        sizes = tuple(2 ** int(k) for k in args.sizes.split(","))
+    else:
+        sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    repeats = args.repeats or (3 if args.quick else 7)
+    return _harness.Config(
+        quick=args.quick, repeats=repeats, sizes=sizes, min_sample_s=0.002 if args.quick else 0.01
+    )
+
+
+def fmt_size(n: int) -> str:
+    k = int(math.log2(n)) if n > 0 else 0
+    if 2**k == n and k >= 10:
+        return f"2^{k}"
+    for unit, div in (("M", 1e6), ("k", 1e3)):
+        if n >= div:
+            return f"{n / div:.3g}{unit}"
+    return str(n)
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.{digits}g}" if abs(x) < 10**digits else f"{x:.0f}"
+
+
+def table(env: dict[str, Any], rows: list[dict[str, Any]]) -> Table:
+    v = env["versions"]
+    t = Table(
+        title=f"jaxreg benchmarks: {env['backend']}, {env['device']}",
+        caption=(
+            f"jax {v['jax']}, flax {v['flax']}, optax {v['optax']}, jaxreg {v['jaxreg']}. "
+            "Medians after compilation, interleaved with the baseline; ratio = baseline / jaxreg "
+            "(> 1: jaxreg faster)."
+        ),
+    )
+    for col, justify in (
+        ("case", "left"),
+        ("size", "right"),
+        ("jaxreg ms", "right"),
+        ("IQR", "right"),
+        ("baseline", "left"),
+        ("baseline ms", "right"),
+        ("IQR", "right"),
+        ("ratio", "right"),
+        ("GB/s", "right"),
+        ("target", "left"),
+    ):
+        t.add_column(col, justify=justify)
+    prev = None
+    for r in rows:
+        same = (r["name"], r["size"]) == prev
+        prev = (r["name"], r["size"])
+        target = ""
+        if "target" in r:
+            target = ("[green]met[/] " if r["target_met"] else "[red]MISSED[/] ") + r["target"]
+        if "compilations" in r:
+            target += f" ({r['compilations']} compilation(s))"
+        t.add_row(
+            "" if same else r["name"],
+            "" if same else fmt_size(r["size"]),
+            "" if same else fmt(r["jaxreg_ms"]),
+            "" if same else fmt(r.get("jaxreg_iqr_ms"), 2),
+            r["baseline"],
+            fmt(r["baseline_ms"]),
+            fmt(r.get("baseline_iqr_ms"), 2),
+            fmt(r["ratio"]),
+            "" if same else fmt(r["gbps"]),
+            target,
+        )
+    return t
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = make_config(args)
+    console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+    out_console = Console(width=None if sys.stdout.isatty() else 200)
+    start = time.perf_counter()
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    env = _harness.environment()
+    console.print(
+        f"[bold]backend[/] {env['backend']}  [bold]device[/] {env['device']}  "
+        + "  ".join(f"{k} {v}" for k, v in env["versions"].items())
+    )
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    errors: list[dict[str, str]] = []
+    for module in MODULES:
+        for case in module.cases(cfg):
+            if args.filter and args.filter.lower() not in case.key.lower():
+                continue
+            t0 = time.perf_counter()
+            try:
+                new, reason = _harness.run_case(case, cfg)
+            except Exception as e:  # a broken op must not hide the other cases
+                errors.append({"name": case.name, "size": case.size, "error": f"{type(e).__name__}: {e}"})
+                console.print(f"[red]error[/] {case.name} {fmt_size(case.size)}: {type(e).__name__}: {e}")
+                traceback.print_exc()
+                continue
+            if reason is not None:
+                skipped.append({"name": case.name, "size": case.size, "reason": reason})
+                console.print(f"[yellow]skipped[/] {case.name} {fmt_size(case.size)}: {reason}")
+                continue
+            rows.extend(new)
+            summary = ", ".join(f"{r['baseline']} {r['ratio']:.2f}" for r in new)
+            console.print(
+                f"{case.name} {fmt_size(case.size)}: jaxreg {fmt(new[0]['jaxreg_ms'])} ms; "
+                f"ratios {summary} ({time.perf_counter() - t0:.1f} s)"
+            )
+    duration = time.perf_counter() - start
+    out_console.print(table(env, rows))
+    if skipped:
+        out_console.print(
+            f"skipped {len(skipped)} case(s): " + "; ".join(sorted({s["reason"] for s in skipped}))
+        )
+    out_console.print(f"{len(rows)} rows in {duration:.0f} s")
+    if args.json:
+        doc = {
+            **env,
+            "command": "python -m benchmarks"
+            + "".join(" " + shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
+            "quick": cfg.quick,
+            "repeats": cfg.repeats,
+            "sizes": list(cfg.sizes),
+            "filter": args.filter,
+            "started_utc": started,
+            "duration_s": duration,
+            "results": rows,
+            "skipped": skipped,
+            "errors": errors,
+        }
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=1, allow_nan=False)
+            f.write("\n")
+        out_console.print(f"wrote {args.json}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

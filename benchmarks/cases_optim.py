@@ -1,0 +1,155 @@
+"""One optimizer step on a pytree of about 25M parameters (quick: about 1M).
+
+``optax.sgd`` and ``optax.adamw`` alone versus the same chained with each jaxreg
+transform, placed where its docstring says (``add_l1`` and
+``add_decayed_weights`` before the optimizer, proximal steps and constraints
+last); the penalty in the loss (``jax.grad`` of ``l1_penalty`` / ``l2_penalty``
+added to the gradient) versus the transform; and jaxreg's transforms versus
+their optax counterparts where optax has one. A step is
+``params, state = apply_updates(params, tx.update(grads, state, params))``
+under ``jax.jit``, with the gradients given, so the table shows the cost of the
+update alone. GB/s counts the step's inputs and outputs (params, grads, state,
+new params, new state).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import jaxreg
+from benchmarks._harness import NONE, Baseline, Bench, Case, Config, io_nbytes, normal
+
+LR = 1e-2
+STRENGTH = 1e-4
+FULL_LAYERS = (6, 2048)  # 6 x (2048 x 2048 kernel + 2048 bias) = 25,178,112 parameters
+QUICK_LAYERS = (4, 512)  # 4 x (512 x 512 + 512) = 1,050,624 parameters
+
+BASES: dict[str, Callable[[], optax.GradientTransformation]] = {
+    "sgd": lambda: optax.sgd(LR),
+    "adamw": lambda: optax.adamw(LR),
+}
+
+# name -> (where in the chain, factory); "before" the optimizer or "after" it.
+REGULARIZERS: dict[str, tuple[str, Callable[[], optax.GradientTransformation]]] = {
+    "add_l1": ("before", lambda: jaxreg.add_l1(STRENGTH)),
+    "add_decayed_weights": ("before", lambda: jaxreg.add_decayed_weights(STRENGTH)),
+    "prox_l1": ("after", lambda: jaxreg.prox_l1(STRENGTH, LR)),
+    "prox_group_lasso": ("after", lambda: jaxreg.prox_group_lasso(STRENGTH, LR, axis=0)),
+    # Constraints (issue 8), timed once they exist.
+    "max_norm": ("after", lambda: jaxreg.max_norm(3.0, axis=0)),
+    "unit_norm": ("after", lambda: jaxreg.unit_norm(axis=0)),
+    "min_max_norm": ("after", lambda: jaxreg.min_max_norm(0.5, 2.0, rate=1.0, axis=0)),
+    "non_negative": ("after", lambda: jaxreg.non_negative()),
+}
+
+# jaxreg transform -> (label, optax counterpart in the same place of the chain).
+OPTAX_COUNTERPARTS: dict[str, tuple[str, Callable[[], optax.GradientTransformation]]] = {
+    "add_decayed_weights": ("optax.add_decayed_weights", lambda: optax.add_decayed_weights(STRENGTH)),
+    "non_negative": ("optax.keep_params_nonnegative", lambda: optax.keep_params_nonnegative()),
+}
+
+# jaxreg transform -> penalty whose jax.grad, times STRENGTH, is the same gradient term.
+PENALTY_IN_LOSS = {"add_l1": "l1_penalty", "add_decayed_weights": "l2_penalty"}
+
+
+def _tree(layers: int, width: int, seed: int, scale: float) -> dict[str, Any]:
+    return {
+        f"layer{i}": {
+            "kernel": normal(seed + 2 * i, (width, width), scale),
+            "bias": normal(seed + 2 * i + 1, (width,), scale),
+        }
+        for i in range(layers)
+    }
+
+
+@functools.cache
+def _inputs(layers: int, width: int):
+    return _tree(layers, width, 100, 0.05), _tree(layers, width, 200, 1e-3)
+
+
+def _chain(base: str, reg: str | None, *, optax_version: bool = False) -> optax.GradientTransformation:
+    opt = BASES[base]()
+    if reg is None:
+        return opt
+    where, make = REGULARIZERS[reg]
+    tx = OPTAX_COUNTERPARTS[reg][1]() if optax_version else make()
+    return optax.chain(tx, opt) if where == "before" else optax.chain(opt, tx)
+
+
+@functools.cache
+def _cached_step(base: str, reg: str | None, optax_version: bool = False):
+    """The jitted step and its transform, shared by the cases that time it as a baseline."""
+    tx = _chain(base, reg, optax_version=optax_version)
+    return _step_of(tx), tx
+
+
+def _step_of(tx: optax.GradientTransformation):
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    return jax.jit(step)
+
+
+def _penalty_step(base: str, penalty: str):
+    """The penalty in the loss: grads + STRENGTH * jax.grad(penalty)(params), then the optimizer."""
+    opt = BASES[base]()
+    penalty_fn = getattr(jaxreg, penalty)
+
+    def step(params, state, grads):
+        extra = jax.grad(lambda p: STRENGTH * penalty_fn(p))(params)
+        grads = jax.tree.map(jnp.add, grads, extra)
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    return jax.jit(step), opt
+
+
+def _timed(step, tx_init, params, grads):
+    state = tx_init(params)
+    return (lambda: step(params, state, grads)), io_nbytes(step, params, state, grads)
+
+
+def _build(base: str, reg: str, layers: tuple[int, int]) -> Bench | str:
+    if not hasattr(jaxreg, reg):
+        return f"jaxreg.{reg} does not exist yet"
+    params, grads = _inputs(*layers)
+    tx = _chain(base, reg)
+    ours, nbytes = _timed(_step_of(tx), tx.init, params, grads)
+    step, base_tx = _cached_step(base, None)
+    fn, base_bytes = _timed(step, base_tx.init, params, grads)
+    baselines = [Baseline(f"optax.{base} alone", fn, NONE, base_bytes)]
+    if reg in OPTAX_COUNTERPARTS:
+        label = OPTAX_COUNTERPARTS[reg][0]
+        step, opt_tx = _cached_step(base, reg, True)
+        fn, b = _timed(step, opt_tx.init, params, grads)
+        baselines.append(Baseline(f"{base} + {label}", fn, "optax", b))
+    if reg in PENALTY_IN_LOSS and hasattr(jaxreg, PENALTY_IN_LOSS[reg]):
+        penalty = PENALTY_IN_LOSS[reg]
+        step, opt = _penalty_step(base, penalty)
+        fn, b = _timed(step, opt.init, params, grads)
+        baselines.append(Baseline(f"{base} + jax.grad({penalty}) in the loss", fn, "penalty-in-loss", b))
+    n = sum(leaf.size for leaf in jax.tree.leaves(params))
+    return Bench(
+        name=f"{base} + {reg} step",
+        size=n,
+        group="optim",
+        jaxreg=ours,
+        baselines=baselines,
+        nbytes=nbytes,
+        extra={"optimizer": base, "regularizer": reg, "strength": STRENGTH, "learning_rate": LR},
+    )
+
+
+def cases(cfg: Config) -> Iterator[Case]:
+    layers = QUICK_LAYERS if cfg.quick else FULL_LAYERS
+    n = layers[0] * (layers[1] ** 2 + layers[1])
+    for base in BASES:
+        for reg in REGULARIZERS:
+            yield Case(f"{base} + {reg} step", n, "optim", functools.partial(_build, base, reg, layers))
