@@ -10,6 +10,9 @@ an oracle independent of jaxreg.
 
 from __future__ import annotations
 
+import pathlib
+import re
+
 import flax
 import flax.linen as nn
 import jax
@@ -117,12 +120,11 @@ def test_linen_dtype_preserved(name, op, args, opts, dtype):
 def test_linen_dropout_with_jax_sampler_equals_flax_dropout():
     """Independent oracle: flax.linen.Dropout, same key, same broadcast_dims, bit for bit."""
     x = jax.random.normal(jax.random.key(0), (4, 16, 8))
-    for rate in (0.1, 0.5, 0.9):
-        for dims in ((), (1,), (0, 2)):
-            rngs = {"dropout": jax.random.key(11)}
-            ours = jrl.Dropout(rate, dims, sampler="jax").apply({}, x, deterministic=False, rngs=rngs)
-            ref = nn.Dropout(rate, dims).apply({}, x, deterministic=False, rngs=rngs)
-            np.testing.assert_array_equal(ours, ref)
+    for rate, dims in ((0.1, ()), (0.5, (1,)), (0.9, (0, 2))):
+        rngs = {"dropout": jax.random.key(11)}
+        ours = jrl.Dropout(rate, dims, sampler="jax").apply({}, x, deterministic=False, rngs=rngs)
+        ref = nn.Dropout(rate, dims).apply({}, x, deterministic=False, rngs=rngs)
+        np.testing.assert_array_equal(ours, ref)
 
 
 def test_linen_broadcast_dims_share_the_mask():
@@ -304,3 +306,13 @@ def test_submodules_are_reachable_from_the_package():
 
     assert pkg.linen.Dropout is jrl.Dropout
     assert pkg.nnx.Dropout is jrx.Dropout
+
+
+def test_readme_flax_module_examples_run():
+    """The README's "Flax modules" code blocks run (they assert their own claims)."""
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Flax modules", 1)[1].split("<!-- END dropout -->", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {"__name__": "readme_example"})
