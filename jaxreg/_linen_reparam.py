@@ -1,0 +1,161 @@
+r"""Flax linen wrappers for spectral and weight normalization, with ephemeral weights.
+
+Both wrap a layer (``nn.Dense``, ``nn.Conv``, any ``nn.Module``) with
+``nn.map_variables``: the wrapped layer sees its ``params`` normalized, while the
+stored ``params`` keep the raw values, at ``init`` too (``flax.linen``'s own
+wrappers store the normalized value at ``init``, since ``map_variables`` writes
+the mapped view back when it initializes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+from jaxreg._spectral import SpectralNormState, spectral_norm_init, spectral_normalize
+from jaxreg._weightnorm import FeatureAxes, weight_norm_init, weight_normalize
+
+
+def _path(layer: nn.Module, keypath: tuple) -> str:
+    # keypath[0] is the collection ("params"); the rest names the leaf inside the layer.
+    return f"{layer.name}/{jax.tree_util.keystr(keypath[1:], simple=True, separator='/')}"
+
+
+def _call_with(module: nn.Module, replace: Callable[[str, jax.Array], jax.Array], args, kwargs):
+    """Calls ``module.layer_instance`` with each param ``p`` replaced by ``replace(path, p)``.
+
+    The stored params are never written: at ``init`` the raw values are returned
+    to ``map_variables`` in place of the mapped view.
+    """
+    layer = module.layer_instance
+    raw: list[Any] = []
+
+    def trans_in(variables):
+        raw.append(variables)
+        return jax.tree_util.tree_map_with_path(lambda p, x: replace(_path(layer, p), x), variables)
+
+    def trans_out(variables):
+        return raw.pop() if raw else variables
+
+    return nn.map_variables(
+        lambda layer, *a, **k: layer(*a, **k),
+        mapped_collections="params",
+        trans_in_fn=trans_in,
+        trans_out_fn=trans_out,
+        init=module.is_initializing(),
+    )(layer, *args, **kwargs)
+
+
+class SpectralNorm(nn.Module):
+    r"""Spectral normalization of a wrapped layer: every param with ``ndim >= 2`` becomes $W / \sigma(W)$.
+
+    Uses :func:`jaxreg.spectral_normalize` (weights reshaped to ``(-1, out)``);
+    1-D params (biases) are used as they are, as in ``flax.linen.SpectralNorm``.
+    The power-iteration vector of each weight is stored in ``collection_name``
+    (``"batch_stats"``, non-trainable) under ``"<layer>/<path>/u"``, initialized
+    by :func:`jaxreg.spectral_norm_init` (15 power iterations) from the
+    ``"params"`` rng. In training call with ``update_stats=True`` and
+    ``mutable=["batch_stats"]``; in evaluation ``update_stats=False`` uses the
+    stored ``u`` without iterating.
+
+    Attributes:
+      layer_instance: the layer to wrap.
+      n_steps: power iterations per training call.
+      epsilon: lower bound on norms and on $\sigma$.
+      collection_name: the collection that holds ``u``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn
+      >>> import jaxreg.linen as jrl
+      >>> class Net(nn.Module):
+      ...     @nn.compact
+      ...     def __call__(self, x, train: bool):
+      ...         return jrl.SpectralNorm(nn.Dense(3))(x, update_stats=train)
+      >>> variables = Net().init(jax.random.key(0), jnp.ones((2, 4)), train=False)
+      >>> jax.tree.map(jnp.shape, variables["batch_stats"])
+      {'SpectralNorm_0': {'Dense_0/kernel/u': (3,)}}
+      >>> y, updates = Net().apply(variables, jnp.ones((2, 4)), train=True, mutable=["batch_stats"])
+
+    References:
+      Miyato et al., 2018, `Spectral Normalization for Generative Adversarial
+      Networks <https://arxiv.org/abs/1802.05957>`_; ``flax.linen.SpectralNorm``.
+    """
+
+    layer_instance: nn.Module
+    n_steps: int = 1
+    epsilon: float = 1e-12
+    collection_name: str = "batch_stats"
+
+    @nn.compact
+    def __call__(self, *args, update_stats: bool, **kwargs):
+        """Calls the wrapped layer with spectrally normalized weights; ``update_stats`` as in flax."""
+
+        def replace(path, w):
+            if w.ndim < 2:
+                return w
+            u = self.variable(
+                self.collection_name,
+                path + "/u",
+                lambda: spectral_norm_init(self.make_rng("params"), w, eps=self.epsilon).u,
+            )
+            w_sn, state = spectral_normalize(
+                w, SpectralNormState(u.value), n_steps=self.n_steps, update=update_stats, eps=self.epsilon
+            )
+            if update_stats and not self.is_initializing():
+                u.value = state.u
+            return w_sn
+
+        return _call_with(self, replace, args, kwargs)
+
+
+class WeightNorm(nn.Module):
+    r"""Weight normalization of a wrapped layer: $w = g \cdot v / \|v\|$, output unchanged at init.
+
+    For each param whose '/'-joined path contains one of ``variable_filter``
+    (default: ``"kernel"``; ``None`` selects all), the stored param is the
+    direction $v$ and this module's param ``"<layer>/<path>/scale"`` is $g$, both
+    in ``"params"`` and trained. $g$ is initialized to $\|v\|$
+    (:func:`jaxreg.weight_norm_init`), so the output at initialization equals
+    the bare layer's (flax#4138: ``flax.linen.WeightNorm`` initializes it to
+    ones). The norm is over all axes but ``feature_axes`` (default ``-1``, the
+    output axis of Flax kernels; :func:`jaxreg.weight_normalize`).
+
+    Attributes:
+      layer_instance: the layer to wrap.
+      feature_axes: the axes that keep one norm and one scale each.
+      epsilon: lower bound on the norm.
+      variable_filter: substrings of the param paths to normalize, or ``None`` for all.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn
+      >>> import jaxreg.linen as jrl
+      >>> x = jnp.ones((2, 4))
+      >>> variables = jrl.WeightNorm(nn.Dense(3)).init(jax.random.key(0), x)
+      >>> jax.tree.map(jnp.shape, variables["params"])
+      {'layer_instance': {'bias': (3,), 'kernel': (4, 3)}, 'layer_instance/kernel/scale': (3,)}
+
+    References:
+      Salimans and Kingma, 2016, `Weight Normalization: A Simple
+      Reparameterization to Accelerate Training of Deep Neural Networks
+      <https://arxiv.org/abs/1602.07868>`_; ``flax.linen.WeightNorm``.
+    """
+
+    layer_instance: nn.Module
+    feature_axes: FeatureAxes = -1
+    epsilon: float = 1e-12
+    variable_filter: Iterable[str] | None = ("kernel",)
+
+    @nn.compact
+    def __call__(self, *args, **kwargs):
+        """Calls the wrapped layer with the weights ``g * v / ||v||``."""
+
+        def replace(path, v):
+            if self.variable_filter is not None and not any(f in path for f in self.variable_filter):
+                return v
+            g = self.param(path + "/scale", lambda _: weight_norm_init(v, feature_axes=self.feature_axes))
+            return weight_normalize(v, g, feature_axes=self.feature_axes, eps=self.epsilon)
+
+        return _call_with(self, replace, args, kwargs)
