@@ -245,12 +245,9 @@ def _build(op: Op, n: int, backward: bool, cfg: Config) -> Bench | str:
             ("jaxreg <= 1.3x the time of x * 2", lambda r: r >= 1 / 1.3) if target else None,
         )
     ]
-    if cfg.quick and backward:
-        # The smoke test: forward+backward against the memory limit only (fewer compilations).
-        return Bench(
-            f"{op.name} {mode}", n, "dropout", thunk(_jitted(op.name, "jaxreg", backward)), baselines, nbytes
-        )
-    if op.flax is not None:
+    # The smoke test (--quick) times forward+backward against the memory limit only.
+    full = not (cfg.quick and backward)
+    if full and op.flax is not None:
         baselines.append(
             Baseline(
                 op.flax_label,
@@ -260,9 +257,12 @@ def _build(op: Op, n: int, backward: bool, cfg: Config) -> Bench | str:
                 ("jaxreg >= 5x faster than flax.linen.Dropout", lambda r: r >= 5.0) if target else None,
             )
         )
-    baselines.append(
-        Baseline("jax.random reference", thunk(_jitted(op.name, "reference", backward)), REFERENCE, nbytes)
-    )
+    if full:
+        baselines.append(
+            Baseline(
+                "jax.random reference", thunk(_jitted(op.name, "reference", backward)), REFERENCE, nbytes
+            )
+        )
     shape = [list(a.shape) for a in jax.tree.leaves(x)]
     return Bench(
         name=f"{op.name} {mode}",

@@ -1,0 +1,306 @@
+"""Renders benchmark JSON files as the README's performance section (markdown).
+
+Usage, from the repository root::
+
+    python -m benchmarks --json benchmarks/results/cpu.json
+    python -m benchmarks.readme benchmarks/results/cpu.json [more.json ...] [--write README.md]
+
+Without ``--write`` the markdown goes to stdout; with it, the text between
+``<!-- BEGIN benchmarks (issue 5) -->`` and ``<!-- END benchmarks -->`` in the
+given file is replaced, so that the README's figures are generated, never
+typed. Several JSON files (e.g. one from CPU, one from a GPU) give one
+subsection each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+BEGIN = "<!-- BEGIN benchmarks (issue 5) -->"
+END = "<!-- END benchmarks -->"
+
+
+def _size(n: int) -> str:
+    k = round(math.log2(n)) if n > 0 else 0
+    if 2**k == n and k >= 10:
+        return f"2^{k}"
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e3 else str(n)
+
+
+def _num(x: float | None, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if abs(x) >= 10 ** (digits - 1):
+        return f"{x:.0f}"
+    return f"{x:.{digits}g}"
+
+
+def _ms(row: dict[str, Any], who: str = "jaxreg") -> str:
+    iqr = row.get(f"{who}_iqr_ms")
+    return _num(row[f"{who}_ms"]) + (f" ± {_num(iqr / 2, 2)}" if iqr is not None else "")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.0f}%"
+
+
+def _table(header: list[str], rows: Iterable[list[str]], align: str) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |"]
+    lines.append("|" + "|".join(":--" if a == "l" else "--:" for a in align) + "|")
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def _by_case(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, dict[str, Any]]]:
+    """(name, size) -> {baseline kind or label: row}, in the order of the file."""
+    out: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault((r["name"], r["size"]), {})[r.get("baseline_kind") or r["baseline"]] = r
+    return out
+
+
+def _environment(doc: dict[str, Any]) -> list[str]:
+    v = doc["versions"]
+    line = (
+        f"**{doc['backend']}**, {doc['device']}; jax {v['jax']}, jaxlib {v.get('jaxlib', '?')}, "
+        f"flax {v['flax']}, optax {v['optax']}, jaxreg {v['jaxreg']}, Python {v.get('python', '?')}; "
+        f"{doc.get('started_utc', '?')}, {doc.get('repeats', '?')} repeats, "
+        f"the run took {doc.get('duration_s', 0):.0f} s."
+    )
+    lines = [line, ""]
+    load, cores = doc.get("loadavg_at_start"), doc.get("cpu_count")
+    if load and cores and doc["backend"] == "cpu" and load[0] > 0.5 * cores:
+        lines += [
+            f"The machine was busy (load average {load[0]:.1f} on {cores} cores at the start): "
+            "absolute times are noisy; the ratios, timed interleaved in one process, hold better.",
+            "",
+        ]
+    return lines
+
+
+def _targets(rows: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for r in rows:
+        if "target" not in r:
+            continue
+        if "compilations" in r:
+            measured = f"{r['traces']} trace(s), {r['compilations']} XLA compilation(s)"
+        elif r.get("baseline_kind") == "none":
+            measured = f"{_pct(r['overhead_pct'])} (flax-style: {_pct(r.get('flax_overhead_pct'))})"
+        elif r.get("baseline_kind") == "elementwise":
+            measured = f"{1 / r['ratio']:.2f}x the time of x * 2"
+        else:
+            measured = f"{r['ratio']:.1f}x faster"
+        out.append(
+            [
+                f"{r['name']} {_size(r['size'])}: {r['target']}",
+                measured,
+                "yes" if r["target_met"] else "**no**",
+            ]
+        )
+    return _table(["target", "measured", "met"], out, "llc") if out else []
+
+
+def _dropout_rows(cases, sizes=None) -> list[list[str]]:
+    out = []
+    for (name, size), by in cases.items():
+        if sizes is not None and size not in sizes:
+            continue
+        x2, fl, ref = by.get("elementwise"), by.get("flax"), by.get("reference")
+        first = x2 or fl or ref
+        if first is None or first.get("group") != "dropout":
+            continue
+        out.append(
+            [
+                f"`{first.get('op', name)}`",
+                first.get("mode", ""),
+                _size(size),
+                _ms(first),
+                _num(first["gbps"]),
+                f"{1 / x2['ratio']:.2f}x" if x2 else "-",
+                f"{fl['ratio']:.2f}x" if fl else "n/a",
+                f"{ref['ratio']:.2f}x" if ref else "-",
+            ]
+        )
+    return out
+
+
+def render(doc: dict[str, Any], json_path: str) -> list[str]:
+    rows = doc["results"]
+    lines = _environment(doc)
+    lines += [
+        f"Measured by `{doc.get('command', 'python -m benchmarks')}`, rendered by "
+        f"`python -m benchmarks.readme {json_path} --write README.md`. "
+        "Medians after compilation (± half the interquartile range), each function timed "
+        "interleaved with its baselines, `jax.block_until_ready` after every call.",
+        "",
+    ]
+    # The attention row against "no dropout" also carries flax-style's overhead.
+    cases = _by_case(rows)
+    for by in cases.values():
+        if "none" in by and "flax" in by:
+            by["none"]["flax_overhead_pct"] = by["flax"]["baseline_overhead_pct"]
+    targets = _targets(rows)
+    if targets:
+        lines += ["Targets (issues 4 and 5):", "", *targets, ""]
+
+    dropout = [r for r in rows if r.get("group") == "dropout"]
+    if dropout:
+        largest = max(r["size"] for r in dropout)
+        header = [
+            "op",
+            "mode",
+            "size",
+            "jaxreg ms",
+            "GB/s",
+            "time / `x * 2`",
+            "speedup vs Flax",
+            "vs jax.random",
+        ]
+        lines += [
+            f"Dropout family in training mode, float32, rate 0.1, {_size(largest)} elements "
+            "(GB/s counts the arrays read and written; `x * 2` is the memory-bandwidth limit; "
+            "speedups are the baseline's time over jaxreg's; n/a: Flax has no equivalent):",
+            "",
+            *_table(header, _dropout_rows(cases, {largest}), "llrrrrrr"),
+            "",
+        ]
+        if len({r["size"] for r in dropout}) > 1:
+            lines += [
+                "<details><summary>All sizes</summary>",
+                "",
+                *_table(header, _dropout_rows(cases), "llrrrrrr"),
+                "",
+                "</details>",
+                "",
+            ]
+
+    attention = [r for r in rows if r.get("group") == "attention"]
+    if attention:
+        a = attention[0]
+        d = a.get("dims", {})
+        none = next((r for r in attention if r["baseline_kind"] == "none"), None)
+        variants = [["no dropout", _ms(none, "baseline"), "-"]] if none else []
+        variants.append(["`jaxreg.dropout`", _ms(a), _pct(a.get("overhead_pct"))])
+        for r in attention:
+            if r["baseline_kind"] == "flax":
+                variants.append([r["baseline"], _ms(r, "baseline"), _pct(r.get("baseline_overhead_pct"))])
+        lines += [
+            f"Attention block forward+backward (batch {d.get('batch')}, {d.get('heads')} heads, "
+            f"{d.get('tokens')} tokens, head dim {d.get('head_dim')}), dropout({a.get('rate')}) on the "
+            "probabilities and on the residual:",
+            "",
+            *_table(["dropout", "ms", "overhead vs no dropout"], variants, "lrr"),
+            "",
+        ]
+
+    optim = [r for r in rows if r.get("group") == "optim"]
+    if optim:
+        n = optim[0]["size"]
+        table, prev = [], None
+        for r in optim:
+            same, prev = r["name"] == prev, r["name"]
+            table.append(
+                [
+                    "" if same else f"`{r['name'].removesuffix(' step')}`",
+                    "" if same else _ms(r),
+                    r["baseline"],
+                    _ms(r, "baseline"),
+                    f"{r['ratio']:.2f}",
+                    _pct(r.get("overhead_pct")) if r.get("baseline_kind") == "none" else "",
+                    "" if same else _num(r["gbps"]),
+                ]
+            )
+        lines += [
+            f"One optimizer step on {n / 1e6:.1f}M float32 parameters (gradients given; ratio = "
+            "baseline / jaxreg; overhead over the optimizer alone):",
+            "",
+            *_table(["step", "ms", "baseline", "baseline ms", "ratio", "overhead", "GB/s"], table, "lrlrrrr"),
+            "",
+        ]
+
+    for r in (r for r in rows if r.get("group") == "compile"):
+        lines += [
+            f"Compile time of a training step (MLP, {_size(r['size'])} parameters: "
+            f"{', '.join(r.get('regularizers', []))}), first call of a fresh `jax.jit`:",
+            "",
+            *_table(
+                [
+                    "step",
+                    "first call ms",
+                    "trace / lower / XLA compile ms",
+                    f"compilations in {r['steps']} steps",
+                ],
+                [
+                    [
+                        "regularized",
+                        _ms(r),
+                        " / ".join(_num(r.get(f"jaxreg_{k}_ms")) for k in ("trace", "lower", "xla_compile")),
+                        str(r["compilations"]),
+                    ],
+                    [
+                        r["baseline"],
+                        _ms(r, "baseline"),
+                        " / ".join(
+                            _num(r.get(f"baseline_{k}_ms")) for k in ("trace", "lower", "xla_compile")
+                        ),
+                        str(r.get("baseline_compilations", "-")),
+                    ],
+                ],
+                "lrrr",
+            ),
+            "",
+        ]
+    if doc.get("skipped"):
+        reasons = sorted({s["reason"] for s in doc["skipped"]})
+        lines += [f"Skipped: {'; '.join(reasons)}.", ""]
+    if doc.get("errors"):
+        lines += ["Errors: " + "; ".join(f"{e['name']}: {e['error']}" for e in doc["errors"]), ""]
+    return lines
+
+
+def markdown(paths: list[str]) -> str:
+    lines = [
+        "Every figure below is generated from the benchmark suite's JSON output "
+        "(`benchmarks/`, issue 5); ratios above 1 mean jaxreg is faster.",
+        "",
+    ]
+    for path in paths:
+        with open(path) as f:
+            doc = json.load(f)
+        if len(paths) > 1:
+            lines += [f"### {doc['backend']}: {doc['device']}", ""]
+        lines += render(doc, path)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def replace_section(text: str, body: str) -> str:
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"markers {BEGIN!r} and {END!r} not found in order")
+    return text[: start + len(BEGIN)] + "\n" + body + text[end:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.readme", description=__doc__.splitlines()[0])
+    p.add_argument("json", nargs="+", help="results written by python -m benchmarks --json")
+    p.add_argument("--write", metavar="README", help="replace the benchmarks section of this file")
+    args = p.parse_args(argv)
+    body = markdown(args.json)
+    if args.write:
+        with open(args.write) as f:
+            text = f.read()
+        with open(args.write, "w") as f:
+            f.write(replace_section(text, body))
+    else:
+        sys.stdout.write(body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Smoke test of the benchmark suite (issue 5): the JSON it writes has the documented shape.
+
+Runs ``python -m benchmarks --quick`` in a subprocess from the repository root
+and checks types, required keys and ``ratio == baseline_ms / jaxreg_ms``. No
+assertion on speed: timings on a shared machine are not testable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import jaxreg
+
+ROOT = Path(__file__).resolve().parents[1]
+DROPOUT_OPS = (
+    "dropout",
+    "spatial_dropout",
+    "gaussian_dropout",
+    "gaussian_noise",
+    "alpha_dropout",
+    "drop_path",
+    "dropblock",
+    "dropconnect",
+)
+REQUIRED = {
+    "name": str,
+    "size": int,
+    "jaxreg_ms": float,
+    "baseline": str,
+    "baseline_ms": float,
+    "ratio": float,
+}
+
+
+def _run(tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / "results.json"
+    env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args, "--json", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory) -> dict:
+    return _run(tmp_path_factory.mktemp("bench"), "--quick", "--repeats", "2")
+
+
+def test_header(quick):
+    assert isinstance(quick["backend"], str) and quick["backend"]
+    assert isinstance(quick["device"], str) and quick["device"]
+    versions = quick["versions"]
+    for lib in ("jax", "flax", "optax", "jaxreg"):
+        assert isinstance(versions[lib], str) and versions[lib]
+    assert versions["jaxreg"] == jaxreg.__version__
+    assert quick["errors"] == []
+
+
+def test_rows_have_the_documented_shape(quick):
+    rows = quick["results"]
+    assert rows
+    for row in rows:
+        for key, typ in REQUIRED.items():
+            assert isinstance(row[key], typ) and not isinstance(row[key], bool), (key, row)
+        assert row["size"] > 0
+        assert row["jaxreg_ms"] > 0 and row["baseline_ms"] > 0
+        assert math.isfinite(row["jaxreg_ms"]) and math.isfinite(row["baseline_ms"])
+        assert math.isclose(row["ratio"], row["baseline_ms"] / row["jaxreg_ms"], rel_tol=1e-9)
+        assert row["gbps"] is None or (isinstance(row["gbps"], float) and row["gbps"] > 0)
+        assert row["repeats"] == 2 or row["group"] == "compile"
+
+
+def test_every_case_ran_or_was_skipped_with_a_reason(quick):
+    names = {(r["name"], r["baseline"]) for r in quick["results"]}
+    skipped = {s["name"] for s in quick["skipped"]}
+    for op in DROPOUT_OPS:
+        for mode in ("fwd", "fwd+bwd"):
+            name = f"{op} {mode}"
+            if hasattr(jaxreg, op):
+                assert (name, "x * 2") in names, name
+            else:
+                assert name in skipped, name
+    groups = {r["group"] for r in quick["results"]}
+    assert {"optim", "compile"} <= groups
+    assert ("attention" in groups) == hasattr(jaxreg, "dropout")
+    for op in ("add_l1", "add_decayed_weights", "prox_l1", "prox_group_lasso"):
+        assert (f"sgd + {op} step", "optax.sgd alone") in names
+        assert (f"adamw + {op} step", "optax.adamw alone") in names
+
+
+def test_one_compilation_over_100_steps(quick):
+    (row,) = [r for r in quick["results"] if r["group"] == "compile"]
+    assert row["steps"] == 100
+    assert row["traces"] == 1 and row["compilations"] == 1
+    assert row["losses_finite"]
+
+
+def test_readme_renders_from_the_json(quick, tmp_path):
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks import readme
+    finally:
+        sys.path.remove(str(ROOT))
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(quick))
+    body = readme.markdown([str(path)])
+    assert quick["device"] in body and "| op | mode | size |" in body
+    text = f"# title\n{readme.BEGIN}\nold figures\n{readme.END}\nrest\n"
+    new = readme.replace_section(text, body)
+    assert "old figures" not in new and body in new and new.endswith(f"{readme.END}\nrest\n")
+
+
+def test_filter_selects_cases(tmp_path):
+    doc = _run(tmp_path, "--quick", "--repeats", "1", "--filter", "sgd + prox_l1")
+    assert doc["results"] and all("sgd + prox_l1" in r["name"] for r in doc["results"])
