@@ -7,6 +7,11 @@ The Keras oracles below are written from ``keras/src/constraints/constraints.py`
 
 from __future__ import annotations
 
+import pathlib
+import re
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -313,3 +318,36 @@ def test_mixup_errors_name_the_argument():
         jaxreg.mixup(key, jnp.ones((4, 2), jnp.int32), y, 0.2, num_classes=2)
     with pytest.raises(ValueError, match="batch axis"):
         jaxreg.mixup(key, jnp.ones((3, 2)), y, 0.2, num_classes=2)
+
+
+# --- README and example ----------------------------------------------------------------------------
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_readme_constraints_section_code_runs():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[
+        readme.index("<!-- BEGIN constraints (issue 8) -->") : readme.index("<!-- END constraints -->")
+    ]
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    namespace: dict = {}
+    exec(compile(code, "README.md (constraints)", "exec"), namespace)
+    assert namespace["x_mixed"].shape == (32, 784) and namespace["y_mixed"].shape == (32, 10)
+    np.testing.assert_allclose(np.asarray(namespace["y_mixed"]).sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_constraints_and_mixup_example_runs():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "constraints_and_mixup.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = re.findall(r"test accuracy (\S+)\s+largest column norm (\S+)", out.stdout)
+    assert len(rows) == 2
+    (acc_plain, _), (acc_reg, norm_reg) = ((float(a), float(n)) for a, n in rows)
+    assert acc_plain > 0.9 and acc_reg > 0.9  # digits is easy: both recipes must learn it
+    assert norm_reg <= 3.0 + 1e-5
