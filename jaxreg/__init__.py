@@ -16,6 +16,8 @@ from jaxreg._tree import CountState as CountState
 __version__ = "0.1.0"
 
 # --- dropout family and samplers (issues 3, 4) ---
+from jaxreg import linen as linen
+from jaxreg import nnx as nnx
 from jaxreg._dropblock import dropblock as dropblock
 from jaxreg._dropblock import dropblock_gamma as dropblock_gamma
 from jaxreg._dropout import drop_path as drop_path
