@@ -148,6 +148,7 @@ class WeightNorm(nnx.Module):
       feature_axes: the axes that keep one norm and one scale each.
       epsilon: lower bound on the norm.
       variable_filter: an nnx filter over the layer's ``Param`` paths.
+      rngs: unused; accepted so that code written for ``flax.nnx.WeightNorm`` runs.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -174,7 +175,9 @@ class WeightNorm(nnx.Module):
         feature_axes: FeatureAxes = -1,
         epsilon: float = 1e-12,
         variable_filter: Any = _KERNELS,
+        rngs: nnx.Rngs | None = None,
     ):
+        del rngs  # accepted for compatibility with flax.nnx.WeightNorm: g = ||v|| needs no randomness
         check_positive("epsilon", epsilon)
         self.layer_instance = layer_instance
         self.feature_axes = feature_axes

@@ -37,6 +37,8 @@ import jax.numpy as jnp
 
 from jaxreg._validation import check_ndim
 
+_HIGHEST = jax.lax.Precision.HIGHEST  # full f32 matmuls on GPU/TPU too (no TF32/bf16 passes)
+
 
 def _acc(w: jax.Array) -> jax.Array:
     """``w`` as float32, or wider if it already is (float64 under x64)."""
@@ -90,7 +92,7 @@ def orthogonal_penalty(w: jax.Array, mode: str = "rows") -> jax.Array:
         return jnp.zeros((), m.dtype)
     norms = jnp.sqrt(jnp.sum(jnp.square(m), axis=1, keepdims=True))
     m_hat = m / jnp.maximum(norms, 1e-7)
-    gram = m_hat @ m_hat.T
+    gram = jnp.matmul(m_hat, m_hat.T, precision=_HIGHEST)
     off_diagonal = jnp.abs(gram) * (1 - jnp.eye(n, dtype=m.dtype))
     return jnp.sum(off_diagonal) / (n * (n - 1))
 
@@ -124,7 +126,7 @@ def soft_orthogonal_penalty(w: jax.Array) -> jax.Array:
     """
     check_ndim("w", w, 2)
     m = _acc(w)
-    gram = m.T @ m
+    gram = jnp.matmul(m.T, m, precision=_HIGHEST)
     return jnp.sum(jnp.square(gram - jnp.eye(gram.shape[0], dtype=m.dtype)))
 
 

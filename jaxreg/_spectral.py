@@ -34,10 +34,16 @@ def _normalize(x: jax.Array, eps: float) -> jax.Array:
     return x / jnp.maximum(jnp.sqrt(jnp.sum(jnp.square(x))), eps)
 
 
+def _matvec(m: jax.Array, x: jax.Array) -> jax.Array:
+    # Full float32 precision: GPUs and TPUs otherwise may use TF32/bf16 passes for f32 matmuls,
+    # which would cap the accuracy of sigma at ~1e-3. A matrix-vector product is cheap either way.
+    return jnp.matmul(m, x, precision=jax.lax.Precision.HIGHEST)
+
+
 def _power_iteration(m: jax.Array, u: jax.Array, n_steps: int, eps: float) -> jax.Array:
     def step(_, u):
-        v = _normalize(m @ u, eps)
-        return _normalize(m.T @ v, eps)
+        v = _normalize(_matvec(m, u), eps)
+        return _normalize(_matvec(m.T, v), eps)
 
     return jax.lax.fori_loop(0, n_steps, step, u)
 
@@ -138,6 +144,6 @@ def spectral_normalize(
         u = _power_iteration(m, u, n_steps, eps)
     u = jax.lax.stop_gradient(u)
     # max(||M u||, eps), written so that the gradient stays finite at W = 0.
-    sigma = jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(m @ u)), eps**2))
+    sigma = jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(_matvec(m, u))), eps**2))
     w_normalized = (m / sigma).reshape(w.shape).astype(w.dtype)
     return w_normalized, SpectralNormState(u=u) if update else state
