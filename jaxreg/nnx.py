@@ -1,6 +1,6 @@
-"""Flax NNX modules for the dropout family, following ``flax.nnx.Dropout``.
+"""Flax NNX modules: the dropout family and the ``SpectralNorm`` / ``WeightNorm`` reparametrizations.
 
-Each module is a thin wrapper around the functional op of the same name in
+Each dropout-family module is a thin wrapper around the functional op of the same name in
 ``jaxreg`` (``Dropout`` -> `jaxreg.dropout`, ``DropPath`` -> `jaxreg.drop_path`,
 ...): the maths lives in the op, the module only resolves the mode and the key.
 The conventions are those of `flax.nnx.Dropout`:
