@@ -174,6 +174,8 @@ def min_max_norm(
     with $d = r \cdot \mathrm{clip}(n, a, b) + (1 - r) \cdot n$: ``rate=1`` enforces
     $a \le n \le b$ strictly, ``rate < 1`` moves the norm part of the way towards
     the interval at each step. A zero vector stays zero (it cannot be scaled up).
+    ``min_value``, ``max_value`` and ``rate`` may be floats, JAX scalars or optax
+    schedules.
 
     Args:
       min_value: the lower bound $a \ge 0$ on the norm.
@@ -181,8 +183,6 @@ def min_max_norm(
       rate: $r \in [0, 1]$, the fraction of the way to the interval per step.
       axis: the axes the norm is taken over, as in :func:`max_norm`.
       mask: which leaves (``optax.masked`` semantics).
-
-    All three values may be floats, JAX scalars or optax schedules.
 
     Returns:
       An ``optax.GradientTransformation`` whose ``update`` needs ``params``.

@@ -173,6 +173,17 @@ def test_constraint_last_in_chain_under_jit_with_schedule():
     np.testing.assert_allclose(np.linalg.norm(np.asarray(params["w"]), axis=0), 1.0, rtol=1e-5)
 
 
+def test_constraint_with_inject_hyperparams():
+    tx = optax.inject_hyperparams(jaxreg.max_norm, static_args=("axis",))(max_value=2.0, axis=0)
+    params = {"w": 3.0 * jnp.ones((4, 2))}  # column norms 6
+    state = tx.init(params)
+    for radius in (2.0, 1.0):
+        state.hyperparams["max_value"] = jnp.asarray(radius)
+        updates, state = tx.update({"w": jnp.zeros((4, 2))}, state, params)
+        norms = np.linalg.norm(np.asarray(optax.apply_updates(params, updates)["w"]), axis=0)
+        np.testing.assert_allclose(norms, radius, rtol=1e-6)
+
+
 def test_constraint_errors_name_the_argument():
     with pytest.raises(ValueError, match="max_value"):
         jaxreg.max_norm(0.0)
