@@ -34,8 +34,10 @@ if __name__ == "__main__" and "xla_force_host_platform_device_count" not in os.e
         os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     ).strip()
 
+import functools
 import json
 import re
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -51,16 +53,29 @@ import jaxreg
 N_DEVICES = 8
 AXES = ("data", "model")
 
-# (mesh id, mesh shape, axis type, layouts worth testing on it). A layout names which axes of the
-# inputs are sharded: "rows"/"batch" along the mesh's "data" axis, "cols"/"features" along
-# "model", "both" along both. Layouts along a mesh axis of size 1 are replicated in effect and
-# are left out (1x8 has no "rows", 8x1 no "cols").
+# mesh id -> (mesh shape, axis type, the mesh axes that inputs are sharded along on it: "data",
+# "model" or "both"). Sharding along a mesh axis of size 1 is replication in effect and is left
+# out (1x8 shards along "model" only, 8x1 along "data" only). Every function runs on these.
 MESHES = {
-    "1x8": ((1, 8), AxisType.Auto, ("cols",)),
-    "2x4": ((2, 4), AxisType.Auto, ("rows", "cols", "both")),
-    "8x1": ((8, 1), AxisType.Auto, ("rows",)),
+    "1x8": ((1, 8), AxisType.Auto, ("model",)),
+    "2x4": ((2, 4), AxisType.Auto, ("both",)),
+    "8x1": ((8, 1), AxisType.Auto, ("data",)),
     "2x4explicit": ((2, 4), AxisType.Explicit, ("both",)),
 }
+# Sharded along one axis of the 2x4 mesh and replicated along the other: for the functions
+# whose communication depends on which dimensions are split (norms, sums, broadcast masks).
+PARTIAL = {"2x4": ("data", "model")}
+PARTIAL_WEIGHT_FNS = (
+    "prox_group_lasso_axis0",
+    "prox_group_lasso_axis1",
+    "group_lasso_penalty_axis0",
+    "l1_penalty",
+)
+PARTIAL_DROP_OPS = ("dropout", "dropout_broadcast", "dropblock")
+# How case ids name those layouts: params' rows along "data" and columns along "model";
+# activations' batch along "data" and features (channels) along "model".
+WEIGHT_LAYOUT_NAMES = {"data": "rows", "model": "cols", "both": "both"}
+DROPOUT_LAYOUT_NAMES = {"data": "batch", "model": "features", "both": "both"}
 
 FORBIDDEN = ("all-gather", "reduce-scatter", "all-to-all", "collective-permute", "ragged-all-to-all")
 _COLLECTIVE = re.compile(
@@ -97,6 +112,13 @@ def check_collectives(hlo: str, allreduce_bound: int) -> list[str]:
             allowed = "no all-reduce is needed" if allreduce_bound == 0 else f"at most {allreduce_bound}"
             problems.append(f"all-reduce of {elems} elements ({allowed})")
     return problems
+
+
+def full_size_buffers(hlo: str, global_size: int) -> list[str]:
+    """Problems: arrays in the compiled module as large as the unsharded input (replicated work)."""
+    sizes = [int(np.prod([int(d) for d in dims.split(",") if d] or [1])) for dims in _SHAPE.findall(hlo)]
+    big = [n for n in sizes if n >= global_size]
+    return [f"{len(big)} buffers of >= {global_size} elements, the unsharded size"] if big else []
 
 
 def run_sharded(fn: Callable, args: tuple) -> tuple[Any, str]:
@@ -188,7 +210,9 @@ def weight_fns() -> dict[str, WeightFn]:
     # Constraints (issue 8), included as soon as they exist.
     if hasattr(jaxreg, "max_norm"):
         fns["max_norm_axis0"] = WeightFn(lambda: jaxreg.max_norm(2.0, axis=0), False, _norm_dims(0))
-        fns["max_norm_axis1"] = WeightFn(lambda: jaxreg.max_norm(2.0, axis=1), False, _norm_dims(1))
+        fns["max_norm_axis1"] = WeightFn(
+            lambda: jaxreg.max_norm(2.0, axis=1, mask=jaxreg.masks.weights_only), False, _norm_dims(1)
+        )
     if hasattr(jaxreg, "unit_norm"):
         fns["unit_norm"] = WeightFn(lambda: jaxreg.unit_norm(axis=0), False, _norm_dims(0))
     if hasattr(jaxreg, "min_max_norm"):
@@ -237,6 +261,17 @@ def _allreduce_bound(fn: WeightFn, params: dict, specs: dict, mesh: Mesh) -> int
     return bound
 
 
+@functools.cache
+def weight_reference(fn_name: str) -> Any:
+    """The oracle: the same function on one device (computed once per function)."""
+    fn = weight_fns()[fn_name]
+    obj = fn.build()
+    params, updates = on_one_device(_weights())
+    if fn.is_penalty:
+        return jax.jit(obj)(params)
+    return jax.jit(obj.update)(updates, obj.init(params), params)[0]
+
+
 def check_weight_case(fn_name: str, mesh_id: str, layout: str) -> list[str]:
     fn = weight_fns()[fn_name]
     mesh = make_mesh(mesh_id)
@@ -246,33 +281,219 @@ def check_weight_case(fn_name: str, mesh_id: str, layout: str) -> list[str]:
     shard = {k: NamedSharding(mesh, s) for k, s in specs.items()}
     p_sh = {k: jax.device_put(v, shard[k]) for k, v in params.items()}
     u_sh = {k: jax.device_put(v, shard[k]) for k, v in updates.items()}
-    p_one, u_one = on_one_device(params), on_one_device(updates)
     bound = _allreduce_bound(fn, params, specs, mesh)
     obj = fn.build()
     problems = []
     if fn.is_penalty:
         got, hlo = run_sharded(obj, (p_sh,))
-        want = jax.jit(obj)(p_one)
-        problems += compare(got, want, exact=False)
+        problems += compare(got, weight_reference(fn_name), exact=False)
         if not got.sharding.is_fully_replicated:
             problems.append(f"penalty is not replicated: {got.sharding}")
     else:
         state = obj.init(p_sh)
         got, hlo = run_sharded(obj.update, (u_sh, state, p_sh))
-        want = jax.jit(obj.update)(u_one, obj.init(p_one), p_one)
-        problems += compare(got[0], want[0], exact=fn.reduced is None)
+        problems += compare(got[0], weight_reference(fn_name), exact=fn.reduced is None)
         problems += compare_shardings(got[0], u_sh)
     problems += check_collectives(hlo, bound)
+    problems += full_size_buffers(hlo, params["kernel"].size)
     return problems
 
 
 def weight_cases() -> dict[str, Callable[[], list[str]]]:
     cases = {}
     for fn_name in weight_fns():
-        for mesh_id, (_, _, layouts) in MESHES.items():
-            for layout in layouts:
+        for mesh_id, (_, _, axes) in MESHES.items():
+            if fn_name in PARTIAL_WEIGHT_FNS:
+                axes = PARTIAL.get(mesh_id, ()) + axes
+            for layout in (WEIGHT_LAYOUT_NAMES[a] for a in axes):
                 cases[f"weights/{fn_name}/{mesh_id}/{layout}"] = lambda f=fn_name, m=mesh_id, lay=layout: (
                     check_weight_case(f, m, lay)
+                )
+    return cases
+
+
+# --------------------------------------------------------------------------------------------------
+# Dropout family
+# --------------------------------------------------------------------------------------------------
+
+# NHWC activations (8, 8, 8, 16). Layout -> spec: batch along "data", features (channels) along
+# "model", or both.
+DROPOUT_LAYOUTS = {
+    "batch": P("data", None, None, None),
+    "features": P(None, None, None, "model"),
+    "both": P("data", None, None, "model"),
+}
+# The same layouts on dropconnect's params (a kernel (16, 32) and a bias (32,)).
+PARAM_LAYOUT_OF = {"batch": "rows", "features": "cols", "both": "both"}
+# broadcast_dims along the sharded axes of each layout: the mask is shared along a sharded axis.
+BROADCAST_DIMS = {"batch": (0,), "features": (3,), "both": (0, 3)}
+# Where extra variants run: one mesh per sharded axis and the 2-D one.
+SUBSET = ("1x8/features", "2x4/both", "8x1/batch")
+
+
+class DropOp(NamedTuple):
+    apply: Callable[..., Any]  # (key, x, layout, sampler) -> y
+    scalar_sums: int = 0  # scalar all-reduces the math needs (DropBlock's kept count)
+    per_layout: bool = False  # whether apply depends on the layout (broadcast_dims)
+
+
+def drop_ops() -> dict[str, DropOp]:
+    candidates = {
+        "dropout": ("dropout", DropOp(lambda k, x, lay, s: jaxreg.dropout(k, x, 0.3, sampler=s))),
+        "dropout_broadcast": (
+            "dropout",
+            DropOp(
+                lambda k, x, lay, s: jaxreg.dropout(k, x, 0.3, broadcast_dims=BROADCAST_DIMS[lay], sampler=s),
+                per_layout=True,
+            ),
+        ),
+        "dropout_classic": (
+            "dropout",
+            DropOp(lambda k, x, lay, s: jaxreg.dropout(k, x, 0.3, mode="classic", sampler=s)),
+        ),
+        "spatial_dropout": (
+            "spatial_dropout",
+            DropOp(lambda k, x, lay, s: jaxreg.spatial_dropout(k, x, 0.3, sampler=s)),
+        ),
+        "gaussian_dropout": (
+            "gaussian_dropout",
+            DropOp(lambda k, x, lay, s: jaxreg.gaussian_dropout(k, x, 0.3, sampler=s)),
+        ),
+        "gaussian_noise": (
+            "gaussian_noise",
+            DropOp(lambda k, x, lay, s: jaxreg.gaussian_noise(k, x, 0.5, sampler=s)),
+        ),
+        "alpha_dropout": (
+            "alpha_dropout",
+            DropOp(lambda k, x, lay, s: jaxreg.alpha_dropout(k, x, 0.3, sampler=s)),
+        ),
+        "drop_path": ("drop_path", DropOp(lambda k, x, lay, s: jaxreg.drop_path(k, x, 0.3, sampler=s))),
+        # DropBlock rescales by the kept count of the whole tensor (paper, timm): a scalar sum.
+        "dropblock": ("dropblock", DropOp(lambda k, x, lay, s: jaxreg.dropblock(k, x, 0.2, 3, sampler=s), 1)),
+    }
+    return {name: op for name, (attr, op) in candidates.items() if hasattr(jaxreg, attr)}
+
+
+def _activations() -> np.ndarray:
+    # |x| >= 0.1: an output zero is a dropped element, never an input zero.
+    x = np.random.default_rng(1).standard_normal((8, 8, 8, 16)).astype(np.float32)
+    return np.where(np.abs(x) < 0.1, 0.1, x)
+
+
+def _key(kind: str) -> Any:
+    if kind == "rbg":
+        return jax.random.key(42, impl="rbg")
+    if kind == "legacy":
+        return jax.random.PRNGKey(42)
+    return jax.random.key(42)
+
+
+def _grad_of(f: Callable) -> Callable:
+    """x -> d/dx sum(f(key, x) * x): the gradient sees the mask (and the noise) of the forward."""
+    return lambda k, x: jax.vjp(lambda x: f(k, x) * x, x)[1](jnp.ones_like(x))[0]
+
+
+def _drop_fn(op_name: str, layout: str | None, variant: str) -> Callable:
+    op = drop_ops()[op_name]
+    sampler = "jax" if variant == "jax" else None
+    return lambda k, x: op.apply(k, x, layout, sampler)
+
+
+@functools.cache
+def dropout_reference(op_name: str, layout: str | None, variant: str) -> Any:
+    """The oracle: the op under jit on one device with the same key (for "checkpoint", the
+    gradient without checkpoint); once per op and variant (and layout, for broadcast_dims)."""
+    fn = _drop_fn(op_name, layout, variant)
+    if variant == "checkpoint":
+        fn = _grad_of(fn)
+    return jax.jit(fn)(_key(variant), on_one_device(_activations()))
+
+
+def check_dropout_case(op_name: str, mesh_id: str, layout: str, variant: str) -> list[str]:
+    op = drop_ops()[op_name]
+    x_host = _activations()
+    x_sh = jax.device_put(x_host, NamedSharding(make_mesh(mesh_id), DROPOUT_LAYOUTS[layout]))
+    fn, key = _drop_fn(op_name, layout, variant), _key(variant)
+    want = dropout_reference(
+        op_name, layout if op.per_layout else None, "fast" if variant == "eager" else variant
+    )
+    allreduces = op.scalar_sums
+    if variant == "checkpoint":
+        # Reverse mode through jax.checkpoint: the recomputed mask must be the forward one on
+        # every device. (DropBlock's count is summed twice: forward and recomputation.)
+        got, hlo = run_sharded(_grad_of(jax.checkpoint(fn)), (key, x_sh))
+        allreduces *= 2
+    elif variant == "eager":
+        got, hlo = fn(key, x_sh), None
+    else:
+        got, hlo = run_sharded(fn, (key, x_sh))
+    problems = compare(got, want, exact=True) + compare_shardings(got, x_sh)
+    if hlo is not None:
+        problems += check_collectives(hlo, allreduces)
+        problems += full_size_buffers(hlo, x_host.size)
+    return problems
+
+
+def check_dropconnect_case(mesh_id: str, layout: str, variant: str) -> list[str]:
+    mesh = make_mesh(mesh_id)
+    params, _ = _weights()
+    specs = dict(zip(("kernel", "bias"), WEIGHT_LAYOUTS[PARAM_LAYOUT_OF[layout]], strict=True))
+    p_sh = {k: jax.device_put(v, NamedSharding(mesh, specs[k])) for k, v in params.items()}
+    sampler = "jax" if variant == "jax" else None
+
+    def fn(k, p):
+        return jaxreg.dropconnect(k, p, 0.3, sampler=sampler)
+
+    key = _key(variant)
+    got, hlo = run_sharded(fn, (key, p_sh))
+    want = jax.jit(fn)(key, on_one_device(params))
+    return (
+        compare(got, want, exact=True)
+        + compare_shardings(got, p_sh)
+        + check_collectives(hlo, 0)
+        + full_size_buffers(hlo, params["kernel"].size)
+    )
+
+
+def dropout_cases() -> dict[str, Callable[[], list[str]]]:
+    cases = {}
+    mesh_layouts = [f"{m}/{DROPOUT_LAYOUT_NAMES[a]}" for m, (_, _, axes) in MESHES.items() for a in axes]
+    every_op = list(drop_ops())
+    variants = [
+        # (variant, ops, where): the default sampler with a threefry key under jit, everywhere;
+        ("fast", every_op, mesh_layouts),
+        (
+            "fast",
+            PARTIAL_DROP_OPS,
+            [f"{m}/{DROPOUT_LAYOUT_NAMES[a]}" for m, axes in PARTIAL.items() for a in axes],
+        ),
+        # sampler="jax" (jax.random with partitionable threefry, the default since jax 0.5):
+        # its bernoulli and its normal draws (threefry compiles slowly on 8 devices: 3 cases);
+        ("jax", ["dropout", "dropout_broadcast", "gaussian_noise"], ("2x4/both",)),
+        # the gradient through jax.checkpoint (the recomputation draws the mask again);
+        ("checkpoint", every_op, ("2x4/both",)),
+        ("checkpoint", ["dropout", "dropout_broadcast"], ("1x8/features", "8x1/batch")),
+        # other key implementations: rbg (jax#21046: rbg keys under remat) and legacy uint32;
+        ("rbg", ["dropout", "gaussian_noise"], SUBSET),
+        ("legacy", ["dropout"], ("2x4/both",)),
+        # eagerly, without jit.
+        ("eager", ["dropout", "dropout_broadcast"], ("2x4/both",)),
+    ]
+    for variant, ops, where in variants:
+        for op_name in ops:
+            if op_name not in drop_ops():
+                continue
+            for mesh_layout in where:
+                mesh_id, layout = mesh_layout.split("/")
+                cases[f"dropout/{op_name}/{mesh_layout}/{variant}"] = (
+                    lambda o=op_name, m=mesh_id, lay=layout, v=variant: check_dropout_case(o, m, lay, v)
+                )
+    if hasattr(jaxreg, "dropconnect"):
+        for variant, where in (("fast", mesh_layouts),):
+            for mesh_layout in where:
+                mesh_id, layout = mesh_layout.split("/")
+                cases[f"dropout/dropconnect/{mesh_layout}/{variant}"] = (
+                    lambda m=mesh_id, lay=layout, v=variant: check_dropconnect_case(m, lay, v)
                 )
     return cases
 
@@ -305,7 +526,7 @@ def check_detector(kind: str) -> list[str]:
 
 def all_cases() -> dict[str, Callable[[], list[str]]]:
     detector = {f"detector/{k}": (lambda k=k: check_detector(k)) for k in ("replicate", "large_all_reduce")}
-    return {**detector, **weight_cases()}
+    return {**detector, **weight_cases(), **dropout_cases()}
 
 
 def case_ids() -> list[str]:
@@ -321,11 +542,13 @@ def main(prefixes: list[str]) -> int:
     for case_id, check in all_cases().items():
         if prefixes and not any(case_id.startswith(p) for p in prefixes):
             continue
+        start = time.perf_counter()
         try:
             problems = check()
             results[case_id] = {"ok": not problems, "detail": "; ".join(problems)}
         except Exception:
             results[case_id] = {"ok": False, "detail": traceback.format_exc(limit=6)}
+        results[case_id]["seconds"] = round(time.perf_counter() - start, 3)
     print(json.dumps(results))
     return 0
 
