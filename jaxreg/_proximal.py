@@ -4,6 +4,10 @@ With $z = w + u$ the plain step (``u`` already scaled by the learning rate),
 each transform returns the update $\mathrm{prox}(z) - w$, so that
 ``optax.apply_updates`` lands on $\mathrm{prox}(z)$. Entries that the prox sets
 to zero land on exactly ``0.0`` (``w + (-w)`` is exact in floating point).
+
+On a mesh (``jax.sharding``), every update keeps its parameter's sharding.
+``prox_l1`` and ``prox_elastic_net`` are elementwise: no communication.
+``prox_group_lasso`` needs the group norms: see its docstring.
 """
 
 from __future__ import annotations
@@ -141,6 +145,13 @@ def prox_group_lasso(
     ``axis`` (``axis=0`` on a Dense kernel ``(in, out)`` zeroes whole input
     features); leaves with ``ndim < 2`` are one group. A group with
     $\|z_g\| = 0$ stays at zero (no NaN, no inf).
+
+    Sharded params: a leaf sharded only along ``axis`` keeps each group on one
+    device and needs no communication. A leaf sharded along another dimension
+    (any dimension, for ``ndim < 2``) splits its groups across devices: the
+    norms need one all-reduce of one partial sum of squares per group, over the
+    mesh axes of those dimensions. Never an all-gather; the update keeps the
+    parameter's sharding.
 
     Args:
       strength: $\lambda \ge 0$ (float, JAX scalar or optax schedule).
