@@ -15,10 +15,11 @@ the second matmul's all-reduce over "model".
 
 The same script runs on GPUs or TPUs unchanged (``jax.devices()`` are then the accelerators and
 the forced CPU device count is ignored), and on several hosts with ``--distributed``, which calls
-``jax.distributed.initialize()`` first (run the same command on every host; on Cloud TPU and
-SLURM the coordinator is found automatically, elsewhere set ``JAX_COORDINATOR_ADDRESS``,
-``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``). Every array is built with
-``jax.make_array_from_callback``, so each process only materializes its own devices' shards.
+``jax.distributed.initialize()`` first: run the same command on every host; on Cloud TPU,
+SLURM, Open MPI and Kubernetes the processes find each other automatically, elsewhere add
+``--coordinator HOST:PORT --num-processes N --process-id I``. Every global array is built with
+``jax.make_array_from_callback``, so each process only materializes its own devices' shards,
+and only process 0 prints.
 """
 
 from __future__ import annotations
@@ -94,12 +95,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256, help="global batch size")
     parser.add_argument("--model-parallel", type=int, default=2, help="size of the 'model' mesh axis")
     parser.add_argument("--rate", type=float, default=0.1, help="dropout rate")
+    parser.add_argument("--seed", type=int, default=0, help="dropout key seed, the same on every host")
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--l1", type=float, default=0.3, help="prox_l1 strength on the kernels")
-    parser.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize()")
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="multi-host: call jax.distributed.initialize() (auto-detected on Cloud TPU, SLURM, Open MPI, Kubernetes)",
+    )
+    parser.add_argument("--coordinator", help="with --distributed elsewhere: host:port of process 0")
+    parser.add_argument("--num-processes", type=int, help="with --distributed elsewhere")
+    parser.add_argument("--process-id", type=int, help="with --distributed elsewhere")
     args = parser.parse_args()
     if args.distributed:
-        jax.distributed.initialize()
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     log = print if jax.process_index() == 0 else (lambda *a, **k: None)
 
     mesh = make_mesh(args.model_parallel)
@@ -134,7 +143,10 @@ def main() -> None:
         logits = forward(params, batch["x"], key, args.rate)
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
 
-    def train_step(params, opt_state, batch, key):
+    def train_step(params, opt_state, batch, step):
+        # The same key on every device and process: the mask differs per element already (it
+        # hashes global indices), so never fold in a device or process index.
+        key = jax.random.fold_in(jax.random.key(args.seed), step)
         loss, grads = jax.value_and_grad(loss_fn)(params, batch, key)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
@@ -151,7 +163,6 @@ def main() -> None:
             f"  {name:3s} {p.dtype}{list(p.shape)!s:12s} {p.sharding.spec}  local shard {p.addressable_shards[0].data.shape}"
         )
 
-    key = jax.random.key(0)
     start = time.perf_counter()
     for step in range(args.steps):
         lo = (step * args.batch) % len(x_all)
@@ -159,13 +170,13 @@ def main() -> None:
             "x": global_array(x_all[lo : lo + args.batch], batch_sh["x"]),
             "y": global_array(y_all[lo : lo + args.batch], batch_sh["y"]),
         }
-        step_key = jax.device_put(jax.random.fold_in(key, step), replicated)
+        step_no = global_array(np.asarray(step, np.int32), replicated)
         if step == 0:
-            hlo = step_fn.lower(params, opt_state, batch, step_key).compile().as_text()
+            hlo = step_fn.lower(params, opt_state, batch, step_no).compile().as_text()
             ops = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
             counts = {op: hlo.count(f" {op}(") + hlo.count(f" {op}-start(") for op in ops}
             log("collectives in the compiled step (the model's own):", {k: v for k, v in counts.items() if v})
-        params, opt_state, loss = step_fn(params, opt_state, batch, step_key)
+        params, opt_state, loss = step_fn(params, opt_state, batch, step_no)
         log(f"step {step:3d}  loss {float(loss.addressable_data(0)):.4f}")
     jax.block_until_ready(params)
 
