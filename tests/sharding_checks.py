@@ -455,6 +455,31 @@ def check_dropconnect_case(mesh_id: str, layout: str, variant: str) -> list[str]
     )
 
 
+def check_shard_map_local_view() -> list[str]:
+    """Inside shard_map a function sees local blocks: the fast sampler then indexes the block,
+    so one key gives every block the same mask (the README says to fold in the axis index)."""
+    mesh = make_mesh("2x4")
+    spec = DROPOUT_LAYOUTS["both"]
+    x = jax.device_put(np.ones((8, 8, 8, 16), np.float32), NamedSharding(mesh, spec))
+    key = _key("fast")
+
+    def same_key(x):
+        return jaxreg.dropout(key, x, 0.5)
+
+    def folded(x):
+        index = jax.lax.axis_index("data") * 4 + jax.lax.axis_index("model")
+        return jaxreg.dropout(jax.random.fold_in(key, index), x, 0.5)
+
+    problems = []
+    for name, fn, want_equal in (("same key", same_key, True), ("folded key", folded, False)):
+        y = np.asarray(jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=spec, out_specs=spec))(x))
+        blocks = [y[i * 4 : (i + 1) * 4, ..., j * 4 : (j + 1) * 4] for i in range(2) for j in range(4)]
+        equal = all(np.array_equal(b, blocks[0]) for b in blocks[1:])
+        if equal != want_equal:
+            problems.append(f"{name}: blocks {'equal' if equal else 'differ'}, expected the opposite")
+    return problems
+
+
 def dropout_cases() -> dict[str, Callable[[], list[str]]]:
     cases = {}
     mesh_layouts = [f"{m}/{DROPOUT_LAYOUT_NAMES[a]}" for m, (_, _, axes) in MESHES.items() for a in axes]
@@ -488,6 +513,7 @@ def dropout_cases() -> dict[str, Callable[[], list[str]]]:
                 cases[f"dropout/{op_name}/{mesh_layout}/{variant}"] = (
                     lambda o=op_name, m=mesh_id, lay=layout, v=variant: check_dropout_case(o, m, lay, v)
                 )
+    cases["dropout/shard_map_local_view/2x4/both"] = check_shard_map_local_view
     if hasattr(jaxreg, "dropconnect"):
         for variant, where in (("fast", mesh_layouts),):
             for mesh_layout in where:
