@@ -1,0 +1,149 @@
+"""The ``jaxreg demo`` console script, run as a user runs it: in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+import jaxreg
+from jaxreg import _cli
+
+KEYS = {"config", "train_accuracy", "test_accuracy", "gap", "final_loss", "zero_fraction", "seconds"}
+CONFIGS = ["none", "l1-prox", "dropout"]
+REPO = Path(jaxreg.__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "jaxreg._cli", "demo", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("demo")
+    common = ["--epochs", "4", "--seed", "3", "--train-size", "200"]
+    first = run_cli(*common, "--configs", ",".join(CONFIGS), "--out", "out", "--json", "first.json", cwd=tmp)
+    # the same seed again, for the configuration with random noise in training only (time)
+    again = run_cli(
+        *common, "--configs", "dropout", "--out", "again", "--json", "again.json", "--no-plot", cwd=tmp
+    )
+    return tmp, first, again
+
+
+def test_runs_and_prints_table(short_run):
+    _, proc, _ = short_run
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    header = ("config", "train acc", "test acc", "gap", "final loss", "zeros", "seconds")
+    lines = proc.stdout.splitlines()
+    assert any(all(h in line for h in header) for line in lines), proc.stdout
+    for name in CONFIGS:  # one row per configuration, starting with its name
+        assert any(line.split() and line.split()[0] == name for line in lines), (name, proc.stdout)
+    assert "200 training digits (50 labels random), 1597 test digits" in proc.stdout
+
+
+def test_json_keys_and_ranges(short_run):
+    tmp, proc, _ = short_run
+    assert proc.returncode == 0, proc.stderr
+    records = json.loads((tmp / "first.json").read_text())
+    assert json.loads((tmp / "out" / "results.json").read_text()) == records
+    assert [r["config"] for r in records] == CONFIGS
+    for r in records:
+        assert set(r) == KEYS
+        for key in ("train_accuracy", "test_accuracy", "zero_fraction"):
+            assert 0.0 <= r[key] <= 1.0, (key, r)
+        assert r["gap"] == pytest.approx(r["train_accuracy"] - r["test_accuracy"], abs=1e-12)
+        assert math.isfinite(r["final_loss"]) and r["final_loss"] > 0.0
+        assert r["seconds"] > 0.0
+        # accuracies are counts over 200 training and 1597 test digits
+        assert r["train_accuracy"] * 200 == pytest.approx(round(r["train_accuracy"] * 200), abs=1e-9)
+        assert r["test_accuracy"] * 1597 == pytest.approx(round(r["test_accuracy"] * 1597), abs=1e-9)
+    by_name = {r["config"]: r for r in records}
+    assert by_name["none"]["zero_fraction"] == 0.0  # a Gaussian-initialized kernel has no exact zeros
+    assert by_name["l1-prox"]["zero_fraction"] > 0.0  # soft-thresholding lands on exact zeros
+    # four epochs already learn something: far above the 10% of guessing
+    assert by_name["none"]["test_accuracy"] > 0.3
+
+
+def test_deterministic_for_a_seed(short_run):
+    tmp, _, again = short_run
+    assert again.returncode == 0, again.stderr
+    first = {r["config"]: r for r in json.loads((tmp / "first.json").read_text())}
+    (second,) = json.loads((tmp / "again.json").read_text())
+    a, b = first["dropout"], second
+    a.pop("seconds"), b.pop("seconds")
+    assert a == b  # bit-identical accuracies and loss: same split, labels, init, batches and masks
+    assert not (tmp / "again" / "demo.png").exists()  # --no-plot
+
+
+def test_figure_is_a_png(short_run):
+    tmp, proc, _ = short_run
+    assert proc.returncode == 0, proc.stderr
+    path = tmp / "out" / "demo.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[2] in (3, 4)
+    assert image.shape[0] > 300 and image.shape[1] > 400
+    assert image.std() > 0.05  # not a blank canvas
+
+
+def _assert_usage_error(proc: subprocess.CompletedProcess, needle: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert needle in proc.stderr
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--configs", "none,bogus"], "bogus"),
+        (["--epochs", "0"], "--epochs"),
+        (["--out", "a_file/sub"], "a_file"),
+    ],
+    ids=["unknown-config", "zero-epochs", "unwritable-out"],
+)
+def test_bad_input_exits_2_subprocess(tmp_path, args, needle):
+    (tmp_path / "a_file").write_text("not a folder")
+    _assert_usage_error(run_cli(*args, cwd=tmp_path), needle)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--epochs", "-5"], "--epochs"),
+        (["--epochs", "three"], "--epochs"),
+        (["--configs", ""], "--configs"),
+        (["--label-noise", "1.5"], "--label-noise"),
+        (["--train-size", "1790"], "--train-size"),
+        (["--json", "a_file/x.json"], "--json"),
+        (["--json", "."], "--json"),
+        (["--nonsense"], "--nonsense"),
+    ],
+)
+def test_bad_input_exits_2_in_process(tmp_path, monkeypatch, capsys, args, needle):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("not a folder")
+    assert _cli.main(["demo", "--out", str(tmp_path / "out"), *args]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert len(captured.err.strip().splitlines()) == 1, captured.err
+    assert needle in captured.err
