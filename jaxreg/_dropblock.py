@@ -45,7 +45,7 @@ def dropblock(
        :func:`dropblock_gamma` (the paper's formula, as timm).
     2. Each seed drops the $b \times b$ square centred on it, clipped at the
        borders (a max-pool with ``SAME`` padding; for an even $b$ the square
-       spans $b/2 - 1$ rows/columns before the seed and $b/2$ after).
+       spans $b/2$ rows/columns before the seed and $b/2 - 1$ after).
     3. Kept values are rescaled by ``size / count(kept)`` over the whole tensor
        (paper, algorithm 1, and timm), so the mean activation is preserved.
 

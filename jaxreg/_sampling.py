@@ -40,6 +40,7 @@ $|z| \le \sqrt{48 \ln 2} \approx 5.77$ (tail mass beyond it: $8 \times 10^{-9}$)
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Literal
 
@@ -149,6 +150,15 @@ def _counter_words(shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array | None]
 def hash_bits(key: Any, shape: tuple[int, ...], stream: int = 0) -> jax.Array:
     """The fast sampler's raw ``uint32`` words for every element of ``shape``."""
     shape = tuple(int(d) for d in shape)
+    if key is None:
+        key_words(key)  # raises the missing-key error
+    return _hash_bits(key, shape, stream)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _hash_bits(key: Any, shape: tuple[int, ...], stream: int) -> jax.Array:
+    # Jitted so that eager calls run as one compiled kernel; under an outer
+    # jit XLA inlines it and fuses the hash into the consumer.
     s0, s1 = seed_words(key, stream)
     lo, hi = _counter_words(shape)
     if hi is not None:
