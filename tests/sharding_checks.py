@@ -21,7 +21,11 @@ on one device (the oracle):
   all-gather, reduce-scatter, all-to-all or collective-permute; an all-reduce only where the math
   needs one (a penalty summed to a scalar, a group or constraint norm whose reduced dimensions are
   sharded), and then of at most one element per group and per leaf, so that a gather disguised as
-  an all-reduce of a zero-padded buffer (as XLA's CPU backend sometimes lowers all-gather) fails.
+  an all-reduce of a zero-padded buffer (as XLA's CPU backend sometimes lowers all-gather) fails;
+- no buffer in the compiled module as large as the unsharded input (work replicated on every
+  device, e.g. random bits generated for the whole array and then sliced).
+
+The ``detector/*`` cases check that these detectors do fire on a gather and on a large all-reduce.
 """
 
 from __future__ import annotations
@@ -542,6 +546,8 @@ def check_detector(kind: str) -> list[str]:
     problems = check_collectives(hlo, bound)
     if not any(p.startswith(expected) for p in problems):
         return [f"the detector missed the {expected} of {kind}: {collectives(hlo)}"]
+    if kind == "replicate" and not full_size_buffers(hlo, x.size):
+        return ["full_size_buffers missed the replicated (16, 32) array"]
     return []
 
 
