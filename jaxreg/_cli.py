@@ -166,7 +166,7 @@ def _run_demo(args) -> None:
                 else:
                     progress.update(task, advance=1, acc=f"{item:.3f}")
 
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("config", no_wrap=True, min_width=max(len(n) for n in args.configs))
     for header in ("train acc", "test acc", "gap", "final loss", "zeros", "seconds"):
         table.add_column(header, justify="right", no_wrap=True)
