@@ -35,9 +35,11 @@ def _normalize(x: jax.Array, eps: float) -> jax.Array:
 
 
 def _matvec(m: jax.Array, x: jax.Array) -> jax.Array:
-    # Full float32 precision: GPUs and TPUs otherwise may use TF32/bf16 passes for f32 matmuls,
-    # which would cap the accuracy of sigma at ~1e-3. A matrix-vector product is cheap either way.
-    return jnp.matmul(m, x, precision=jax.lax.Precision.HIGHEST)
+    # A multiply and a sum rather than a matmul: full float32 precision on every backend (GPUs and
+    # TPUs may use TF32/bf16 passes for f32 matmuls, which would cap the accuracy of sigma at
+    # ~1e-3), and on a mesh with explicit axes a sum over a sharded axis is an all-reduce where
+    # a matmul contracting a sharded axis is an error. XLA fuses the product into the reduction.
+    return jnp.sum(m * x, axis=-1)
 
 
 def _power_iteration(m: jax.Array, u: jax.Array, n_steps: int, eps: float) -> jax.Array:
