@@ -34,7 +34,8 @@ single axis of $2^{32}$ or more elements raises ``ValueError``.
 
 Uniforms are $u = \lfloor h / 2^8 \rfloor \cdot 2^{-24} \in [0, 1)$; normals use
 Box-Muller on two uniforms from independent streams (different seed words),
-$z = \sqrt{-2 \ln(1 - u_1)}\,\cos(2 \pi u_2)$, computed in float32, so
+$z = \sqrt{-2 \ln(1 - u_1)}\,\cos(2 \pi u_2)$, computed in float32 (the
+cosine as a degree-11 polynomial, absolute error < 3e-7), so
 $|z| \le \sqrt{48 \ln 2} \approx 5.77$ (tail mass beyond it: $8 \times 10^{-9}$).
 """
 
@@ -230,5 +231,21 @@ def normal(
         return jax.random.normal(key, shape, dtype)
     u1 = _unit_float(hash_bits(key, shape, 2 * stream + 1))
     u2 = _unit_float(hash_bits(key, shape, 2 * stream + 2))
-    radius = jnp.sqrt(-2.0 * jnp.log1p(-u1))
-    return (radius * jnp.cos((2.0 * np.pi) * u2)).astype(dtype)
+    radius = jnp.sqrt(-2.0 * jnp.log(1.0 - u1))  # 1 - u1 in [2**-24, 1], exact in float32
+    return (radius * _cos_2pi(u2)).astype(dtype)
+
+
+def _cos_2pi(u: jax.Array) -> jax.Array:
+    """``cos(2 pi u)`` for ``u`` in [0, 1) as a polynomial (XLA's CPU ``cos`` is slow).
+
+    ``cos(2 pi u) = sin(2 pi s)`` with ``s = |u - 1/2| - 1/4`` in [-1/4, 1/4];
+    the degree-11 Taylor polynomial of ``sin`` on [-pi/2, pi/2] has
+    truncation error below 6e-8; evaluated in float32 the absolute error is
+    below 3e-7 (checked against NumPy on all 2**24 inputs).
+    """
+    x = (2.0 * np.pi) * (jnp.abs(u - 0.5) - 0.25)
+    x2 = x * x
+    p = -1.0 / 39916800.0
+    for c in (1.0 / 362880.0, -1.0 / 5040.0, 1.0 / 120.0, -1.0 / 6.0, 1.0):
+        p = p * x2 + c
+    return x * p

@@ -242,3 +242,10 @@ def test_fast_normal_bounded_tail():
 def test_unknown_sampler_raises():
     with pytest.raises(ValueError, match="sampler"):
         _sampling.keep_mask(KEY, (3,), 0.5, "torch")
+
+
+def test_polynomial_cosine_against_numpy():
+    # The fast normal's cos(2 pi u) on every 24-bit uniform value: error < 3e-7 (documented).
+    u = np.arange(2**24, dtype=np.float64) / 2**24
+    c = np.asarray(_sampling._cos_2pi(jnp.asarray(u, jnp.float32)), np.float64)
+    assert np.abs(c - np.cos(2 * np.pi * u)).max() < 3e-7
