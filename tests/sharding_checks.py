@@ -317,6 +317,91 @@ def weight_cases() -> dict[str, Callable[[], list[str]]]:
 
 
 # --------------------------------------------------------------------------------------------------
+# Matrix functions (issue 8): reparametrizations and penalties of one kernel
+# --------------------------------------------------------------------------------------------------
+
+
+class MatrixFn(NamedTuple):
+    apply: Callable[[Any, Any], Any]  # (kernel, col-sharded vector of size 32 or None) -> outputs
+    allreduce_bound: Callable[[set], int]  # sharded kernel dims -> elements an all-reduce may move
+    same_sharding: bool  # first output keeps the kernel's sharding (False: a replicated scalar)
+    communication_checked: bool = True  # False: pairwise products of rows/columns or an SVD
+
+
+def matrix_fns() -> dict[str, MatrixFn]:
+    fns = {}
+    if hasattr(jaxreg, "weight_normalize"):
+        # norms over the input axis (0), one per output unit: all-reduced if axis 0 is split
+        fns["weight_normalize"] = MatrixFn(
+            lambda w, g: jaxreg.weight_normalize(w, g), lambda dims: 32 if 0 in dims else 0, True
+        )
+    if hasattr(jaxreg, "spectral_normalize"):
+        # power iteration: matrix-vector products, all-reduces of vectors (<= 32) and scalars
+        def spectral(w, _):
+            state = jaxreg.SpectralNormState(u=jnp.ones(32, jnp.float32) / jnp.sqrt(32.0))
+            return jaxreg.spectral_normalize(w, state, n_steps=2)
+
+        fns["spectral_normalize"] = MatrixFn(spectral, lambda dims: 32 if dims else 0, True)
+    # Products between all pairs of rows or columns (a Gram matrix) and an exact SVD: a sharded
+    # matrix must be exchanged, so only values and the replicated result are checked.
+    for name in ("orthogonal_penalty", "soft_orthogonal_penalty", "spectral_penalty"):
+        if hasattr(jaxreg, name):
+            fns[name] = MatrixFn(_penalty_of_matrix(name), lambda dims: 0, False, False)
+    return fns
+
+
+def _penalty_of_matrix(name: str) -> Callable[[Any, Any], Any]:
+    return lambda w, _: getattr(jaxreg, name)(w)
+
+
+# Known limitations, expected to fail (pytest marks them xfail(strict=True), so a fix shows up):
+# with explicit mesh axes, jnp.matmul over a sharded contracting axis and jnp.linalg.svd of a
+# sharded matrix raise ShardingTypeError unless the caller gives an output sharding.
+KNOWN_FAILURES = {
+    f"matrix/{name}/2x4explicit/both": f"{name} raises ShardingTypeError on explicitly sharded weights"
+    for name in ("orthogonal_penalty", "soft_orthogonal_penalty", "spectral_penalty")
+}
+
+
+@functools.cache
+def matrix_reference(fn_name: str) -> Any:
+    params, _ = on_one_device(_weights())
+    return jax.jit(matrix_fns()[fn_name].apply)(params["kernel"], jnp.linspace(0.5, 2.0, 32))
+
+
+def check_matrix_case(fn_name: str, mesh_id: str, layout: str) -> list[str]:
+    fn = matrix_fns()[fn_name]
+    mesh = make_mesh(mesh_id)
+    kernel = _weights()[0]["kernel"]
+    kernel_spec, vector_spec = WEIGHT_LAYOUTS[layout]
+    w = jax.device_put(kernel, NamedSharding(mesh, kernel_spec))
+    g = jax.device_put(np.linspace(0.5, 2.0, 32, dtype=np.float32), NamedSharding(mesh, vector_spec))
+    got, hlo = run_sharded(fn.apply, (w, g))
+    problems = compare(got, matrix_reference(fn_name), exact=False)
+    first = jax.tree.leaves(got)[0]
+    if fn.same_sharding:
+        problems += compare_shardings(first, w)
+    elif not first.sharding.is_fully_replicated:
+        problems.append(f"penalty is not replicated: {first.sharding}")
+    if fn.communication_checked:
+        sharded = {d for d, e in enumerate(kernel_spec) if _mesh_size(mesh, e) > 1}
+        problems += check_collectives(hlo, fn.allreduce_bound(sharded))
+        problems += full_size_buffers(hlo, kernel.size)
+    return problems
+
+
+def matrix_cases() -> dict[str, Callable[[], list[str]]]:
+    cases = {}
+    for fn_name in matrix_fns():
+        for mesh_id, (_, _, axes) in MESHES.items():
+            for layout in (WEIGHT_LAYOUT_NAMES[a] for a in PARTIAL.get(mesh_id, ()) + axes):
+                cases[f"matrix/{fn_name}/{mesh_id}/{layout}"] = lambda f=fn_name, m=mesh_id, lay=layout: (
+                    check_matrix_case(f, m, lay)
+                )
+    return cases
+
+
+# --------------------------------------------------------------------------------------------------
 # Dropout family
 # --------------------------------------------------------------------------------------------------
 
@@ -558,7 +643,7 @@ def check_detector(kind: str) -> list[str]:
 
 def all_cases() -> dict[str, Callable[[], list[str]]]:
     detector = {f"detector/{k}": (lambda k=k: check_detector(k)) for k in ("replicate", "large_all_reduce")}
-    return {**detector, **weight_cases(), **dropout_cases()}
+    return {**detector, **weight_cases(), **matrix_cases(), **dropout_cases()}
 
 
 def case_ids() -> list[str]:
