@@ -31,12 +31,12 @@ def add_l1(strength: optax.ScalarOrSchedule, mask: Mask = None) -> optax.Gradien
 
     Examples:
       >>> import jax.numpy as jnp, optax, jaxreg
-      >>> tx = optax.chain(jaxreg.add_l1(0.5), optax.sgd(1.0))
+      >>> tx = jaxreg.add_l1(0.5)  # then optax.chain(tx, optax.sgd(learning_rate))
       >>> params = {"w": jnp.array([2.0, 0.0, -1.0])}
-      >>> grads = {"w": jnp.zeros(3)}
+      >>> grads = {"w": jnp.array([0.25, 0.25, 0.25])}
       >>> updates, _ = tx.update(grads, tx.init(params), params)
-      >>> updates["w"].tolist()
-      [-0.5, 0.0, 0.5]
+      >>> updates["w"].tolist()  # g + 0.5 * sign(w), sign(0) = 0
+      [0.75, 0.25, -0.25]
 
     References:
       Tsuruoka et al., "Stochastic Gradient Descent Training for L1-regularized
