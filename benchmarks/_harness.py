@@ -80,6 +80,7 @@ class Case:
 @dataclasses.dataclass
 class Timing:
     samples_ms: list[float]
+    page_faults_per_call: float | None = None  # minor page faults of the process, per call
 
     @property
     def median(self) -> float:
@@ -99,25 +100,28 @@ def block(out: Any) -> Any:
     return jax.block_until_ready(out)
 
 
-def time_interleaved(fns: Sequence[Thunk], repeats: int, min_sample_s: float) -> tuple[list[Timing], int]:
+def time_interleaved(
+    fns: Sequence[Thunk], repeats: int, min_sample_s: float
+) -> tuple[list[Timing], list[int]]:
     """Times ``fns`` round-robin after compiling them; returns per-call milliseconds.
 
     Each function is called twice first (compilation, then a warm call whose
-    duration sets how many calls make one sample: the same number for every
-    function). Then ``repeats`` rounds, each taking one sample of every
-    function, the starting function rotating from round to round (A B C, B C A,
-    ...), so that drift in the machine's load hits every function alike. Every
-    call is followed by ``jax.block_until_ready``. The garbage collector is off
-    while timing, as in ``timeit``.
+    duration sets how many calls make one of its samples: at least
+    ``min_sample_s`` long, so that fast calls are not lost in timer noise). Then
+    ``repeats`` rounds, each taking one sample of every function, the starting
+    function rotating from round to round (A B C, B C A, ...), so that drift in
+    the machine's load hits every function alike. Every call is followed by
+    ``jax.block_until_ready``. The garbage collector is off while timing, as in
+    ``timeit``.
     """
-    warm = []
+    numbers = []
     for fn in fns:
         block(fn())
         t0 = time.perf_counter()
         block(fn())
-        warm.append(time.perf_counter() - t0)
-    number = max(1, min(1000, math.ceil(min_sample_s / max(min(warm), 1e-7))))
+        numbers.append(max(1, min(1000, math.ceil(min_sample_s / max(time.perf_counter() - t0, 1e-7)))))
     samples: list[list[float]] = [[] for _ in fns]
+    faults = [0] * len(fns)
     gc.collect()
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -125,15 +129,37 @@ def time_interleaved(fns: Sequence[Thunk], repeats: int, min_sample_s: float) ->
         for r in range(repeats):
             for i in range(len(fns)):
                 j = (i + r) % len(fns)
-                fn = fns[j]
+                fn, number = fns[j], numbers[j]
+                f0 = _minor_faults()
                 t0 = time.perf_counter()
                 for _ in range(number):
                     block(fn())
                 samples[j].append((time.perf_counter() - t0) / number * 1e3)
+                faults[j] += _minor_faults() - f0
     finally:
         if gc_was_enabled:
             gc.enable()
-    return [Timing(s) for s in samples], number
+    calls = [repeats * n for n in numbers]
+    return [
+        Timing(s, f / c if _minor_faults() >= 0 else None)
+        for s, f, c in zip(samples, faults, calls, strict=True)
+    ], numbers
+
+
+def _minor_faults() -> int:
+    """Minor page faults of this process so far (-1 where unavailable).
+
+    On CPU a call that returns a new large array page-faults its output in: glibc
+    serves allocations of 32 MB and more with a fresh mmap, so every 4 KiB page
+    of the output costs a fault, which can bound the time more than memory
+    bandwidth does. The count goes in the JSON to show when this happens.
+    """
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    except (ImportError, OSError):
+        return -1
 
 
 def normal(seed: int, shape: Sequence[int], scale: float = 1.0) -> jax.Array:
@@ -169,12 +195,12 @@ def gbps(nbytes: int | None, ms: float) -> float | None:
 
 def run_bench(bench: Bench, cfg: Config) -> list[dict[str, Any]]:
     """Times a ``Bench`` and returns one row per baseline."""
-    timings, number = time_interleaved(
+    timings, numbers = time_interleaved(
         [bench.jaxreg, *(b.fn for b in bench.baselines)], cfg.repeats, cfg.min_sample_s
     )
     ours = timings[0]
     rows = []
-    for b, t in zip(bench.baselines, timings[1:], strict=True):
+    for b, t, number in zip(bench.baselines, timings[1:], numbers[1:], strict=True):
         ratio = t.median / ours.median
         row: dict[str, Any] = {
             "name": bench.name,
@@ -192,7 +218,10 @@ def run_bench(bench: Bench, cfg: Config) -> list[dict[str, Any]]:
             "jaxreg_min_ms": ours.min,
             "baseline_min_ms": t.min,
             "repeats": len(ours.samples_ms),
-            "calls_per_sample": number,
+            "jaxreg_page_faults_per_call": ours.page_faults_per_call,
+            "baseline_page_faults_per_call": t.page_faults_per_call,
+            "jaxreg_calls_per_sample": numbers[0],
+            "baseline_calls_per_sample": number,
             **bench.extra,
             **b.extra,
         }

@@ -130,6 +130,43 @@ def _dropout_rows(cases, sizes=None) -> list[list[str]]:
     return out
 
 
+def _page_fault_note(dropout: list[dict[str, Any]], largest: int) -> list[str]:
+    """Says so when the largest size is bound by page faults of fresh outputs (CPU)."""
+
+    def x2_fwd(size, op=None):
+        return [
+            r
+            for r in dropout
+            if r["size"] == size
+            and r.get("baseline_kind") == "elementwise"
+            and r.get("mode") == "fwd"
+            and (op is None or r.get("op") == op)
+        ]
+
+    def faulting(size):
+        pages = size * 4 / 4096  # float32 output, 4 KiB pages
+        return any((r.get("baseline_page_faults_per_call") or 0) >= 0.5 * pages for r in x2_fwd(size))
+
+    if not faulting(largest):
+        return []
+    faults = max(r["baseline_page_faults_per_call"] for r in x2_fwd(largest))
+    lines = [
+        f"At {_size(largest)} elements every call page-faults its fresh output in: `x * 2` took "
+        f"{faults:.0f} minor page faults per call, one per 4 KiB page of its "
+        f"{largest * 4 / 2**20:.0f} MiB output (glibc maps buffers of 32 MiB and more afresh). "
+        "That cost bounds `x * 2` and every op alike at this size."
+    ]
+    clean = sorted({r["size"] for r in dropout if not faulting(r["size"])})
+    if clean and x2_fwd(clean[-1], "dropout"):
+        r = x2_fwd(clean[-1], "dropout")[0]
+        lines[0] += (
+            f" At {_size(clean[-1])} elements, where buffers are reused, `dropout` forward takes "
+            f"{1 / r['ratio']:.2f}x the time of `x * 2`: the cost of drawing the mask when memory "
+            "traffic is not the limit."
+        )
+    return [*lines, ""]
+
+
 def render(doc: dict[str, Any], json_path: str) -> list[str]:
     rows = doc["results"]
     lines = _environment(doc)
@@ -170,6 +207,7 @@ def render(doc: dict[str, Any], json_path: str) -> list[str]:
             *_table(header, _dropout_rows(cases, {largest}), "llrrrrrr"),
             "",
         ]
+        lines += _page_fault_note(dropout, largest)
         if len({r["size"] for r in dropout}) > 1:
             lines += [
                 "<details><summary>All sizes</summary>",
