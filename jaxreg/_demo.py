@@ -248,5 +248,5 @@ def train(name: str, data: Data, seed: int, epochs: int) -> Iterator[float | Res
         zero_fraction=zeros,
         seconds=time.perf_counter() - start,
         test_curve=curve,
-        first_layer=np.asarray(nnx.merge(graphdef, params).linear1.kernel.value),
+        first_layer=np.asarray(nnx.merge(graphdef, params).linear1.kernel[...]),
     )

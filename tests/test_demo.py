@@ -38,17 +38,12 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
-    common = ["--epochs", "4", "--seed", "3", "--train-size", "200"]
-    first = run_cli(*common, "--configs", ",".join(CONFIGS), "--out", "out", "--json", "first.json", cwd=tmp)
-    # the same seed again, for the configuration with random noise in training only (time)
-    again = run_cli(
-        *common, "--configs", "dropout", "--out", "again", "--json", "again.json", "--no-plot", cwd=tmp
-    )
-    return tmp, first, again
+    args = ["--epochs", "4", "--seed", "3", "--train-size", "200", "--configs", ",".join(CONFIGS)]
+    return tmp, run_cli(*args, "--out", "out", "--json", "first.json", cwd=tmp)
 
 
 def test_runs_and_prints_table(short_run):
-    _, proc, _ = short_run
+    _, proc = short_run
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     header = ("config", "train acc", "test acc", "gap", "final loss", "zeros", "seconds")
@@ -60,7 +55,7 @@ def test_runs_and_prints_table(short_run):
 
 
 def test_json_keys_and_ranges(short_run):
-    tmp, proc, _ = short_run
+    tmp, proc = short_run
     assert proc.returncode == 0, proc.stderr
     records = json.loads((tmp / "first.json").read_text())
     assert json.loads((tmp / "out" / "results.json").read_text()) == records
@@ -82,19 +77,24 @@ def test_json_keys_and_ranges(short_run):
     assert by_name["none"]["test_accuracy"] > 0.3
 
 
-def test_deterministic_for_a_seed(short_run):
-    tmp, _, again = short_run
-    assert again.returncode == 0, again.stderr
-    first = {r["config"]: r for r in json.loads((tmp / "first.json").read_text())}
-    (second,) = json.loads((tmp / "again.json").read_text())
-    a, b = first["dropout"], second
-    a.pop("seconds"), b.pop("seconds")
-    assert a == b  # bit-identical accuracies and loss: same split, labels, init, batches and masks
-    assert not (tmp / "again" / "demo.png").exists()  # --no-plot
+def test_deterministic_for_a_seed(short_run, tmp_path):
+    tmp, proc = short_run
+    assert proc.returncode == 0, proc.stderr
+    # the same seed again, in this process, for the configuration with noise in training (time)
+    from jaxreg import _demo
+
+    data = _demo.load_data(3, 200, _demo.LABEL_NOISE)
+    *_, again = _demo.train("dropout", data, 3, 4)
+    first = {r["config"]: r for r in json.loads((tmp / "first.json").read_text())}["dropout"]
+    second = json.loads(json.dumps(again.as_json()))
+    first.pop("seconds"), second.pop("seconds")
+    assert first == second  # bit-identical: same split, labels, init, batches and masks
+    assert _cli.main(["demo", "--epochs", "1", "--configs", "none", "--no-plot", "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # --no-plot: no figure
 
 
 def test_figure_is_a_png(short_run):
-    tmp, proc, _ = short_run
+    tmp, proc = short_run
     assert proc.returncode == 0, proc.stderr
     path = tmp / "out" / "demo.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
