@@ -70,26 +70,44 @@ def _parser(configs: list[str], defaults: dict) -> _Parser:
         ),
     )
     demo.add_argument(
-        "--epochs", type=_positive_int, default=defaults["epochs"], help="epochs (default %(default)s)"
+        "--epochs",
+        type=_positive_int,
+        default=defaults["epochs"],
+        metavar="N",
+        help="epochs (default %(default)s)",
     )
-    demo.add_argument("--seed", type=_non_negative_int, default=0, help="seed of split, labels, init, order")
+    demo.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        default=0,
+        metavar="S",
+        help="seed of split, labels, init, batches, masks (default 0)",
+    )
     demo.add_argument(
         "--label-noise",
         type=_share,
         default=defaults["label_noise"],
+        metavar="P",
         help="share of training labels replaced by a random class (default %(default)s)",
     )
     demo.add_argument(
         "--train-size",
         type=_positive_int,
         default=defaults["train_size"],
+        metavar="N",
         help=f"training digits, the rest of the {NUM_DIGITS} are the test set (default %(default)s)",
     )
     demo.add_argument(
-        "--configs", default=",".join(configs), help=f"comma-separated subset of: {', '.join(configs)}"
+        "--configs",
+        default=",".join(configs),
+        metavar="A,B,C",
+        help=f"comma-separated subset of: {', '.join(configs)}",
     )
     demo.add_argument(
-        "--out", default=DEFAULT_OUT, help="folder for demo.png and results.json (default %(default)s)"
+        "--out",
+        default=DEFAULT_OUT,
+        metavar="DIR",
+        help="folder for demo.png and results.json (default %(default)s)",
     )
     demo.add_argument("--json", dest="json_path", metavar="PATH", help="also write the results list here")
     demo.add_argument("--no-plot", action="store_true", help="skip the figure")
