@@ -203,3 +203,23 @@ def test_default_run_shows_the_claim(tmp_path):
     proc = run_cli("--no-plot", "--out", "out", "--json", "all.json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     _assert_the_claim(json.loads((tmp_path / "all.json").read_text()))
+
+
+def test_one_compilation_per_configuration():
+    """The epoch is one jitted call; later epochs reuse the first compilation."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from jaxreg import _demo
+
+    data = _demo.load_data(0, 60, 0.25)
+    graphdef, params = nnx.split(_demo.MLP(8, rngs=nnx.Rngs(params=0)))
+    tx = _demo.CONFIGS["l1-prox"].optimizer(10)
+    epoch = _demo._epoch_fn(graphdef, tx, _demo.CONFIGS["dropout"].noise, 30)
+    state = (params, tx.init(params))
+    keys = jax.random.split(jax.random.key(0))
+    for i in range(5):
+        *state, loss, correct = epoch(*state, i, *keys, *(jnp.asarray(a) for a in data[:4]))
+        assert 0 <= int(correct) <= len(data.y_test) and bool(jnp.isfinite(loss))
+    assert epoch._cache_size() == 1
