@@ -31,7 +31,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", metavar="PATH", help="write the results to PATH as JSON")
     p.add_argument("--filter", metavar="SUBSTRING", help="run only cases whose 'group/name' contains it")
     p.add_argument(
-        "--repeats", type=int, metavar="N", help="timing samples per function (default 7, quick 3)"
+        "--repeats",
+        type=int,
+        metavar="N",
+        help="timing samples per function (default 5, quick 3; twice as many for attention and optimizer steps)",
     )
     p.add_argument(
         "--sizes",
@@ -49,7 +52,7 @@ def make_config(args: argparse.Namespace) -> _harness.Config:
         sizes = tuple(2 ** int(k) for k in args.sizes.split(","))
     else:
         sizes = QUICK_SIZES if args.quick else FULL_SIZES
-    repeats = args.repeats or (3 if args.quick else 7)
+    repeats = args.repeats or (3 if args.quick else 5)
     return _harness.Config(
         quick=args.quick, repeats=repeats, sizes=sizes, min_sample_s=0.002 if args.quick else 0.01
     )

@@ -63,7 +63,7 @@ def _train_fn(drop, heads):
     return jax.jit(jax.value_and_grad(functools.partial(_loss, drop=drop, heads=heads), argnums=(0, 1)))
 
 
-def _build(dims) -> Bench | str:
+def _build(dims, repeats_factor: int) -> Bench | str:
     if not hasattr(jaxreg, "dropout"):
         return "jaxreg.dropout does not exist yet"
     batch, heads, tokens, dh = dims
@@ -91,10 +91,16 @@ def _build(dims) -> Bench | str:
             Baseline("flax-style dropout (flax.linen.Dropout)", thunk(_flax_dropout), FLAX),
         ],
         extra={"dims": {"batch": batch, "heads": heads, "tokens": tokens, "head_dim": dh}, "rate": RATE},
+        repeats_factor=repeats_factor,
     )
 
 
 def cases(cfg: Config) -> Iterator[Case]:
     dims = QUICK if cfg.quick else FULL
     size = dims[0] * dims[1] * dims[2] * dims[2]
-    yield Case(f"attention fwd+bwd dropout({RATE})", size, "attention", functools.partial(_build, dims))
+    yield Case(
+        f"attention fwd+bwd dropout({RATE})",
+        size,
+        "attention",
+        functools.partial(_build, dims, 1 if cfg.quick else 2),
+    )

@@ -116,7 +116,7 @@ def _timed(step, tx_init, params, grads):
     return (lambda: step(params, state, grads)), io_nbytes(step, params, state, grads)
 
 
-def _build(base: str, reg: str, layers: tuple[int, int]) -> Bench | str:
+def _build(base: str, reg: str, layers: tuple[int, int], repeats_factor: int) -> Bench | str:
     if not hasattr(jaxreg, reg):
         return f"jaxreg.{reg} does not exist yet"
     params, grads = _inputs(*layers)
@@ -144,6 +144,7 @@ def _build(base: str, reg: str, layers: tuple[int, int]) -> Bench | str:
         baselines=baselines,
         nbytes=nbytes,
         extra={"optimizer": base, "regularizer": reg, "strength": STRENGTH, "learning_rate": LR},
+        repeats_factor=repeats_factor,
     )
 
 
@@ -152,4 +153,9 @@ def cases(cfg: Config) -> Iterator[Case]:
     n = layers[0] * (layers[1] ** 2 + layers[1])
     for base in BASES:
         for reg in REGULARIZERS:
-            yield Case(f"{base} + {reg} step", n, "optim", functools.partial(_build, base, reg, layers))
+            yield Case(
+                f"{base} + {reg} step",
+                n,
+                "optim",
+                functools.partial(_build, base, reg, layers, 1 if cfg.quick else 2),
+            )

@@ -304,8 +304,16 @@ def render(doc: dict[str, Any], json_path: str) -> list[str]:
 
 def markdown(paths: list[str]) -> str:
     lines = [
-        "Every figure below is generated from the benchmark suite's JSON output "
-        "(`benchmarks/`, issue 5); ratios above 1 mean jaxreg is faster.",
+        "Every figure below is generated from the JSON output of the benchmark suite in "
+        "`benchmarks/` (issue 5), never typed by hand. Each case times jaxreg and its baselines "
+        "side by side in one process; ratio = baseline time / jaxreg time, above 1 means jaxreg "
+        "is faster.",
+        "",
+        "```bash",
+        "python -m benchmarks --json benchmarks/results/cpu.json   # the full suite",
+        "python -m benchmarks.readme benchmarks/results/cpu.json --write README.md   # this section",
+        "python -m benchmarks --quick   # a smoke test; also --filter SUBSTRING, --repeats N, --sizes 16,20",
+        "```",
         "",
     ]
     for path in paths:
