@@ -57,17 +57,19 @@ def _share(text: str) -> float:
     return value
 
 
-def _parser(configs: list[str], defaults: dict) -> _Parser:
+def _parser(configs: dict[str, str], defaults: dict) -> _Parser:
     parser = _Parser(prog="jaxreg", description="jaxreg: neural-network regularization for JAX.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = commands.add_parser(
         "demo",
         help="train one MLP on noisy digits under each regularizer; table and figure",
         description=(
-            "Trains one Flax NNX MLP on scikit-learn's handwritten digits, with a small training split "
-            "whose labels are partly random, once per regularization configuration (same initialization "
-            "and data order), and reports train/test accuracy, gap, loss and exact zeros."
+            "Trains one Flax NNX MLP on scikit-learn's handwritten digits, with a small training\n"
+            "split whose labels are partly random, once per regularization configuration (same\n"
+            "initialization and data order), and reports train/test accuracy, gap, loss and exact zeros."
         ),
+        epilog="configurations:\n" + "\n".join(f"  {name:17s} {text}" for name, text in configs.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument(
         "--epochs",
@@ -129,9 +131,10 @@ def _check_writable_folder(folder: Path, what: str) -> None:
 def _parse(argv: list[str] | None):
     from jaxreg import _demo  # imports JAX, compiles and runs nothing
 
-    configs = list(_demo.CONFIGS)
+    descriptions = {name: config.description for name, config in _demo.CONFIGS.items()}
+    configs = list(descriptions)
     defaults = {"epochs": _demo.EPOCHS, "label_noise": _demo.LABEL_NOISE, "train_size": _demo.TRAIN_SIZE}
-    args = _parser(configs, defaults).parse_args(argv)
+    args = _parser(descriptions, defaults).parse_args(argv)
     names = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = [c for c in names if c not in configs]
     if unknown or not names:

@@ -101,7 +101,7 @@ CONFIGS: dict[str, Config] = {
         f"gaussian_dropout({GAUSSIAN_DROPOUT}) on the hidden units", _sgd, _gaussian_dropout
     ),
     "group-lasso": Config(
-        f"prox_group_lasso({GROUP_LASSO}, axis=0) after SGD (prunes input features)",
+        f"prox_group_lasso({GROUP_LASSO}, axis=0) after SGD (prunes input units)",
         lambda n: optax.chain(
             _sgd(n),
             jaxreg.prox_group_lasso(GROUP_LASSO, _lr(n), axis=0, mask=jaxreg.masks.weights_only),
