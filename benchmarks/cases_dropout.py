@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -36,6 +37,7 @@ from benchmarks._harness import (
     tree_nbytes,
 )
 
+JAX_SAMPLER = "jax-sampler"  # baseline kind: the same jaxreg op with sampler="jax"
 RATE = 0.1
 STDDEV = 0.1  # gaussian_noise
 BLOCK_SIZE = 5  # dropblock, on 16x16 feature maps
@@ -212,6 +214,9 @@ def _jitted(op_name: str, which: str, backward: bool) -> Callable:
         fn = op.flax
     elif which == "reference":
         fn = op.reference
+    elif which == "jax-sampler":
+        f = getattr(jaxreg, op_name)
+        fn = functools.partial(op.call, functools.partial(f, sampler="jax"))
     else:
         raise ValueError(which)
     return jax.jit(_with_backward(fn) if backward else fn)
@@ -263,6 +268,10 @@ def _build(op: Op, n: int, backward: bool, cfg: Config) -> Bench | str:
                 "jax.random reference", thunk(_jitted(op.name, "reference", backward)), REFERENCE, nbytes
             )
         )
+    if full and op.name == "dropout" and "sampler" in inspect.signature(jaxreg.dropout).parameters:
+        # The same op with jax.random.bernoulli's bits (issue 3): what the fast sampler saves.
+        fn = _jitted(op.name, "jax-sampler", backward)
+        baselines.append(Baseline("jaxreg.dropout(sampler='jax')", thunk(fn), JAX_SAMPLER, nbytes))
     shape = [list(a.shape) for a in jax.tree.leaves(x)]
     return Bench(
         name=f"{op.name} {mode}",

@@ -106,7 +106,7 @@ def _targets(rows: list[dict[str, Any]]) -> list[str]:
     return _table(["target", "measured", "met"], out, "llc") if out else []
 
 
-def _dropout_rows(cases, sizes=None) -> list[list[str]]:
+def _dropout_rows(cases, sizes=None, jax_sampler: bool = False) -> list[list[str]]:
     out = []
     for (name, size), by in cases.items():
         if sizes is not None and size not in sizes:
@@ -127,6 +127,9 @@ def _dropout_rows(cases, sizes=None) -> list[list[str]]:
                 f"{ref['ratio']:.2f}x" if ref else "-",
             ]
         )
+        if jax_sampler:
+            js = by.get("jax-sampler")
+            out[-1].append(f"{js['ratio']:.2f}x" if js else "-")
     return out
 
 
@@ -199,12 +202,17 @@ def render(doc: dict[str, Any], json_path: str) -> list[str]:
             "speedup vs Flax",
             "vs jax.random",
         ]
+        jax_sampler = any(r.get("baseline_kind") == "jax-sampler" for r in dropout)
+        if jax_sampler:
+            header.append("vs `sampler='jax'`")
+        align = "llrrrrrr" + "r" * jax_sampler
         lines += [
             f"Dropout family in training mode, float32, rate 0.1, {_size(largest)} elements "
             "(GB/s counts the arrays read and written; `x * 2` is the memory-bandwidth limit; "
-            "speedups are the baseline's time over jaxreg's; n/a: Flax has no equivalent):",
+            "speedups are the baseline's time over jaxreg's; n/a: Flax has no equivalent; "
+            "`sampler='jax'`: the same jaxreg op drawing its mask with `jax.random.bernoulli`):",
             "",
-            *_table(header, _dropout_rows(cases, {largest}), "llrrrrrr"),
+            *_table(header, _dropout_rows(cases, {largest}, jax_sampler), align),
             "",
         ]
         lines += _page_fault_note(dropout, largest)
@@ -212,7 +220,7 @@ def render(doc: dict[str, Any], json_path: str) -> list[str]:
             lines += [
                 "<details><summary>All sizes</summary>",
                 "",
-                *_table(header, _dropout_rows(cases), "llrrrrrr"),
+                *_table(header, _dropout_rows(cases, None, jax_sampler), align),
                 "",
                 "</details>",
                 "",
