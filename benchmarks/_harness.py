@@ -271,6 +271,26 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _git_commit() -> str | None:
+    """The measured checkout's commit, with "+dirty" when jaxreg/ or benchmarks/ differ from it."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "--no-optional-locks", "status", "--porcelain", "--", "jaxreg", "benchmarks"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
 def environment() -> dict[str, Any]:
     """Backend, device and versions: the header of the JSON file and of the table."""
     import jaxreg
@@ -297,6 +317,7 @@ def environment() -> dict[str, Any]:
             "numpy": np.__version__,
             "python": platform.python_version(),
         },
+        "git_commit": _git_commit(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "loadavg_at_start": list(load) if load else None,

@@ -69,7 +69,8 @@ def _environment(doc: dict[str, Any]) -> list[str]:
     line = (
         f"**{doc['backend']}**, {doc['device']}; jax {v['jax']}, jaxlib {v.get('jaxlib', '?')}, "
         f"flax {v['flax']}, optax {v['optax']}, jaxreg {v['jaxreg']}, Python {v.get('python', '?')}; "
-        f"{doc.get('started_utc', '?')}, {doc.get('repeats', '?')} repeats, "
+        f"{doc.get('started_utc', '?')}, commit {doc.get('git_commit') or '?'}, "
+        f"{doc.get('repeats', '?')} repeats, "
         f"the run took {doc.get('duration_s', 0):.0f} s."
     )
     lines = [line, ""]
