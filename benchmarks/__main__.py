@@ -44,14 +44,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         p.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.sizes:
+        try:
+            exponents = [int(k) for k in args.sizes.split(",")]
+        except ValueError:
+            p.error(f"--sizes must be comma-separated integers, got {args.sizes!r}")
+        if not all(14 <= k <= 30 for k in exponents):
+            p.error(f"--sizes: each log2 size must be in [14, 30], got {args.sizes!r}")
+        args.sizes = tuple(2**k for k in exponents)
     return args
 
 
 def make_config(args: argparse.Namespace) -> _harness.Config:
-    if args.sizes:
-        sizes = tuple(2 ** int(k) for k in args.sizes.split(","))
-    else:
-        sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
     repeats = args.repeats or (3 if args.quick else 5)
     return _harness.Config(
         quick=args.quick, repeats=repeats, sizes=sizes, min_sample_s=0.002 if args.quick else 0.01
@@ -159,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"ratios {summary} ({time.perf_counter() - t0:.1f} s)"
             )
     duration = time.perf_counter() - start
+    if not rows and not skipped and not errors:
+        console.print(f"[yellow]no case matches --filter {args.filter!r}[/]")
     out_console.print(table(env, rows))
     if skipped:
         out_console.print(

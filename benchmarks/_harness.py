@@ -39,7 +39,7 @@ class Config:
 class Baseline:
     label: str  # shown in the table and stored as the row's "baseline"
     fn: Thunk
-    kind: str = ""  # ELEMENTWISE, FLAX, REFERENCE, NONE or ""
+    kind: str = ""  # ELEMENTWISE, FLAX, REFERENCE, NONE, or e.g. "optax", "penalty-in-loss", "jax-sampler"
     nbytes: int | None = None  # bytes read + written by one call, for GB/s
     target: tuple[str, Callable[[float], bool]] | None = None  # (text, test of baseline_ms / jaxreg_ms)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
