@@ -35,6 +35,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxreg._norms import safe_norm
 from jaxreg._validation import check_ndim
 
 _HIGHEST = jax.lax.Precision.HIGHEST  # full f32 matmuls on GPU/TPU too (no TF32/bf16 passes)
@@ -57,6 +58,12 @@ def orthogonal_penalty(w: jax.Array, mode: str = "rows") -> jax.Array:
     a value in $[0, 1]$, zero exactly when the nonzero rows are mutually
     orthogonal. ``mode="columns"`` applies it to the columns. A matrix with a
     single row (or column) has no pairs: the penalty is 0.
+
+    **Gradient.** $|\cdot|$ is differentiated with the subgradient
+    $\mathrm{sign}(0) = 0$ (as :func:`jaxreg.l1_penalty`), and the norm is
+    gradient-safe: a row that is exactly zero (e.g. pruned by
+    :func:`jaxreg.prox_group_lasso`) gets a zero gradient and adds none to the
+    others, instead of a NaN; an exactly orthogonal pair adds no gradient either.
 
     **Mapping to Keras.** ``keras.regularizers.OrthogonalRegularizer(factor,
     mode)`` returns ``factor * 0.5 * sum(|offdiag(W_hat W_hat^T)|) / num_pairs``,
@@ -90,10 +97,11 @@ def orthogonal_penalty(w: jax.Array, mode: str = "rows") -> jax.Array:
     n = m.shape[0]
     if n < 2:
         return jnp.zeros((), m.dtype)
-    norms = jnp.sqrt(jnp.sum(jnp.square(m), axis=1, keepdims=True))
-    m_hat = m / jnp.maximum(norms, 1e-7)
+    m_hat = m / safe_norm(m, axis=1, eps=1e-7)
     gram = jnp.matmul(m_hat, m_hat.T, precision=_HIGHEST)
-    off_diagonal = jnp.abs(gram) * (1 - jnp.eye(n, dtype=m.dtype))
+    # sign(g) * g is |g| with the subgradient sign(0) = 0 at g = 0 (jnp.abs has 1): a zero row has
+    # zero cosines with every other row, so it gets no gradient (and gives none) instead of ~1/eps.
+    off_diagonal = jnp.sign(gram) * gram * (1 - jnp.eye(n, dtype=m.dtype))
     return jnp.sum(off_diagonal) / (n * (n - 1))
 
 

@@ -227,6 +227,31 @@ def test_orthogonal_penalty_edge_cases():
     assert float(jaxreg.orthogonal_penalty(jnp.ones((3, 2)))) == pytest.approx(1.0)  # identical rows
 
 
+@pytest.mark.parametrize("mode", ["rows", "columns"])
+def test_orthogonal_penalty_gradient_is_finite_at_a_zero_row_or_column(mode):
+    # A row (column) pruned to exactly zero, e.g. by prox_group_lasso, contributes no pair to the
+    # penalty: its gradient is 0 (the sign(0) = 0 subgradient of |.|, as l1_penalty), and the other
+    # rows get the gradient of the matrix without it, scaled by the ratio of the pair counts
+    # (n-1)(n-2) / (n(n-1)) = (n-2)/n.
+    w = _random(9, (4, 3))
+    if mode == "rows":
+        w[1] = 0.0
+        reduced = np.delete(w, 1, axis=0)
+    else:
+        w[:, 1] = 0.0
+        reduced = np.delete(w, 1, axis=1)
+    n = w.shape[0] if mode == "rows" else w.shape[1]
+    grad_fn = jax.grad(lambda w: jaxreg.orthogonal_penalty(w, mode))
+    grad = np.asarray(grad_fn(jnp.asarray(w)))
+    assert np.all(np.isfinite(grad))
+    zero = grad[1] if mode == "rows" else grad[:, 1]
+    np.testing.assert_array_equal(zero, 0.0)
+    others = np.delete(grad, 1, axis=0 if mode == "rows" else 1)
+    expected = (n - 2) / n * np.asarray(grad_fn(jnp.asarray(reduced)))
+    np.testing.assert_allclose(others, expected, rtol=1e-5, atol=1e-7)
+    assert np.abs(others).max() > 1e-3  # the other rows still get a gradient
+
+
 def test_soft_orthogonal_and_spectral_penalties_match_numpy():
     w = _random(7, (6, 4)).astype(np.float64)
     expected = np.sum((w.T @ w - np.eye(4)) ** 2)
