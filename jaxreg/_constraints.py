@@ -28,7 +28,7 @@ shrinks every vector slightly and is not idempotent. Here the rescaling factor
 is ``desired / max(norm, 1e-7)``, and exactly 1 where the norm is already
 feasible: the result differs from Keras's by a relative ``1e-7 / norm``, the
 projection is idempotent, a zero vector stays zero and nothing divides by zero.
-Norms are computed in float32 (float64 under x64) for low-precision leaves.
+Norms are computed in float32 for low-precision leaves (float64 for float64 leaves).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxreg._norms import acc_dtype, safe_norm
 from jaxreg._proximal import _prox_transform
 from jaxreg._tree import Mask, masked
 from jaxreg._validation import (
@@ -70,9 +71,12 @@ def rescale_norms(z: jax.Array, axis: Axis, desired_norm) -> jax.Array:
     returned in the dtype of ``z``.
     """
     axes = _leaf_axes(axis, z)
-    acc = jnp.promote_types(z.dtype, jnp.float32)
+    acc = acc_dtype(z.dtype)
     z_acc = z.astype(acc)
-    norms = jnp.sqrt(jnp.sum(jnp.square(jnp.abs(z_acc)), axis=axes, keepdims=True))
+    # The exact norm n (not floored: desired_norm and the "already feasible" test need it), and
+    # the floor max(n, eps) only as the divisor. No gradient flows here (a projection of the
+    # parameters after the step), but safe_norm is the one norm of the package.
+    norms = safe_norm(z_acc, axes)
     desired = jnp.asarray(desired_norm(norms), acc)
     scale = jnp.where(desired == norms, 1, desired / jnp.maximum(norms, EPSILON))
     return (z_acc * scale).astype(z.dtype)

@@ -1,7 +1,7 @@
 r"""Structural penalties on one weight matrix, and activity regularization.
 
 Unlike the penalties of :mod:`jaxreg._penalties` (pytree in, scalar out), these
-take a single weight ``w`` and return a float32 scalar (float64 under x64) with
+take a single weight ``w`` and return a float32 scalar (float64 for a float64 ``w``) with
 no strength factor: add ``factor * penalty(w)`` to the loss yourself, e.g.
 ``loss + 0.01 * jaxreg.orthogonal_penalty(params["dense"]["kernel"])``.
 
@@ -35,16 +35,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxreg._norms import safe_norm
+from jaxreg._norms import acc_dtype, safe_norm
 from jaxreg._validation import check_ndim
 
 _HIGHEST = jax.lax.Precision.HIGHEST  # full f32 matmuls on GPU/TPU too (no TF32/bf16 passes)
 
 
 def _acc(w: jax.Array) -> jax.Array:
-    """``w`` as float32, or wider if it already is (float64 under x64)."""
     w = jnp.asarray(w)
-    return w.astype(jnp.promote_types(w.dtype, jnp.zeros((), float).dtype))
+    return w.astype(acc_dtype(w.dtype))
 
 
 def orthogonal_penalty(w: jax.Array, mode: str = "rows") -> jax.Array:
@@ -77,7 +76,7 @@ def orthogonal_penalty(w: jax.Array, mode: str = "rows") -> jax.Array:
       mode: ``"rows"`` or ``"columns"``.
 
     Returns:
-      A float32 scalar (float64 under x64).
+      A float32 scalar (float64 for a float64 ``w``).
 
     Examples:
       >>> import jax.numpy as jnp, jaxreg
@@ -120,7 +119,7 @@ def soft_orthogonal_penalty(w: jax.Array) -> jax.Array:
       w: a 2-D weight matrix (reshape conv kernels with ``w.reshape(-1, w.shape[-1])``).
 
     Returns:
-      A float32 scalar (float64 under x64).
+      A float32 scalar (float64 for a float64 ``w``).
 
     Examples:
       >>> import jax.numpy as jnp, jaxreg
@@ -154,7 +153,7 @@ def spectral_penalty(w: jax.Array) -> jax.Array:
       w: a weight with ``ndim >= 2``.
 
     Returns:
-      A float32 scalar (float64 under x64).
+      A float32 scalar (float64 for a float64 ``w``).
 
     Examples:
       >>> import jax.numpy as jnp, jaxreg

@@ -2,9 +2,9 @@
 
 Each penalty sums over the float leaves that ``mask`` selects (see
 :mod:`jaxreg.masks`); integer and bool leaves and ``None`` are ignored. Sums are
-accumulated in float32 (float64 when ``jax_enable_x64`` is on), whatever the
-dtype of the leaves, so bf16 parameters give an accurate penalty whose
-gradient comes back in bf16.
+accumulated in float32 (float64 if a selected leaf is float64, under
+``jax_enable_x64``), whatever the dtype of the other leaves, so bf16 parameters
+give an accurate penalty whose gradient comes back in bf16.
 
 On a mesh (``jax.sharding``), a penalty of sharded params is a sum of local
 partial sums: the compiled program all-reduces one scalar per selected leaf
@@ -21,18 +21,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxreg._norms import acc_dtype, safe_norm
 from jaxreg._tree import Mask, selected_leaves
 from jaxreg._validation import check_axis, check_non_negative
 
 
-def _acc_dtype() -> jnp.dtype:
-    return jnp.zeros((), float).dtype  # float32, or float64 under x64
-
-
 def _sum_over(params: Any, mask: Mask, fn) -> jax.Array:
-    dtype = _acc_dtype()
+    leaves = selected_leaves(params, mask)
+    dtype = acc_dtype(*(leaf.dtype for leaf in leaves))
     total = jnp.zeros((), dtype)
-    for leaf in selected_leaves(params, mask):
+    for leaf in leaves:
         total = total + jnp.sum(fn(leaf.astype(dtype)))
     return total
 
@@ -59,7 +57,7 @@ def l1_penalty(params: Any, mask: Mask = None) -> jax.Array:
         with ``optax.masked`` semantics.
 
     Returns:
-      A float32 scalar (float64 under x64).
+      A float32 scalar (float64 if a selected leaf is float64).
 
     Examples:
       >>> import jax.numpy as jnp, jaxreg
@@ -91,7 +89,7 @@ def l2_penalty(params: Any, mask: Mask = None) -> jax.Array:
       mask: as in :func:`l1_penalty`.
 
     Returns:
-      A float32 scalar (float64 under x64).
+      A float32 scalar (float64 if a selected leaf is float64).
 
     Examples:
       >>> import jax.numpy as jnp, jaxreg
@@ -123,7 +121,7 @@ def elastic_net_penalty(params: Any, l1: Any, l2: Any, mask: Mask = None) -> jax
       mask: as in :func:`l1_penalty`.
 
     Returns:
-      A float32 scalar (float64 under x64).
+      A float32 scalar (float64 if a selected leaf is float64).
 
     References:
       Zou and Hastie, "Regularization and variable selection via the elastic
@@ -139,15 +137,14 @@ def group_norms(w: jax.Array, axis: int, where: str = "") -> jax.Array:
 
     A group is the set of entries that share an index along ``axis``; arrays with
     ``ndim < 2`` are one group. The gradient at a zero group is 0, not NaN.
+    Computed in float32, or float64 for a float64 ``w``.
     """
     if w.ndim < 2:
         reduce = None
     else:
         axis = check_axis("axis", axis, w.ndim, where)
         reduce = tuple(d for d in range(w.ndim) if d != axis)
-    sq = jnp.sum(jnp.square(w), axis=reduce, keepdims=True)
-    positive = sq > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1)), 0)
+    return safe_norm(w, reduce)
 
 
 def group_lasso_penalty(params: Any, axis: int = 0, mask: Mask = None) -> jax.Array:
@@ -177,15 +174,16 @@ def group_lasso_penalty(params: Any, axis: int = 0, mask: Mask = None) -> jax.Ar
       mask: as in :func:`l1_penalty`.
 
     Returns:
-      A float32 scalar (float64 under x64).
+      A float32 scalar (float64 if a selected leaf is float64).
 
     References:
       Yuan and Lin, "Model selection and estimation in regression with grouped
       variables", JRSS B 2006; Scardapane et al., "Group sparse regularization
       for deep neural networks", Neurocomputing 2017.
     """
-    dtype = _acc_dtype()
+    leaves = selected_leaves(params, mask)
+    dtype = acc_dtype(*(leaf.dtype for leaf in leaves))
     total = jnp.zeros((), dtype)
-    for i, leaf in enumerate(selected_leaves(params, mask)):
+    for i, leaf in enumerate(leaves):
         total = total + jnp.sum(group_norms(leaf.astype(dtype), axis, f"selected leaf {i}"))
     return total

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxreg._norms import acc_dtype, safe_norm
 from jaxreg._validation import check_count, check_ndim, check_positive
 
 
@@ -25,13 +26,12 @@ class SpectralNormState(NamedTuple):
 
 
 def _as_matrix(w: jax.Array) -> jax.Array:
-    acc = jnp.promote_types(w.dtype, jnp.float32)
-    return w.astype(acc).reshape(-1, w.shape[-1])
+    return w.astype(acc_dtype(w.dtype)).reshape(-1, w.shape[-1])
 
 
 def _normalize(x: jax.Array, eps: float) -> jax.Array:
     # x / max(||x||, eps), as torch.nn.functional.normalize.
-    return x / jnp.maximum(jnp.sqrt(jnp.sum(jnp.square(x))), eps)
+    return x / safe_norm(x, eps=eps)
 
 
 def _matvec(m: jax.Array, x: jax.Array) -> jax.Array:
@@ -145,7 +145,7 @@ def spectral_normalize(
     if update:
         u = _power_iteration(m, u, n_steps, eps)
     u = jax.lax.stop_gradient(u)
-    # max(||M u||, eps), written so that the gradient stays finite at W = 0.
-    sigma = jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(_matvec(m, u))), eps**2))
+    # max(||M u||, eps), with a finite gradient at W = 0.
+    sigma = safe_norm(_matvec(m, u), eps=eps, keepdims=False)
     w_normalized = (m / sigma).reshape(w.shape).astype(w.dtype)
     return w_normalized, SpectralNormState(u=u) if update else state

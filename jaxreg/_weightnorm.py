@@ -13,6 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxreg._norms import safe_norm
 from jaxreg._validation import check_axes, check_positive
 
 FeatureAxes = int | tuple[int, ...] | None
@@ -22,12 +23,6 @@ def _split_axes(v: jax.Array, feature_axes: FeatureAxes) -> tuple[tuple[int, ...
     """(feature axes, reduction axes) of ``v``, normalized; ``None`` keeps no axis."""
     kept = () if feature_axes is None else check_axes("feature_axes", feature_axes, v.ndim, "v")
     return kept, tuple(d for d in range(v.ndim) if d not in kept)
-
-
-def _norms(v: jax.Array, reduce: tuple[int, ...], eps: float) -> jax.Array:
-    # max(||v||, eps) over `reduce` (kept dims), with a finite gradient at v = 0.
-    acc = v.astype(jnp.promote_types(v.dtype, jnp.float32))
-    return jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(acc), axis=reduce, keepdims=True), eps**2))
 
 
 def weight_norm_init(v: jax.Array, *, feature_axes: FeatureAxes = -1) -> jax.Array:
@@ -47,8 +42,7 @@ def weight_norm_init(v: jax.Array, *, feature_axes: FeatureAxes = -1) -> jax.Arr
       float32 or wider.
     """
     kept, reduce = _split_axes(v, feature_axes)
-    acc = v.astype(jnp.promote_types(v.dtype, jnp.float32))
-    norms = jnp.sqrt(jnp.sum(jnp.square(acc), axis=reduce))
+    norms = safe_norm(v, reduce, keepdims=False)
     return norms.reshape(tuple(v.shape[a] for a in kept))
 
 
@@ -103,6 +97,6 @@ def weight_normalize(
     broadcast = [1] * v.ndim
     for a in kept:
         broadcast[a] = v.shape[a]
-    norms = _norms(v, reduce, eps)
+    norms = safe_norm(v, reduce, eps=eps)  # max(||v||, eps), finite gradient at v = 0
     w = v.astype(norms.dtype) * (jnp.reshape(g, broadcast).astype(norms.dtype) / norms)
     return w.astype(v.dtype)

@@ -87,6 +87,11 @@ def test_dtypes_and_accumulation():
     assert jax.grad(jaxreg.l2_penalty)(p)["w"].dtype == jnp.bfloat16
     with jax.enable_x64(True):
         assert jaxreg.l1_penalty({"w": jnp.ones(3)}).dtype == jnp.float64
+        # One accumulation dtype (jaxreg._norms.acc_dtype): float32, or float64 if a leaf is.
+        mixed = {"a": jnp.ones(3, jnp.bfloat16), "b": jnp.ones(2, jnp.float64)}
+        assert jaxreg.group_lasso_penalty(mixed).dtype == jnp.float64
+        assert jaxreg.l2_penalty({"a": jnp.ones(3, jnp.float32)}).dtype == jnp.float32
+        assert jaxreg.orthogonal_penalty(jnp.eye(2, dtype=jnp.float32)).dtype == jnp.float32
 
 
 @pytest.mark.parametrize(
