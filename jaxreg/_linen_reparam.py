@@ -16,12 +16,13 @@ import flax.linen as nn
 import jax
 
 from jaxreg._spectral import SpectralNormState, spectral_norm_init, spectral_normalize
+from jaxreg._tree import key_path_str
 from jaxreg._weightnorm import FeatureAxes, weight_norm_init, weight_normalize
 
 
 def _path(layer: nn.Module, keypath: tuple) -> str:
     # keypath[0] is the collection ("params"); the rest names the leaf inside the layer.
-    return f"{layer.name}/{jax.tree_util.keystr(keypath[1:], simple=True, separator='/')}"
+    return f"{layer.name}/{key_path_str(keypath[1:])}"
 
 
 def _call_with(module: nn.Module, replace: Callable[[str, jax.Array], jax.Array], args, kwargs):

@@ -17,20 +17,17 @@ import jax
 from flax import nnx
 
 from jaxreg._spectral import SpectralNormState, spectral_norm_init, spectral_normalize
+from jaxreg._tree import key_path_str
 from jaxreg._validation import check_count, check_positive
 from jaxreg._weightnorm import FeatureAxes, weight_norm_init, weight_normalize
 
 _KERNELS = nnx.PathContains("kernel")
 
 
-def _key(path: tuple) -> str:
-    return "/".join(str(p) for p in path)
-
-
 def _selected_params(layer: nnx.Module, keep: Callable[[tuple, Any], bool]) -> dict[str, jax.Array]:
     """``{'/'-joined path: value}`` of the layer's ``nnx.Param`` leaves that ``keep`` selects."""
     params = nnx.to_flat_state(nnx.state(layer, nnx.Param))
-    return {_key(path): var.get_value() for path, var in params if keep(path, var)}
+    return {key_path_str(path): var.get_value() for path, var in params if keep(path, var)}
 
 
 def _call_with(layer: nnx.Module, replace: Callable[[str, jax.Array], jax.Array], args, kwargs):
@@ -41,7 +38,8 @@ def _call_with(layer: nnx.Module, replace: Callable[[str, jax.Array], jax.Array]
     """
     graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
     flat = [
-        (path, var.replace(replace(_key(path), var.get_value()))) for path, var in nnx.to_flat_state(params)
+        (path, var.replace(replace(key_path_str(path), var.get_value())))
+        for path, var in nnx.to_flat_state(params)
     ]
     temporary = nnx.merge(graphdef, nnx.from_flat_state(flat), rest)
     out = temporary(*args, **kwargs)

@@ -27,11 +27,12 @@ from jaxreg._validation import check_axis, check_non_negative
 
 
 def _sum_over(params: Any, mask: Mask, fn) -> jax.Array:
+    """``sum(fn(leaf, path))`` over the selected leaves, in one accumulation dtype."""
     leaves = selected_leaves(params, mask)
-    dtype = acc_dtype(*(leaf.dtype for leaf in leaves))
+    dtype = acc_dtype(*(leaf.dtype for _, leaf in leaves))
     total = jnp.zeros((), dtype)
-    for leaf in leaves:
-        total = total + jnp.sum(fn(leaf.astype(dtype)))
+    for path, leaf in leaves:
+        total = total + jnp.sum(fn(leaf.astype(dtype), path))
     return total
 
 
@@ -68,7 +69,7 @@ def l1_penalty(params: Any, mask: Mask = None) -> jax.Array:
     References:
       Tibshirani, "Regression Shrinkage and Selection via the Lasso", 1996.
     """
-    return _sum_over(params, mask, _abs)
+    return _sum_over(params, mask, lambda w, _: _abs(w))
 
 
 def l2_penalty(params: Any, mask: Mask = None) -> jax.Array:
@@ -100,7 +101,7 @@ def l2_penalty(params: Any, mask: Mask = None) -> jax.Array:
       Hoerl and Kennard, "Ridge Regression", 1970; Krogh and Hertz, "A Simple
       Weight Decay Can Improve Generalization", NeurIPS 1991.
     """
-    return 0.5 * _sum_over(params, mask, jnp.square)
+    return 0.5 * _sum_over(params, mask, lambda w, _: jnp.square(w))
 
 
 def elastic_net_penalty(params: Any, l1: Any, l2: Any, mask: Mask = None) -> jax.Array:
@@ -181,9 +182,4 @@ def group_lasso_penalty(params: Any, axis: int = 0, mask: Mask = None) -> jax.Ar
       variables", JRSS B 2006; Scardapane et al., "Group sparse regularization
       for deep neural networks", Neurocomputing 2017.
     """
-    leaves = selected_leaves(params, mask)
-    dtype = acc_dtype(*(leaf.dtype for leaf in leaves))
-    total = jnp.zeros((), dtype)
-    for i, leaf in enumerate(leaves):
-        total = total + jnp.sum(group_norms(leaf.astype(dtype), axis, f"selected leaf {i}"))
-    return total
+    return _sum_over(params, mask, lambda w, path: group_norms(w, axis, f"params leaf '{path}'"))

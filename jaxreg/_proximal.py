@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxreg._penalties import group_norms
-from jaxreg._tree import Mask, count_init, count_next, masked, require_params, value_at
+from jaxreg._tree import Mask, count_init, count_next, key_path_str, masked, require_params, value_at
 from jaxreg._validation import check_non_negative
 
 
@@ -45,8 +45,8 @@ def _prox_transform(name, prox_leaf, hyperparams) -> optax.GradientTransformatio
             try:
                 projected = prox_leaf(z, *values)
             except ValueError as e:
-                where = jax.tree_util.keystr(path)
-                raise ValueError(f"{name}: params leaf {where} of shape {w.shape}: {e}") from None
+                where = key_path_str(path)
+                raise ValueError(f"{name}: params leaf '{where}' of shape {w.shape}: {e}") from None
             return (projected - w).astype(u.dtype)
 
         return jax.tree_util.tree_map_with_path(leaf, updates, params), count_next(state)

@@ -24,6 +24,25 @@ def is_float_leaf(x: Any) -> bool:
     return dtype is not None and jnp.issubdtype(dtype, jnp.inexact)
 
 
+def key_path_str(path: tuple) -> str:
+    """A key path joined with '/': ``dense/kernel``, ``layers/0/kernel``, ``params/Dense_0/bias``.
+
+    The one spelling of a leaf's path in jaxreg: what :func:`jaxreg.masks.by_path`
+    matches, the key of the Flax wrappers' per-weight state, and what error
+    messages name. Accepts ``jax.tree_util`` key entries (dict keys, attribute
+    names, sequence indices) and the raw keys of ``nnx`` flat-state paths.
+    """
+    parts = []
+    for k in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return "/".join(parts)
+
+
 def resolve_mask(mask: Mask, tree: Any) -> Any:
     """Returns a bool per leaf of ``tree``: the mask, broadcast, and float leaves only.
 
@@ -46,10 +65,11 @@ def resolve_mask(mask: Mask, tree: Any) -> Any:
         raise ValueError(f"mask does not match the structure of params: {where}") from None
 
 
-def selected_leaves(tree: Any, mask: Mask) -> list[jax.Array]:
-    """The float leaves of ``tree`` that ``mask`` selects, in tree order."""
+def selected_leaves(tree: Any, mask: Mask) -> list[tuple[str, jax.Array]]:
+    """``(key path, leaf)`` for the float leaves of ``tree`` that ``mask`` selects, in tree order."""
     flags = jax.tree.leaves(resolve_mask(mask, tree))
-    return [leaf for leaf, keep in zip(jax.tree.leaves(tree), flags, strict=True) if keep]
+    items = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return [(key_path_str(path), leaf) for (path, leaf), keep in zip(items, flags, strict=True) if keep]
 
 
 def masked(inner: optax.GradientTransformation, mask: Mask) -> optax.GradientTransformation:

@@ -12,7 +12,7 @@ from typing import Any
 
 import jax
 
-from jaxreg._tree import is_float_leaf
+from jaxreg._tree import is_float_leaf, key_path_str
 
 
 def weights_only(params: Any) -> Any:
@@ -27,18 +27,6 @@ def weights_only(params: Any) -> Any:
       {'bias': False, 'kernel': True}
     """
     return jax.tree.map(lambda x: is_float_leaf(x) and x.ndim >= 2, params)
-
-
-def _path_str(path: tuple) -> str:
-    parts = []
-    for k in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(k, attr):
-                parts.append(str(getattr(k, attr)))
-                break
-        else:
-            parts.append(str(k))
-    return "/".join(parts)
 
 
 def by_path(include: str | None = None, exclude: str | None = None) -> Callable[[Any], Any]:
@@ -67,7 +55,7 @@ def by_path(include: str | None = None, exclude: str | None = None) -> Callable[
 
     def mask_fn(params: Any) -> Any:
         def select(path, _):
-            p = _path_str(path)
+            p = key_path_str(path)
             return (inc is None or inc.search(p) is not None) and (exc is None or exc.search(p) is None)
 
         return jax.tree_util.tree_map_with_path(select, params)

@@ -140,6 +140,16 @@ def test_group_lasso_rejects_out_of_range_axis():
         jaxreg.group_lasso_penalty({"w": jnp.ones((2, 2))}, axis=2)
 
 
+def test_group_lasso_errors_name_the_key_path():
+    # The same '/'-joined key path that jaxreg.masks.by_path matches, so the message says what to exclude.
+    params = {"dense": {"bias": jnp.ones(2), "kernel": jnp.ones((2, 2))}, "other": jnp.ones((3, 3, 3))}
+    with pytest.raises(
+        ValueError, match=r"axis=2 is out of range for the 2-D array of params leaf 'dense/kernel'$"
+    ):
+        jaxreg.group_lasso_penalty(params, axis=2)
+    assert float(jaxreg.group_lasso_penalty(params, axis=2, mask=jaxreg.masks.by_path(include="other"))) > 0
+
+
 def test_penalties_work_under_jit_and_on_flax_params():
     import flax.linen as nn
     from flax import nnx

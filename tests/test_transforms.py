@@ -256,6 +256,15 @@ def test_type_errors_and_missing_params():
             tx.update(p, tx.init(p))
 
 
+def test_prox_errors_name_the_key_path():
+    params = {"dense": {"bias": jnp.ones(2), "kernel": jnp.ones((2, 2))}}
+    tx = jaxreg.prox_group_lasso(0.1, 0.1, axis=2)
+    with pytest.raises(
+        ValueError, match=r"^prox_group_lasso: params leaf 'dense/kernel' of shape \(2, 2\): axis=2 is out"
+    ):
+        tx.update(params, tx.init(params), params)
+
+
 def test_mask_mismatch_in_a_transform_says_where():
     tx = jaxreg.prox_l1(0.1, 0.1, mask={"a": True, "c": True})
     with pytest.raises(ValueError, match=r"(?s)mask does not match the structure of params.*'c'"):
