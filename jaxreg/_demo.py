@@ -62,14 +62,12 @@ def _decay(strength: float) -> optax.GradientTransformation:
     return jaxreg.add_decayed_weights(strength, mask=jaxreg.masks.weights_only)
 
 
-# sampler="jax" (masks drawn as jax.random.bernoulli / normal draw them) pins the demo's numbers:
-# they do not move when jaxreg's default (faster) sampler changes its bits.
 def _dropout(key: jax.Array, x: jax.Array) -> jax.Array:
-    return jaxreg.dropout(key, x, DROPOUT, sampler="jax")
+    return jaxreg.dropout(key, x, DROPOUT)
 
 
 def _gaussian_dropout(key: jax.Array, x: jax.Array) -> jax.Array:
-    return jaxreg.gaussian_dropout(key, x, GAUSSIAN_DROPOUT, sampler="jax")
+    return jaxreg.gaussian_dropout(key, x, GAUSSIAN_DROPOUT)
 
 
 CONFIGS: dict[str, Config] = {
