@@ -2,9 +2,12 @@
 
 A ``mask`` follows ``optax.masked``: ``None`` (every leaf), a pytree of bools
 with the structure of the params or a prefix of it, or a callable that maps
-the params (or updates) to such a pytree. Only leaves with a floating dtype are
-ever selected: integer, bool and ``float0`` leaves pass through unchanged, and
+the params (or updates) to such a pytree. Only leaves with a real floating dtype
+are ever selected: integer, bool and ``float0`` leaves pass through unchanged, and
 ``None`` leaves and ``optax.MaskedNode`` are empty subtrees that no rule sees.
+Complex leaves are not supported (norms, signs and thresholds of complex numbers
+are not what these rules compute): a complex leaf that the mask selects raises a
+``TypeError`` naming its key path; exclude it with ``mask=``.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ Mask = Any  # None | bool pytree (or a prefix of one) | Callable[[params], bool 
 
 
 def is_float_leaf(x: Any) -> bool:
-    """True for array leaves with a real or complex floating dtype."""
+    """True for array leaves with a real floating dtype (not complex, integer, bool or float0)."""
     dtype = getattr(x, "dtype", None)
-    return dtype is not None and jnp.issubdtype(dtype, jnp.inexact)
+    return dtype is not None and jnp.issubdtype(dtype, jnp.floating)
 
 
 def key_path_str(path: tuple) -> str:
@@ -49,20 +52,28 @@ def resolve_mask(mask: Mask, tree: Any) -> Any:
     Raises:
       ValueError: if ``mask`` is not a prefix of ``tree``; the message names the
         key path where the two differ.
+      TypeError: if the mask selects a complex leaf; the message names its key path.
     """
     if mask is None:
         mask = True
     elif callable(mask):
         mask = mask(tree)
     try:
-        return jax.tree.map(
-            lambda m, sub: jax.tree.map(lambda leaf: bool(m) and is_float_leaf(leaf), sub),
-            mask,
-            tree,
-        )
+        flags = jax.tree.map(lambda m, sub: jax.tree.map(lambda _: bool(m), sub), mask, tree)
     except ValueError as e:
         where = str(e).replace("tree_map tree", "mask")
         raise ValueError(f"mask does not match the structure of params: {where}") from None
+
+    def leaf_flag(path, keep, leaf):
+        dtype = getattr(leaf, "dtype", None)
+        if keep and dtype is not None and jnp.issubdtype(dtype, jnp.complexfloating):
+            raise TypeError(
+                f"params leaf '{key_path_str(path)}' has the complex dtype {dtype}: complex leaves are "
+                "not supported; exclude them with mask="
+            )
+        return keep and is_float_leaf(leaf)
+
+    return jax.tree_util.tree_map_with_path(leaf_flag, flags, tree)
 
 
 def selected_leaves(tree: Any, mask: Mask) -> list[tuple[str, jax.Array]]:

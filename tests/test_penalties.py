@@ -150,6 +150,29 @@ def test_group_lasso_errors_name_the_key_path():
     assert float(jaxreg.group_lasso_penalty(params, axis=2, mask=jaxreg.masks.by_path(include="other"))) > 0
 
 
+def test_complex_leaves_raise_unless_masked_out():
+    # |3+4j| = 5, but an astype(float32) would silently drop the imaginary part and give 3.
+    params = {"w": jnp.ones(2), "c": {"z": jnp.array([3 + 4j, 1j])}}
+    msg = r"params leaf 'c/z' has the complex dtype complex64: complex leaves are not supported; exclude"
+    for penalty in (jaxreg.l1_penalty, jaxreg.l2_penalty, jaxreg.group_lasso_penalty):
+        with pytest.raises(TypeError, match=msg):
+            penalty(params)
+    with pytest.raises(TypeError, match=msg):
+        jaxreg.elastic_net_penalty(params, 0.1, 0.1)
+    tx = jaxreg.add_l1(0.1)
+    with pytest.raises(TypeError, match=msg):
+        tx.init(params)
+    # Masked out (explicitly, or by a mask that selects float leaves only), it passes through.
+    only_w = {"w": True, "c": False}
+    assert float(jaxreg.l1_penalty(params, mask=only_w)) == 2.0
+    assert jaxreg.masks.weights_only(params)["c"]["z"] is False
+    assert float(jaxreg.l2_penalty(params, mask=jaxreg.masks.weights_only)) == 0.0
+    tx = jaxreg.prox_l1(0.5, 1.0, mask=only_w)
+    u, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    np.testing.assert_array_equal(u["c"]["z"], 0.0)
+    np.testing.assert_allclose(u["w"], -0.5)
+
+
 def test_penalties_work_under_jit_and_on_flax_params():
     import flax.linen as nn
     from flax import nnx
