@@ -42,7 +42,7 @@ def add_l1(strength: optax.ScalarOrSchedule, mask: Mask = None) -> optax.Gradien
       Tsuruoka et al., "Stochastic Gradient Descent Training for L1-regularized
       Log-linear Models with Cumulative Penalty", ACL 2009 (on the subgradient rule).
     """
-    check_non_negative("strength", strength)
+    check_non_negative("strength", strength, allow_schedule=True)
 
     def update_fn(updates, state, params=None):
         require_params(params, "add_l1")
@@ -80,7 +80,7 @@ def add_decayed_weights(
       Krogh and Hertz, "A Simple Weight Decay Can Improve Generalization", 1991;
       optax.add_decayed_weights.
     """
-    check_non_negative("weight_decay", weight_decay)
+    check_non_negative("weight_decay", weight_decay, allow_schedule=True)
     inner = optax.add_decayed_weights(weight_decay)
 
     def update_fn(updates, state, params=None):

@@ -123,7 +123,7 @@ def max_norm(
       `Dropout: A Simple Way to Prevent Neural Networks from Overfitting
       <https://jmlr.org/papers/v15/srivastava14a.html>`_, section 5.1.
     """
-    check_positive("max_value", max_value)
+    check_positive("max_value", max_value, allow_schedule=True)
     _check_axis_spec(axis)
 
     def project(z, c):
@@ -194,11 +194,10 @@ def min_max_norm(
     References:
       Keras, ``keras.constraints.MinMaxNorm`` (https://keras.io/api/layers/constraints/).
     """
-    check_non_negative("min_value", min_value)
-    check_positive("max_value", max_value)
-    check_less_equal("min_value", min_value, "max_value", max_value)
-    if not callable(rate):
-        check_rate("rate", rate)
+    check_non_negative("min_value", min_value, allow_schedule=True)
+    check_positive("max_value", max_value, allow_schedule=True)
+    check_less_equal("min_value", min_value, "max_value", max_value, allow_schedule=True)
+    check_rate("rate", rate, allow_schedule=True)
     _check_axis_spec(axis)
 
     def project(z, a, b, r):

@@ -117,8 +117,9 @@ def elastic_net_penalty(params: Any, l1: Any, l2: Any, mask: Mask = None) -> jax
 
     Args:
       params: any pytree of arrays.
-      l1: strength of the L1 term, >= 0.
-      l2: strength of the L2 term, >= 0.
+      l1: strength of the L1 term, >= 0: a number or a JAX scalar (a schedule
+        raises a ``TypeError``: evaluate it at your step, ``l1_schedule(step)``).
+      l2: strength of the L2 term, >= 0, likewise.
       mask: as in :func:`l1_penalty`.
 
     Returns:

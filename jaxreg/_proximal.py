@@ -90,8 +90,8 @@ def prox_l1(
       SIAM J. Imaging Sci. 2009; Parikh and Boyd, "Proximal Algorithms", 2014;
       jaxopt.prox.prox_lasso.
     """
-    check_non_negative("strength", strength)
-    check_non_negative("learning_rate", learning_rate)
+    check_non_negative("strength", strength, allow_schedule=True)
+    check_non_negative("learning_rate", learning_rate, allow_schedule=True)
     inner = _prox_transform("prox_l1", lambda z, s, lr: soft_threshold(z, lr * s), (strength, learning_rate))
     return masked(inner, mask)
 
@@ -121,9 +121,9 @@ def prox_elastic_net(
       Zou and Hastie, 2005; Parikh and Boyd, "Proximal Algorithms", 2014, sec. 6.5.3;
       jaxopt.prox.prox_elastic_net.
     """
-    check_non_negative("l1", l1)
-    check_non_negative("l2", l2)
-    check_non_negative("learning_rate", learning_rate)
+    check_non_negative("l1", l1, allow_schedule=True)
+    check_non_negative("l2", l2, allow_schedule=True)
+    check_non_negative("learning_rate", learning_rate, allow_schedule=True)
 
     def prox(z, a, b, lr):
         return soft_threshold(z, lr * a) / jnp.asarray(1 + lr * b, z.dtype)
@@ -166,8 +166,8 @@ def prox_group_lasso(
       Yuan and Lin, 2006; Parikh and Boyd, "Proximal Algorithms", 2014, sec. 6.5.4;
       jaxopt.prox.prox_group_lasso.
     """
-    check_non_negative("strength", strength)
-    check_non_negative("learning_rate", learning_rate)
+    check_non_negative("strength", strength, allow_schedule=True)
+    check_non_negative("learning_rate", learning_rate, allow_schedule=True)
 
     def prox(z, s, lr):
         norms = group_norms(z, axis)

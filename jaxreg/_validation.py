@@ -1,8 +1,11 @@
-"""One place that validates hyperparameters given as Python numbers.
+"""One place that validates hyperparameters.
 
-Checks run only on values known at trace time (Python numbers and NumPy
-scalars). Traced JAX values and optax schedules pass through untouched so that
-every function stays usable under ``jax.jit`` and ``optax.inject_hyperparams``.
+Checks run only on values known at trace time: Python numbers, NumPy scalars
+and concrete (not traced) JAX scalars. Traced JAX values are never inspected, so
+that every function stays usable under ``jax.jit`` and
+``optax.inject_hyperparams``. Optax schedules (callables) pass where the caller
+evaluates them at a step count (``allow_schedule=True``: the transforms) and
+raise a ``TypeError`` naming the argument elsewhere (penalties, mixup, epsilons).
 """
 
 from __future__ import annotations
@@ -15,8 +18,12 @@ import jax
 import numpy as np
 
 
-def _concrete_float(name: str, value: Any) -> float | None:
-    """Returns ``value`` as a float if it is a concrete number, else ``None``."""
+def _concrete_float(name: str, value: Any, allow_schedule: bool = False) -> float | None:
+    """Returns ``value`` as a float if it is a concrete number, else ``None`` (traced, or a schedule)."""
+    if callable(value):
+        if allow_schedule:
+            return None
+        raise TypeError(f"{name} must be a number or a JAX scalar, not a schedule (callable), got {value!r}")
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a number, got the bool {value!r}")
     if isinstance(value, numbers.Real):
@@ -28,31 +35,30 @@ def _concrete_float(name: str, value: Any) -> float | None:
     if isinstance(value, jax.Array):
         if value.ndim != 0:
             raise ValueError(f"{name} must be a scalar, got an array of shape {value.shape}")
-        return None  # possibly traced: never inspected in Python
-    raise TypeError(f"{name} must be a number, a JAX scalar or an optax schedule, got {value!r}")
+        if isinstance(value, jax.core.Tracer) or not value.is_fully_addressable:
+            return None  # traced (or spread over processes): never inspected in Python
+        return float(value)  # concrete: one scalar read, as for a NumPy scalar
+    kinds = "a number, a JAX scalar or an optax schedule" if allow_schedule else "a number or a JAX scalar"
+    raise TypeError(f"{name} must be {kinds}, got {value!r}")
 
 
-def check_non_negative(name: str, value: Any) -> None:
-    """Raises if a concrete ``value`` is negative, NaN or infinite."""
-    if callable(value):
-        return
-    v = _concrete_float(name, value)
+def check_non_negative(name: str, value: Any, *, allow_schedule: bool = False) -> None:
+    """Raises if a concrete ``value`` is negative, NaN or infinite (or a callable, unless allowed)."""
+    v = _concrete_float(name, value, allow_schedule)
     if v is not None and (not math.isfinite(v) or v < 0):
         raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
 
 
-def check_positive(name: str, value: Any) -> None:
-    """Raises if a concrete ``value`` is not a finite number > 0."""
-    if callable(value):
-        return
-    v = _concrete_float(name, value)
+def check_positive(name: str, value: Any, *, allow_schedule: bool = False) -> None:
+    """Raises if a concrete ``value`` is not a finite number > 0 (or a callable, unless allowed)."""
+    v = _concrete_float(name, value, allow_schedule)
     if v is not None and (not math.isfinite(v) or v <= 0):
         raise ValueError(f"{name} must be finite and > 0, got {value!r}")
 
 
-def check_rate(name: str, value: Any) -> None:
-    """Raises if a concrete probability ``value`` lies outside [0, 1] or is NaN."""
-    v = _concrete_float(name, value)
+def check_rate(name: str, value: Any, *, allow_schedule: bool = False) -> None:
+    """Raises if a concrete probability ``value`` lies outside [0, 1] or is NaN (or a callable, unless allowed)."""
+    v = _concrete_float(name, value, allow_schedule)
     if v is not None and not 0.0 <= v <= 1.0:
         raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
 
@@ -90,11 +96,9 @@ def check_axes(name: str, axis: Any, ndim: int | None = None, where: str = "") -
     return normalized
 
 
-def check_less_equal(name_lo: str, lo: Any, name_hi: str, hi: Any) -> None:
-    """Raises if concrete ``lo`` and ``hi`` have ``lo > hi`` (schedules and traced values pass)."""
-    if callable(lo) or callable(hi):
-        return
-    a, b = _concrete_float(name_lo, lo), _concrete_float(name_hi, hi)
+def check_less_equal(name_lo: str, lo: Any, name_hi: str, hi: Any, *, allow_schedule: bool = False) -> None:
+    """Raises if concrete ``lo`` and ``hi`` have ``lo > hi`` (traced values, and allowed schedules, pass)."""
+    a, b = _concrete_float(name_lo, lo, allow_schedule), _concrete_float(name_hi, hi, allow_schedule)
     if a is not None and b is not None and a > b:
         raise ValueError(f"{name_lo} must be <= {name_hi}, got {name_lo}={lo!r} > {name_hi}={hi!r}")
 

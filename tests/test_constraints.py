@@ -184,6 +184,26 @@ def test_constraint_with_inject_hyperparams():
         np.testing.assert_allclose(norms, radius, rtol=1e-6)
 
 
+def test_min_max_norm_rate_schedule_and_concrete_jax_values():
+    # rate as a schedule is evaluated at the step count (0 then 1): rate 0 leaves the norm, 1 clips it.
+    rate = lambda count: jnp.where(count == 0, 0.0, 1.0)  # noqa: E731
+    tx = jaxreg.min_max_norm(0.5, 1.0, rate=rate, axis=None)
+    params = {"w": jnp.array([3.0, 4.0])}
+    state = tx.init(params)
+    zeros = {"w": jnp.zeros(2)}
+    u, state = tx.update(zeros, state, params)
+    np.testing.assert_allclose(optax.apply_updates(params, u)["w"], [3.0, 4.0], rtol=1e-6)
+    u, state = tx.update(zeros, state, params)
+    np.testing.assert_allclose(optax.apply_updates(params, u)["w"], [0.6, 0.8], rtol=1e-6)
+    # Concrete JAX scalars are checked like Python numbers (traced ones are not inspected).
+    with pytest.raises(ValueError, match=r"^rate must lie in \[0, 1\]"):
+        jaxreg.min_max_norm(0.0, 1.0, rate=jnp.asarray(1.5))
+    with pytest.raises(ValueError, match=r"^max_value must be finite and > 0"):
+        jaxreg.max_norm(jnp.asarray(-2.0))
+    with pytest.raises(ValueError, match="min_value must be <= max_value"):
+        jaxreg.min_max_norm(jnp.asarray(3.0), jnp.asarray(2.0))
+
+
 def test_constraint_errors_name_the_argument():
     with pytest.raises(ValueError, match="max_value"):
         jaxreg.max_norm(0.0)
@@ -354,6 +374,11 @@ def test_mixup_errors_name_the_argument():
         jaxreg.mixup(key, jnp.ones((4, 2), jnp.int32), y, 0.2, num_classes=2)
     with pytest.raises(ValueError, match="batch axis"):
         jaxreg.mixup(key, jnp.ones((3, 2)), y, 0.2, num_classes=2)
+    # Concrete JAX scalars are checked; a schedule is not an alpha.
+    with pytest.raises(ValueError, match=r"^alpha must be finite and > 0"):
+        jaxreg.mixup(key, x, y, jnp.asarray(-1.0), num_classes=2)
+    with pytest.raises(TypeError, match=r"^alpha must be a number or a JAX scalar, not a schedule"):
+        jaxreg.mixup(key, x, y, optax.constant_schedule(0.2), num_classes=2)
 
 
 # --- README and example ----------------------------------------------------------------------------

@@ -243,6 +243,43 @@ def test_bad_hyperparameters_are_named(factory, arg, bad):
         factory(bad)
 
 
+@pytest.mark.parametrize(
+    ("factory", "arg"),
+    [
+        (lambda v: jaxreg.add_l1(v), "strength"),
+        (lambda v: jaxreg.add_decayed_weights(v), "weight_decay"),
+        (lambda v: jaxreg.prox_l1(0.1, v), "learning_rate"),
+        (lambda v: jaxreg.prox_elastic_net(0.1, v, 0.1), "l2"),
+        (lambda v: jaxreg.prox_group_lasso(v, 0.1), "strength"),
+        (lambda v: jaxreg.elastic_net_penalty({"w": jnp.ones(2)}, v, 0.1), "l1"),
+    ],
+)
+def test_concrete_jax_scalars_are_checked_too(factory, arg):
+    # A concrete (not traced) JAX scalar is inspected like a Python number ...
+    for bad in (jnp.asarray(-0.5), jnp.asarray(float("nan")), jnp.asarray(-1, jnp.int32)):
+        with pytest.raises(ValueError, match=rf"^{arg} must be finite and >= 0, got"):
+            factory(bad)
+    factory(jnp.asarray(0.5))
+
+    # ... while a traced one never is: no Python check runs on it under jit.
+    @jax.jit
+    def traced(v):
+        factory(v)
+        return v
+
+    traced(-0.5)
+
+
+def test_schedules_are_rejected_where_they_cannot_be_used():
+    sched = optax.linear_schedule(0.1, 0.2, 10)
+    for l1, l2, arg in ((sched, 0.1, "l1"), (0.1, sched, "l2")):
+        with pytest.raises(TypeError, match=rf"^{arg} must be a number or a JAX scalar, not a schedule"):
+            jaxreg.elastic_net_penalty({"w": jnp.ones(2)}, l1, l2)
+    # Transforms evaluate schedules at their step count: accepted there.
+    tx = jaxreg.prox_elastic_net(sched, sched, sched)
+    tx.init({"w": jnp.ones(2)})
+
+
 def test_type_errors_and_missing_params():
     with pytest.raises(TypeError, match="strength must be a number"):
         jaxreg.add_l1("0.1")
