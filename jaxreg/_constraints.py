@@ -102,7 +102,10 @@ def max_norm(
       max_value: the radius $c > 0$ (float, JAX scalar or optax schedule).
       axis: the axes the norm is taken over (Keras semantics): ``0`` on a Dense
         kernel ``(in, out)`` constrains each unit's incoming weights; ``(0, 1, 2)``
-        each filter of an HWIO conv kernel; ``None`` the whole leaf.
+        each filter of an HWIO conv kernel; ``None`` the whole leaf. Python ints:
+        with ``optax.inject_hyperparams`` pass ``static_args=("axis",)`` (optax
+        turns an int into an array, which cannot select axes: a ``TypeError``
+        says so).
       mask: which leaves (``optax.masked`` semantics); usually
         ``jaxreg.masks.weights_only``, so biases are left alone.
 
@@ -140,7 +143,8 @@ def unit_norm(axis: Axis = 0, mask: Mask = None) -> optax.GradientTransformation
     projection.
 
     Args:
-      axis: the axes the norm is taken over, as in :func:`max_norm`.
+      axis: the axes the norm is taken over, as in :func:`max_norm` (with
+        ``optax.inject_hyperparams``, ``static_args=("axis",)``).
       mask: which leaves (``optax.masked`` semantics).
 
     Returns:
@@ -185,7 +189,8 @@ def min_max_norm(
       min_value: the lower bound $a \ge 0$ on the norm.
       max_value: the upper bound $b > 0$, with $a \le b$.
       rate: $r \in [0, 1]$, the fraction of the way to the interval per step.
-      axis: the axes the norm is taken over, as in :func:`max_norm`.
+      axis: the axes the norm is taken over, as in :func:`max_norm` (with
+        ``optax.inject_hyperparams``, ``static_args=("axis",)``).
       mask: which leaves (``optax.masked`` semantics).
 
     Returns:

@@ -183,4 +183,5 @@ def group_lasso_penalty(params: Any, axis: int = 0, mask: Mask = None) -> jax.Ar
       variables", JRSS B 2006; Scardapane et al., "Group sparse regularization
       for deep neural networks", Neurocomputing 2017.
     """
+    check_axis("axis", axis)  # even if every selected leaf is 1-D (one group, whatever the axis)
     return _sum_over(params, mask, lambda w, path: group_norms(w, axis, f"params leaf '{path}'"))

@@ -18,7 +18,7 @@ import optax
 
 from jaxreg._penalties import group_norms
 from jaxreg._tree import Mask, count_init, count_next, key_path_str, masked, require_params, value_at
-from jaxreg._validation import check_non_negative
+from jaxreg._validation import check_axis, check_non_negative
 
 
 def soft_threshold(z: jax.Array, threshold: jax.Array | float) -> jax.Array:
@@ -156,7 +156,10 @@ def prox_group_lasso(
     Args:
       strength: $\lambda \ge 0$ (float, JAX scalar or optax schedule).
       learning_rate: $\eta \ge 0$, the step size that scaled the updates.
-      axis: the axis that indexes groups.
+      axis: the axis that indexes groups, a Python int. With
+        ``optax.inject_hyperparams`` pass ``static_args=("axis",)``: optax turns
+        int arguments into arrays, which cannot select an axis (a ``TypeError``
+        says so).
       mask: which leaves (``optax.masked`` semantics).
 
     Returns:
@@ -168,6 +171,7 @@ def prox_group_lasso(
     """
     check_non_negative("strength", strength, allow_schedule=True)
     check_non_negative("learning_rate", learning_rate, allow_schedule=True)
+    check_axis("axis", axis)
 
     def prox(z, s, lr):
         norms = group_norms(z, axis)

@@ -63,10 +63,27 @@ def check_rate(name: str, value: Any, *, allow_schedule: bool = False) -> None:
         raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
 
 
-def check_axis(name: str, axis: int, ndim: int, where: str = "") -> int:
-    """Returns ``axis`` normalized to [0, ndim), raising if it is out of range."""
+def _reject_array_axis(name: str, axis: Any) -> None:
+    # optax.inject_hyperparams turns every int argument into a JAX array (a tracer under jit),
+    # which cannot select axes: point at its static_args.
+    if isinstance(axis, (jax.Array, np.ndarray)):
+        raise TypeError(
+            f"{name} must be a Python int, not an array (got {axis!r}); "
+            f"with optax.inject_hyperparams pass static_args=({name!r},)"
+        )
+
+
+def check_axis(name: str, axis: int, ndim: int | None = None, where: str = "") -> int:
+    """Returns ``axis`` normalized to [0, ndim), raising if it is out of range.
+
+    With ``ndim=None`` only the type is checked (a Python or NumPy int) and
+    ``int(axis)`` is returned.
+    """
+    _reject_array_axis(name, axis)
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {axis!r}")
+    if ndim is None:
+        return int(axis)
     if not -ndim <= axis < ndim:
         suffix = f" of {where}" if where else ""
         raise ValueError(f"{name}={axis} is out of range for the {ndim}-D array{suffix}")
@@ -83,6 +100,7 @@ def check_axes(name: str, axis: Any, ndim: int | None = None, where: str = "") -
         return None
     axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
     for a in axes:
+        _reject_array_axis(name, a)
         if isinstance(a, bool) or not isinstance(a, (int, np.integer)):
             raise TypeError(f"{name} must be an int, a tuple of ints or None, got {axis!r}")
     if ndim is None:

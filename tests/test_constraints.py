@@ -204,6 +204,27 @@ def test_min_max_norm_rate_schedule_and_concrete_jax_values():
         jaxreg.min_max_norm(jnp.asarray(3.0), jnp.asarray(2.0))
 
 
+@pytest.mark.parametrize(
+    "factory",
+    [
+        lambda **k: optax.inject_hyperparams(jaxreg.max_norm)(max_value=1.0, **k),
+        lambda **k: optax.inject_hyperparams(jaxreg.unit_norm)(**k),
+        lambda **k: optax.inject_hyperparams(jaxreg.min_max_norm)(
+            min_value=0.5, max_value=1.0, rate=0.5, **k
+        ),
+    ],
+)
+def test_constraint_axis_under_inject_hyperparams_needs_static_args(factory):
+    params = {"w": jnp.ones((3, 2))}
+    msg = r"^axis must be a Python int.*with optax.inject_hyperparams pass static_args=\('axis',\)"
+    for kwargs in ({}, {"axis": 0}):
+        with pytest.raises(TypeError, match=msg):
+            factory(**kwargs).init(params)
+    factory(axis=(0, 1)).init(params)  # a tuple is not converted by optax: it works as is
+    with pytest.raises(TypeError, match=msg):
+        jaxreg.max_norm(1.0, axis=np.asarray(0))
+
+
 def test_constraint_errors_name_the_argument():
     with pytest.raises(ValueError, match="max_value"):
         jaxreg.max_norm(0.0)

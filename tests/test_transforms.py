@@ -280,6 +280,40 @@ def test_schedules_are_rejected_where_they_cannot_be_used():
     tx.init({"w": jnp.ones(2)})
 
 
+def test_prox_group_lasso_with_inject_hyperparams_needs_static_axis():
+    w = jnp.array([[3.0, 4.0], [0.3, 0.4], [1.0, 0.0]])
+    p, zeros = {"w": w}, {"w": jnp.zeros_like(w)}
+    # The documented form: axis static, strength injected (and changed between steps).
+    tx = optax.inject_hyperparams(jaxreg.prox_group_lasso, static_args=("axis",))(
+        strength=1.0, learning_rate=1.0, axis=0
+    )
+    state = tx.init(p)
+    update = jax.jit(tx.update)
+    for strength in (1.0, 2.0):
+        state.hyperparams["strength"] = jnp.asarray(strength)
+        u, state = update(zeros, state, p)
+        norms = np.linalg.norm(np.asarray(w), axis=1, keepdims=True)
+        expected = np.asarray(w) * np.maximum(1 - strength / norms, 0)
+        np.testing.assert_allclose(optax.apply_updates(p, u)["w"], expected, rtol=1e-6, atol=1e-7)
+    # Without static_args optax turns the int axis into an array, which cannot index axes: say so.
+    msg = r"^axis must be a Python int.*with optax.inject_hyperparams pass static_args=\('axis',\)"
+    for kwargs in ({}, {"axis": 1}):
+        bare = optax.inject_hyperparams(jaxreg.prox_group_lasso)(strength=1.0, learning_rate=1.0, **kwargs)
+        with pytest.raises(TypeError, match=msg):
+            bare.init(p)
+    with pytest.raises(TypeError, match=msg):
+        jaxreg.group_lasso_penalty(p, axis=jnp.asarray(0))
+
+
+@pytest.mark.parametrize("bad", ["junk", 1.5, True, (0, 1), None])
+def test_group_lasso_axis_type_is_checked_even_for_1d_leaves(bad):
+    vector = {"b": jnp.ones(3)}  # a single group whatever the axis: the axis used to go unchecked
+    with pytest.raises(TypeError, match=r"^axis must be an int, got"):
+        jaxreg.group_lasso_penalty(vector, axis=bad)
+    with pytest.raises(TypeError, match=r"^axis must be an int, got"):
+        jaxreg.prox_group_lasso(0.1, 0.1, axis=bad)  # at construction, before any update
+
+
 def test_type_errors_and_missing_params():
     with pytest.raises(TypeError, match="strength must be a number"):
         jaxreg.add_l1("0.1")
