@@ -57,6 +57,8 @@ def _leaf_axes(axis: Axis, z: jax.Array) -> tuple[int, ...] | None:
     try:
         return check_axes("axis", axis, z.ndim)
     except ValueError as e:
+        if z.ndim >= 2:  # a kernel: the axis itself is wrong, the mask would not help
+            raise
         raise ValueError(
             f"{e}; constraints apply to every selected leaf, pass mask=jaxreg.masks.weights_only "
             "to constrain kernels only"

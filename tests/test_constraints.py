@@ -225,6 +225,24 @@ def test_constraint_axis_under_inject_hyperparams_needs_static_args(factory):
         jaxreg.max_norm(1.0, axis=np.asarray(0))
 
 
+def test_out_of_range_axis_hint_only_for_vectors():
+    # A 2-D kernel with axis=2 is a wrong axis, not a bias that weights_only would exclude.
+    params = {"kernel": jnp.ones((3, 2))}
+    tx = jaxreg.max_norm(1.0, axis=2)
+    with pytest.raises(ValueError) as info:
+        tx.update(params, tx.init(params), params)
+    assert re.search(r"params leaf 'kernel' of shape \(3, 2\): axis=2 is out of range", str(info.value))
+    assert "weights_only" not in str(info.value)
+    tx = jaxreg.unit_norm(axis=(0, 0))
+    with pytest.raises(ValueError, match="repeats an axis") as info:
+        tx.update(params, tx.init(params), params)
+    assert "weights_only" not in str(info.value)
+    # A bias (ndim < 2) under a kernel's axes gets the hint.
+    tx = jaxreg.max_norm(1.0, axis=1)
+    with pytest.raises(ValueError, match=r"params leaf 'b'.*mask=jaxreg.masks.weights_only"):
+        tx.update({"b": jnp.ones(3)}, tx.init({"b": jnp.ones(3)}), {"b": jnp.ones(3)})
+
+
 def test_constraint_errors_name_the_argument():
     with pytest.raises(ValueError, match="max_value"):
         jaxreg.max_norm(0.0)
