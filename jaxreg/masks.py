@@ -2,6 +2,15 @@
 
 They work on plain dicts, Flax linen params and ``flax.nnx.State`` alike (any
 pytree), and can be passed to jaxreg's and optax's ``mask=`` arguments.
+
+**With** ``optax.inject_hyperparams``, declare a callable mask static::
+
+    optax.inject_hyperparams(jaxreg.add_l1, static_args=("mask",))(strength=1e-4, mask=weights_only)
+
+otherwise optax takes every callable argument for a schedule and calls it on the
+step count, and the "mask" it gets back selects nothing. The masks of this
+module raise a ``TypeError`` when called on a step count; a mask of your own
+would silently disable the regularization.
 """
 
 from __future__ import annotations
@@ -11,8 +20,19 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from jaxreg._tree import is_float_leaf, key_path_str
+
+
+def _reject_step_count(params: Any, name: str) -> None:
+    # optax.inject_hyperparams calls a callable argument it takes for a schedule on the step
+    # count, a 0-d int32 array: no params pytree is a bare integer scalar.
+    if isinstance(params, jax.Array) and params.ndim == 0 and jnp.issubdtype(params.dtype, jnp.integer):
+        raise TypeError(
+            f"jaxreg.masks.{name} was called on a step count, not on params: optax.inject_hyperparams "
+            "takes a callable mask for a schedule; pass static_args=('mask',)"
+        )
 
 
 def weights_only(params: Any) -> Any:
@@ -26,6 +46,7 @@ def weights_only(params: Any) -> Any:
       >>> jaxreg.masks.weights_only({"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)})
       {'bias': False, 'kernel': True}
     """
+    _reject_step_count(params, "weights_only")
     return jax.tree.map(lambda x: is_float_leaf(x) and x.ndim >= 2, params)
 
 
@@ -54,6 +75,8 @@ def by_path(include: str | None = None, exclude: str | None = None) -> Callable[
     exc = None if exclude is None else re.compile(exclude)
 
     def mask_fn(params: Any) -> Any:
+        _reject_step_count(params, "by_path")
+
         def select(path, _):
             p = key_path_str(path)
             return (inc is None or inc.search(p) is not None) and (exc is None or exc.search(p) is None)

@@ -314,6 +314,26 @@ def test_group_lasso_axis_type_is_checked_even_for_1d_leaves(bad):
         jaxreg.prox_group_lasso(0.1, 0.1, axis=bad)  # at construction, before any update
 
 
+@pytest.mark.parametrize("mask", [jaxreg.masks.weights_only, jaxreg.masks.by_path(exclude="b")])
+def test_callable_mask_with_inject_hyperparams_needs_static_args(mask):
+    p = {"w": jnp.ones((3, 2)), "b": jnp.ones(2)}
+    zeros = jax.tree.map(jnp.zeros_like, p)
+    # The documented form: the mask is static, the strength injected.
+    tx = optax.inject_hyperparams(jaxreg.add_l1, static_args=("mask",))(strength=0.1, mask=mask)
+    state = tx.init(p)
+    update = jax.jit(tx.update)
+    for strength in (0.1, 0.3):
+        state.hyperparams["strength"] = jnp.asarray(strength)
+        u, state = update(zeros, state, p)
+        np.testing.assert_allclose(u["w"], strength, rtol=1e-6)
+        np.testing.assert_array_equal(u["b"], 0.0)
+    # Without it optax calls the mask as a schedule of the step count: jaxreg's masks say so
+    # instead of selecting nothing (which silently disabled the regularization).
+    bare = optax.inject_hyperparams(jaxreg.add_l1)(strength=0.1, mask=mask)
+    with pytest.raises(TypeError, match=r"step count.*static_args=\('mask',\)"):
+        bare.init(p)
+
+
 def test_type_errors_and_missing_params():
     with pytest.raises(TypeError, match="strength must be a number"):
         jaxreg.add_l1("0.1")
