@@ -177,22 +177,50 @@ def test_nnx_spectral_norm_keeps_param_and_normalizes_output():
     assert not model.use_running_average
 
 
+def _np_power_step(kernel, u):
+    # One power iteration (Miyato et al., Algorithm 1) on M = kernel, output axis last.
+    m = np.asarray(kernel, np.float64)
+    v = m @ u
+    v /= np.linalg.norm(v)
+    u = m.T @ v
+    return u / np.linalg.norm(u)
+
+
 def test_nnx_spectral_norm_trains_raw_param_not_u():
+    # Training mode (the default update_stats=True): every step refines u by one power iteration,
+    # and the kernel Param changes by exactly the optimizer's update -lr * grad, nothing else.
+    lr = 0.1
     model = jrx.SpectralNorm(nnx.Linear(4, 3, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(1))
-    optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
+    optimizer = nnx.Optimizer(model, optax.sgd(lr), wrt=nnx.Param)
     x, y = jnp.asarray(_random(0, (8, 4))), jnp.asarray(_random(1, (8, 3)))
 
     @nnx.jit
     def step(model, optimizer, x, y):
-        loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x, update_stats=False) - y) ** 2))(model)
+        loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x) - y) ** 2))(model)
         optimizer.update(model, grads)
-        return loss
+        return loss, grads
 
-    u0 = np.asarray(model.u["kernel"][...]).copy()
-    k0 = np.asarray(model.layer_instance.kernel[...]).copy()
-    losses = [float(step(model, optimizer, x, y)) for _ in range(5)]
+    losses = []
+    for _ in range(5):
+        k0 = np.asarray(model.layer_instance.kernel[...]).copy()
+        u0 = np.asarray(model.u["kernel"][...], np.float64).copy()
+        loss, grads = step(model, optimizer, x, y)
+        losses.append(float(loss))
+        # u is not trained: the gradients are those of the Params only.
+        assert set(nnx.to_flat_state(grads).paths) == {
+            ("layer_instance", "kernel"),
+            ("layer_instance", "bias"),
+        }
+        k1 = np.asarray(model.layer_instance.kernel[...])
+        grad = np.asarray(grads["layer_instance"]["kernel"][...])
+        np.testing.assert_allclose(k1, k0 - lr * grad, rtol=1e-6, atol=1e-7)
+        u1 = np.asarray(model.u["kernel"][...], np.float64)
+        assert not np.array_equal(u1, u0)
+        np.testing.assert_allclose(u1, _np_power_step(k0, u0), rtol=1e-5, atol=1e-6)
     assert losses[-1] < losses[0]
-    assert not np.array_equal(np.asarray(model.layer_instance.kernel[...]), k0)
+    # Evaluation mode leaves u alone.
+    u0 = np.asarray(model.u["kernel"][...]).copy()
+    model(x, update_stats=False)
     np.testing.assert_array_equal(np.asarray(model.u["kernel"][...]), u0)
 
 
