@@ -76,6 +76,14 @@ def add_decayed_weights(
     Returns:
       An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
 
+    Examples:
+      >>> import jax.numpy as jnp, optax, jaxreg
+      >>> tx = jaxreg.add_decayed_weights(0.5)  # then optax.chain(tx, optax.sgd(learning_rate))
+      >>> params = {"w": jnp.array([2.0, -1.0])}
+      >>> updates, _ = tx.update({"w": jnp.array([0.25, 0.25])}, tx.init(params), params)
+      >>> updates["w"].tolist()  # g + 0.5 * w
+      [1.25, -0.25]
+
     References:
       Krogh and Hertz, "A Simple Weight Decay Can Improve Generalization", 1991;
       optax.add_decayed_weights.

@@ -198,6 +198,14 @@ def min_max_norm(
     Returns:
       An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
 
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, optax, jaxreg
+      >>> tx = optax.chain(optax.sgd(1.0), jaxreg.min_max_norm(1.0, 2.0, axis=0))
+      >>> params = {"kernel": jnp.array([[3.0, 0.3], [4.0, 0.4]])}  # column norms 5 and 0.5
+      >>> updates, _ = tx.update({"kernel": jnp.zeros((2, 2))}, tx.init(params), params)
+      >>> np.asarray(optax.apply_updates(params, updates)["kernel"], float).round(6).tolist()
+      [[1.2, 0.6], [1.6, 0.8]]
+
     References:
       Keras, ``keras.constraints.MinMaxNorm`` (https://keras.io/api/layers/constraints/).
     """

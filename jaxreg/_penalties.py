@@ -125,6 +125,12 @@ def elastic_net_penalty(params: Any, l1: Any, l2: Any, mask: Mask = None) -> jax
     Returns:
       A float32 scalar (float64 if a selected leaf is float64).
 
+    Examples:
+      >>> import jax.numpy as jnp, jaxreg
+      >>> w = {"w": jnp.array([1.0, -2.0])}
+      >>> float(jaxreg.elastic_net_penalty(w, l1=0.5, l2=1.0))  # 0.5 * 3 + 1.0 * 5 / 2
+      4.0
+
     References:
       Zou and Hastie, "Regularization and variable selection via the elastic
       net", JRSS B 2005.
@@ -177,6 +183,14 @@ def group_lasso_penalty(params: Any, axis: int = 0, mask: Mask = None) -> jax.Ar
 
     Returns:
       A float32 scalar (float64 if a selected leaf is float64).
+
+    Examples:
+      >>> import jax.numpy as jnp, jaxreg
+      >>> kernel = jnp.array([[3.0, 4.0], [0.0, 0.0], [1.0, 0.0]])  # (in=3, out=2)
+      >>> float(jaxreg.group_lasso_penalty({"kernel": kernel}, axis=0))  # rows: 5 + 0 + 1
+      6.0
+      >>> round(float(jaxreg.group_lasso_penalty({"kernel": kernel}, axis=1)), 4)  # columns: sqrt(10) + 4
+      7.1623
 
     References:
       Yuan and Lin, "Model selection and estimation in regression with grouped

@@ -57,7 +57,7 @@ def check_positive(name: str, value: Any, *, allow_schedule: bool = False) -> No
 
 
 def check_rate(name: str, value: Any, *, allow_schedule: bool = False) -> None:
-    """Raises if a concrete probability ``value`` lies outside [0, 1] or is NaN (or a callable, unless allowed)."""
+    """Raises if a concrete probability ``value`` is outside [0, 1] or NaN (or a callable, unless allowed)."""
     v = _concrete_float(name, value, allow_schedule)
     if v is not None and not 0.0 <= v <= 1.0:
         raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
