@@ -281,7 +281,7 @@ def _cpu_model() -> str:
 
 
 def _git_commit() -> str | None:
-    """The measured checkout's commit, with "+dirty" when jaxreg/ or benchmarks/ differ from it."""
+    """The measured checkout's commit, "+dirty" when jaxreg/ or benchmarks/ (results aside) differ from it."""
     import subprocess
 
     try:
@@ -289,7 +289,16 @@ def _git_commit() -> str | None:
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "--no-optional-locks", "status", "--porcelain", "--", "jaxreg", "benchmarks"],
+            [
+                "git",
+                "--no-optional-locks",
+                "status",
+                "--porcelain",
+                "--",
+                "jaxreg",
+                "benchmarks",
+                ":!benchmarks/results",
+            ],
             capture_output=True,
             text=True,
             timeout=10,
