@@ -4,7 +4,9 @@ One multi-head self-attention block ``x + drop(proj(softmax(q k^T / sqrt(d)) v))
 with ``drop`` also applied to the attention probabilities, differentiated with
 respect to its weights and its input. Three variants timed side by side: no
 dropout, ``jaxreg.dropout`` and Flax-style dropout (``flax.linen.Dropout``,
-i.e. ``jax.random.bernoulli`` and a select). Issue 4 measured flax-style
+i.e. ``jax.random.bernoulli`` and a select), plus a multiply by ``1 - rate``
+in the same places, which shows what XLA's fusion of an elementwise op there
+costs or saves without any random bits. Issue 4 measured flax-style
 dropout(0.1) at about +51% of the time without dropout, and targets at most
 +10% for jaxreg.
 """
@@ -19,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxreg
-from benchmarks._harness import FLAX, NONE, Baseline, Bench, Case, Config, normal
+from benchmarks._harness import ELEMENTWISE, FLAX, NONE, Baseline, Bench, Case, Config, normal
 
 RATE = 0.1
 FULL = (4, 8, 512, 64)  # batch, heads, tokens, head dim (issue 4)
@@ -33,6 +35,13 @@ def _no_dropout(key, x):
 
 def _jaxreg_dropout(key, x):
     return jaxreg.dropout(key, x, RATE)
+
+
+def _scale(key, x):
+    # Not dropout: an elementwise multiply in the same places. Adding any elementwise op
+    # there changes how XLA fuses the block; this separates that from the random bits.
+    del key
+    return x * jnp.asarray(1.0 - RATE, x.dtype)
 
 
 def _flax_dropout(key, x):
@@ -89,6 +98,7 @@ def _build(dims, repeats_factor: int) -> Bench | str:
                 target=("jaxreg dropout adds <= 10% to the time without dropout", lambda r: r >= 1 / 1.1),
             ),
             Baseline("flax-style dropout (flax.linen.Dropout)", thunk(_flax_dropout), FLAX),
+            Baseline(f"x * {1 - RATE} in place of dropout (no random bits)", thunk(_scale), ELEMENTWISE),
         ],
         extra={"dims": {"batch": batch, "heads": heads, "tokens": tokens, "head_dim": dh}, "rate": RATE},
         repeats_factor=repeats_factor,

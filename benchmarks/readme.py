@@ -235,7 +235,7 @@ def render(doc: dict[str, Any], json_path: str) -> list[str]:
         variants = [["no dropout", _ms(none, "baseline"), "-"]] if none else []
         variants.append(["`jaxreg.dropout`", _ms(a), _pct(a.get("overhead_pct"))])
         for r in attention:
-            if r["baseline_kind"] == "flax":
+            if r["baseline_kind"] != "none":
                 variants.append([r["baseline"], _ms(r, "baseline"), _pct(r.get("baseline_overhead_pct"))])
         lines += [
             f"Attention block forward+backward (batch {d.get('batch')}, {d.get('heads')} heads, "
