@@ -3,8 +3,11 @@ r"""The one mechanism that draws every dropout-family mask and noise.
 Two samplers:
 
 * ``"jax"``: ``jax.random`` itself. ``keep_mask`` is exactly
-  ``jax.random.bernoulli(key, keep_prob, shape)``, so results are bit-identical
-  to ``flax.linen.Dropout`` and ``hk.dropout`` for the same key.
+  ``jax.random.bernoulli(key, keep_prob, shape)``, so ``dropout`` is
+  bit-identical to ``flax.linen.Dropout`` for the same key (tested). Haiku's
+  ``hk.dropout`` computes ``keep * x / keep_rate`` instead of a select, so its
+  values agree up to the sign of zero (``-0.0`` for dropped negatives) and NaN
+  for dropped infinities (not tested: Haiku is not a dependency).
 * ``"fast"`` (the default, ``sampler=None``): a counter-based hash. The 32-bit
   word of an element is
 
@@ -95,10 +98,18 @@ def _mix2(x: jax.Array) -> jax.Array:
     return x ^ lax.shift_right_logical(x, _u32(15))
 
 
+def missing_key_error(name: str) -> ValueError:
+    """The one error for a missing key in training mode (every op and the samplers)."""
+    return ValueError(
+        f"{name} needs a PRNG key in training mode: pass key=jax.random.key(...), "
+        "or deterministic=True at evaluation; got key=None"
+    )
+
+
 def key_words(key: Any) -> jax.Array:
     """The key's data as ``uint32`` words, shape ``(n,)`` (typed or legacy keys)."""
     if key is None:
-        raise ValueError("a PRNG key is needed in training mode (deterministic=False), got key=None")
+        raise missing_key_error("the sampler")
     if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         data = jax.random.key_data(key)
     else:
@@ -137,9 +148,8 @@ def _flat_index(shape: tuple[int, ...], axes: range) -> jax.Array:
     return idx
 
 
-def _counter_words(shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array | None]:
-    """The element's global index as one word, or two words for >= 2**32 elements."""
-    limit = _COUNTER_LIMIT
+def _counter_words(shape: tuple[int, ...], limit: int) -> tuple[jax.Array, jax.Array | None]:
+    """The element's global index as one word, or two words for more than ``limit`` elements."""
     if math.prod(shape) <= limit:
         return _flat_index(shape, range(len(shape))), None
     for k in range(len(shape)):
@@ -153,15 +163,19 @@ def hash_bits(key: Any, shape: tuple[int, ...], stream: int = 0) -> jax.Array:
     shape = tuple(int(d) for d in shape)
     if key is None:
         key_words(key)  # raises the missing-key error
-    return _hash_bits(key, shape, stream)
+    # The counter limit is read here, outside jit, and passed as a static
+    # argument, so that it is part of the compilation cache key (tests lower it).
+    return _hash_bits(key, shape, stream, _COUNTER_LIMIT)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _hash_bits(key: Any, shape: tuple[int, ...], stream: int) -> jax.Array:
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _hash_bits(key: Any, shape: tuple[int, ...], stream: int, limit: int) -> jax.Array:
     # Jitted so that eager calls run as one compiled kernel; under an outer
-    # jit XLA inlines it and fuses the hash into the consumer.
+    # jit XLA inlines it and fuses the hash into the consumer. Eagerly, the
+    # kernel (and so the random words) lives on jax's default device; under
+    # jit with a sharded input XLA partitions the iota like any elementwise op.
     s0, s1 = seed_words(key, stream)
-    lo, hi = _counter_words(shape)
+    lo, hi = _counter_words(shape, limit)
     if hi is not None:
         s0 = s0 ^ _mix2(hi + s1)
     return _mix2(_mix1(lo ^ s0) ^ s1)
