@@ -73,12 +73,26 @@ def dropout(
     for one mask per sequence over a ``(batch, time, features)`` input.
 
     ``sampler="jax"`` draws ``jax.random.bernoulli(key, 1 - rate, mask_shape)``
-    and computes ``lax.select(mask, x / (1 - rate), 0)``: bit-identical to
-    ``flax.linen.Dropout`` and ``hk.dropout`` for the same key. The default
-    (``None`` = ``"fast"``) hashes each element's global index with seed words
-    from the key inside the fusion that applies the mask (see
+    and computes ``lax.select(mask, x / (1 - rate), 0)`` in ``x``'s dtype:
+    bit-identical to ``flax.linen.Dropout`` for the same key (tested), and equal
+    in value to ``hk.dropout`` up to the sign of zero (Haiku multiplies by the
+    mask, giving ``-0.0`` for dropped negatives and NaN for dropped infinities).
+    The default (``None`` = ``"fast"``) hashes each element's global index with
+    seed words from the key inside the fusion that applies the mask (see
     :mod:`jaxreg._sampling`); its keep probability is quantized to $2^{-24}$
-    and the inverted scaling uses the quantized $q$, so $E[y] = x$ exactly.
+    and the inverted scaling uses the quantized $q$, computed in float32 (or
+    wider) and rounded once to ``x``'s dtype, so $E[y] = x$ up to that one
+    rounding, in half precision too. (``sampler="jax"`` in bfloat16 divides by
+    ``bfloat16(1 - rate)``, as Flax: a relative bias of up to $2^{-9}$.)
+
+    A traced ``rate`` gets a zero gradient with the fast sampler (the
+    quantization of $q$ is piecewise constant); the rate is a hyperparameter,
+    not a parameter. Rates within $2^{-25}$ of 1 quantize to $q = 0$ and give
+    zeros, as ``rate == 1``.
+
+    Called eagerly (outside ``jit``) the mask is computed by a jitted kernel on
+    jax's default device, so for a sharded ``x`` it is materialized on one
+    device; call dropout inside ``jax.jit`` to let XLA shard (and fuse) it.
 
     Args:
       key: a ``jax.random`` key (typed or legacy); may be ``None`` when

@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from jaxreg import _sampling
 from jaxreg._sampling import Sampler
-from jaxreg._validation import check_axis
+from jaxreg._validation import _concrete_float, check_axis
 
 MODES = ("inverted", "classic")
 
 
 def is_concrete(value: Any) -> bool:
-    """True for Python and NumPy numbers (values known at trace time)."""
-    return isinstance(value, (numbers.Real, np.generic)) and not isinstance(value, bool)
+    """True for scalars known at trace time: Python and NumPy numbers, and concrete JAX scalars.
+
+    Built on `jaxreg._validation`'s notion of "concrete" (the one that
+    ``check_rate`` uses), so ``jnp.float32(0.0)`` counts as a known zero while
+    a traced value never does.
+    """
+    try:
+        return _concrete_float("value", value) is not None
+    except (TypeError, ValueError):  # bools, arrays, non-numbers: never treated as known scalars
+        return False
 
 
 def is_zero(value: Any) -> bool:
@@ -34,10 +40,7 @@ def is_one(value: Any) -> bool:
 
 def require_key(key: Any, name: str) -> None:
     if key is None:
-        raise ValueError(
-            f"{name} needs a PRNG key in training mode: pass key=jax.random.key(...), "
-            "or deterministic=True at evaluation"
-        )
+        raise _sampling.missing_key_error(name)
 
 
 def keep_prob_of(rate: Any) -> Any:
@@ -47,15 +50,39 @@ def keep_prob_of(rate: Any) -> Any:
     return 1.0 - jnp.asarray(rate, jnp.float32)
 
 
-def safe_divide(x: jax.Array, q: Any) -> jax.Array:
+def safe_divide(x: jax.Array, q: Any, sampler: Sampler = None) -> jax.Array:
     """``x / q`` in ``x``'s dtype; ``x / 1`` where ``q == 0`` (then every element is dropped).
 
     The guard keeps the gradient NaN-free at a traced ``rate == 1``: the dropped
     branch of the select gets a zero cotangent, and ``0 * (1 / 0)`` would be NaN.
+
+    With the fast sampler the division runs in float32 or wider and is rounded
+    to ``x``'s dtype once, so half-precision inputs are scaled by ``1 / q`` up
+    to one rounding of each product (not by ``1 / round(q)``, a bias of up to
+    ``2**-9`` in bfloat16). ``sampler="jax"`` divides in ``x``'s dtype, as
+    ``flax.linen.Dropout`` does, for bit-identical results.
+    """
+    qs = safe_keep_prob(q)
+    if _sampling.resolve_sampler(sampler) == "jax":
+        return x / jnp.asarray(qs, x.dtype)
+    wide = jnp.promote_types(x.dtype, jnp.float32)
+    if wide == x.dtype:
+        return x / jnp.asarray(qs, x.dtype)
+    return (x.astype(wide) / jnp.asarray(qs, wide)).astype(x.dtype)
+
+
+def zero_where_nothing_kept(q: Any, y: jax.Array) -> jax.Array:
+    """Zeros if the keep probability actually used, ``q``, is 0; else ``y``.
+
+    The one place every masking op (dropout, spatial dropout, drop path, alpha
+    dropout) handles "rate effectively 1": ``rate == 1``, or a rate within
+    ``2**-25`` of 1 that the fast sampler quantizes to ``q = 0``. ``y`` must be
+    finite there (use `safe_keep_prob` for constants derived from ``1 / q``),
+    so gradients stay NaN-free.
     """
     if is_concrete(q):
-        return x / jnp.asarray(q if q > 0 else 1.0, x.dtype)
-    return x / jnp.where(q > 0, q, 1.0).astype(x.dtype)
+        return jnp.zeros_like(y) if float(q) == 0.0 else y
+    return jnp.where(jnp.asarray(q) > 0, y, jnp.zeros_like(y))
 
 
 def masked_shape(shape: Sequence[int], broadcast_dims: Sequence[int]) -> tuple[int, ...]:
@@ -83,8 +110,8 @@ def apply_keep_mask(
     """
     keep, q = _sampling.keep_mask(key, mask_shape, keep_prob_of(rate), sampler)
     keep = jnp.broadcast_to(keep, x.shape)
-    kept = safe_divide(x, q) if scale else x
-    return lax.select(keep, kept, jnp.zeros_like(x))
+    kept = safe_divide(x, q, sampler) if scale else x
+    return zero_where_nothing_kept(q, lax.select(keep, kept, jnp.zeros_like(x)))
 
 
 def zero_where_rate_is_one(rate: Any, y: jax.Array) -> jax.Array:

@@ -21,6 +21,7 @@ from jaxreg._dropout_utils import (
     keep_prob_of,
     require_key,
     safe_keep_prob,
+    zero_where_nothing_kept,
     zero_where_rate_is_one,
 )
 from jaxreg._sampling import Sampler
@@ -202,6 +203,4 @@ def alpha_dropout(
     b = -a * ALPHA_PRIME * (1.0 - qs)
     dt = x.dtype
     y = jnp.asarray(a, dt) * lax.select(keep, x, jnp.full_like(x, ALPHA_PRIME)) + jnp.asarray(b, dt)
-    if not is_concrete(q):
-        y = jnp.where(q > 0, y, jnp.zeros_like(y))
-    return y
+    return zero_where_nothing_kept(q, y)

@@ -493,3 +493,61 @@ def test_every_key_kind(key, sampler):
     y = jaxreg.dropout(key, jnp.ones((128, 128)), 0.5, sampler=sampler)
     frac = float((y == 0).mean())
     assert abs(frac - 0.5) < 5 * 0.5 / 128  # Binomial(16384, 1/2): 5 sd
+
+
+# ---------------------------------------------------------------- review fixes
+
+# Ops that draw a keep mask with the sampler's quantized q (dropblock draws
+# seeds, whose q is 1 - gamma; its rate-1 handling is tested above).
+MASK_OPS = [o for o in OPS if o[0] in {"dropout", "spatial_dropout", "drop_path", "alpha_dropout"}]
+
+
+@pytest.mark.parametrize("op", [o[1] for o in MASK_OPS], ids=[o[0] for o in MASK_OPS])
+def test_rate_quantized_to_nothing_kept_gives_zeros(op):
+    # rate = 1 - 2**-26: the fast sampler's threshold round(2**-26 * 2**24) = 0,
+    # so q = 0 and nothing is kept. Every op must then return zeros (the rate-1
+    # rule), with zero, NaN-free gradients.
+    rate, x = 1.0 - 2.0**-26, _x()
+    assert round((1 - rate) * 2**24) == 0
+    y = op(KEY, x, rate)
+    np.testing.assert_array_equal(np.asarray(y), 0.0)
+    g = jax.grad(lambda x: jnp.sum(jnp.sin(op(KEY, x, rate))))(x)
+    np.testing.assert_array_equal(np.asarray(g), 0.0)
+
+
+@pytest.mark.parametrize("op", OP_FNS, ids=OP_IDS)
+def test_concrete_jax_scalar_rate_zero_needs_no_key(op):
+    # A concrete (non-traced) JAX scalar is as known as a Python number: rate 0 is the identity.
+    x = _x()
+    np.testing.assert_array_equal(np.asarray(op(None, x, jnp.float32(0.0))), np.asarray(x))
+
+
+def test_missing_key_message_is_the_same_everywhere():
+    with pytest.raises(ValueError, match="dropout needs a PRNG key in training mode") as e1:
+        jaxreg.dropout(None, jnp.ones(3), 0.5)
+    from jaxreg import _sampling
+
+    with pytest.raises(ValueError, match="needs a PRNG key in training mode") as e2:
+        _sampling.bits(None, (3,))
+    assert str(e1.value).split(" needs")[1] == str(e2.value).split(" needs")[1]
+
+
+def test_fast_bfloat16_scale_is_one_over_q_not_one_over_rounded_q():
+    # rate 0.3: q = round(0.7 * 2**24) / 2**24 ~ 0.7, but bfloat16(0.7) = 0.69921875
+    # (relative error 1.1e-3). Kept values must be x / q rounded once to
+    # bfloat16, so the mean of y / (x / q) over kept elements is 1 up to
+    # rounding: each ratio is 1 + d with |d| <= 2**-8 (bfloat16's unit
+    # roundoff); the mean of d over n ~ 7e5 kept elements has a bias below
+    # u**2 = 1.5e-5 and a standard error below 2**-8 / sqrt(3 n) < 3e-6, so
+    # |mean - 1| < 1e-4 (a 1 / bfloat16(q) scale would give 1.1e-3).
+    rate = 0.3
+    q = _q(rate, "fast")
+    x = _x((1024, 1024), jnp.bfloat16)
+    y = np.asarray(jaxreg.dropout(KEY, x, rate), np.float64)
+    xf = np.asarray(x, np.float64)
+    kept = y != 0
+    ratio = y[kept] / (xf[kept] / q)
+    assert abs(ratio.mean() - 1) < 1e-4
+    # Elementwise: exactly the float32 quotient rounded to bfloat16.
+    want = (jnp.asarray(x, jnp.float32) / jnp.float32(q)).astype(jnp.bfloat16)
+    np.testing.assert_array_equal(y[kept], np.asarray(want, np.float64)[kept])
