@@ -39,7 +39,13 @@ def _q(rate, sampler):
     return round((1 - rate) * 2**24) / 2**24 if sampler == "fast" else 1 - rate
 
 
+def _dropconnect_op(key, x, rate, **kw):
+    """dropconnect on a one-leaf params tree (it has no ``deterministic``: evaluation uses W)."""
+    return jaxreg.dropconnect(key, {"w": x}, rate, **kw)["w"]
+
+
 # (name, op(key, x, rate, **kw)); every op takes rate third and keyword options.
+# gaussian_noise takes its stddev in the rate's place (no rate-1 or rate <= 1 rules).
 OPS = [
     ("dropout", jaxreg.dropout),
     ("spatial_dropout", jaxreg.spatial_dropout),
@@ -47,16 +53,22 @@ OPS = [
     ("alpha_dropout", jaxreg.alpha_dropout),
     ("drop_path", jaxreg.drop_path),
     ("dropblock", lambda k, x, r, **kw: jaxreg.dropblock(k, x, r, 3, **kw)),
+    ("dropconnect", _dropconnect_op),
+    ("gaussian_noise", jaxreg.gaussian_noise),
 ]
 OP_IDS = [o[0] for o in OPS]
 OP_FNS = [o[1] for o in OPS]
+# Ops whose third argument is a drop rate in [0, 1].
+RATE_OPS = [o for o in OPS if o[0] != "gaussian_noise"]
+RATE_IDS = [o[0] for o in RATE_OPS]
+RATE_FNS = [o[1] for o in RATE_OPS]
 # Transformation tests run every op with the default (fast) sampler, and plain
 # dropout with sampler="jax" too (the other ops share its code path).
 CASES = [pytest.param(fn, "fast", id=f"{name}-fast") for name, fn in OPS] + [
     pytest.param(jaxreg.dropout, "jax", id="dropout-jax")
 ]
 # Ops whose output is D(key) * x with D independent of x (gradient = y / x).
-LINEAR = {"dropout", "spatial_dropout", "gaussian_dropout", "drop_path", "dropblock"}
+LINEAR = {"dropout", "spatial_dropout", "gaussian_dropout", "drop_path", "dropblock", "dropconnect"}
 
 
 # ---------------------------------------------------------------- dropout
@@ -357,7 +369,7 @@ def test_dropconnect_gradients_flow_to_kept_weights():
 # ---------------------------------------------------------------- rules for every op
 
 
-@pytest.mark.parametrize("op", OP_FNS, ids=OP_IDS)
+@pytest.mark.parametrize("op", RATE_FNS, ids=RATE_IDS)
 @pytest.mark.parametrize("traced", [False, True])
 def test_rate_one_gives_zeros_and_nan_free_gradients(op, traced):
     x = _x()
@@ -376,11 +388,17 @@ def test_rate_one_gives_zeros_and_nan_free_gradients(op, traced):
     np.testing.assert_array_equal(np.asarray(g), 0.0)
 
 
-@pytest.mark.parametrize("op", OP_FNS, ids=OP_IDS)
+@pytest.mark.parametrize("op", RATE_FNS, ids=RATE_IDS)
 @pytest.mark.parametrize("rate", [-0.1, 1.5, float("nan")])
 def test_invalid_python_rate_raises(op, rate):
     with pytest.raises(ValueError, match=rf"rate.*{rate}"):
         op(KEY, _x(), rate)
+
+
+@pytest.mark.parametrize("stddev", [-0.1, float("nan"), float("inf")])
+def test_invalid_python_stddev_raises(stddev):
+    with pytest.raises(ValueError, match=rf"stddev.*{stddev}"):
+        jaxreg.gaussian_noise(KEY, _x(), stddev)
 
 
 @pytest.mark.parametrize("op, sampler", CASES)
@@ -396,7 +414,10 @@ def test_traced_rate_under_jit(op, sampler):
 @pytest.mark.parametrize("op", OP_FNS, ids=OP_IDS)
 def test_rate_zero_or_deterministic_is_identity_without_random_work(op):
     x = _x()
-    for kwargs, rate in [({}, 0.0), ({"deterministic": True}, 0.3), ({"deterministic": True}, 1.0)]:
+    cases = [({}, 0.0), ({"deterministic": True}, 0.3), ({"deterministic": True}, 1.0)]
+    if op is _dropconnect_op:  # no evaluation mode: only rate 0 applies
+        cases = cases[:1]
+    for kwargs, rate in cases:
         np.testing.assert_array_equal(np.asarray(op(None, x, rate, **kwargs)), np.asarray(x))
         jaxpr = jax.make_jaxpr(lambda x, rate=rate, kwargs=kwargs: op(None, x, rate, **kwargs))(x)
         assert not jaxpr.eqns  # no random bits, no arithmetic
@@ -430,6 +451,9 @@ def test_jit_matches_eager_and_gradient(op, sampler):
     g = jax.jit(jax.grad(lambda x: op(KEY, x, 0.3, sampler=sampler).sum()))(x)
     if name in LINEAR:  # y = D(key) x, so d sum(y) / dx = D = y / x
         np.testing.assert_allclose(np.asarray(g), np.asarray(y / x), rtol=1e-5, atol=1e-6)
+    elif name == "gaussian_noise":  # y = x + stddev z: gradient 1, and y - x has sd 0.3
+        np.testing.assert_array_equal(np.asarray(g), 1.0)
+        assert not np.array_equal(np.asarray(y), np.asarray(x))
     else:  # alpha dropout: y = a * select(m, x, alpha') + b, gradient a * m
         q = _q(0.3, sampler)
         a = (q * (1 + (1 - q) * 1.7580993408473766**2)) ** -0.5
