@@ -9,9 +9,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxreg import _sampling
-from jaxreg._dropout_utils import is_concrete, is_one, is_zero, require_key, zero_where_rate_is_one
+from jaxreg._dropout_utils import is_concrete, shortcut, start, zero_where_rate_is_one
 from jaxreg._sampling import Sampler
-from jaxreg._validation import check_count, check_rate
+from jaxreg._validation import check_count
 
 
 def dropblock_gamma(rate: Any, block_size: int, height: int, width: int) -> Any:
@@ -80,17 +80,12 @@ def dropblock(
       convolutional networks", NeurIPS 2018, https://arxiv.org/abs/1810.12890;
       timm ``timm.layers.DropBlock2d``.
     """
-    check_rate("rate", rate)
     block_size = check_count("block_size", block_size, minimum=1)
-    _sampling.resolve_sampler(sampler)
-    x = jnp.asarray(x)
+    x = start(x, rate, sampler)
     if x.ndim != 4:
         raise ValueError(f"dropblock expects NHWC input (4-D), got x of shape {x.shape}")
-    if deterministic or is_zero(rate):
-        return x
-    require_key(key, "dropblock")
-    if is_one(rate):
-        return jnp.zeros_like(x)
+    if (out := shortcut("dropblock", key, x, rate, deterministic)) is not None:
+        return out
     _, height, width, _ = x.shape
     b = min(block_size, height, width)
     gamma = dropblock_gamma(rate, b, height, width)

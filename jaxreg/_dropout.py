@@ -19,11 +19,11 @@ from jaxreg._dropblock import dropblock as dropblock
 from jaxreg._dropout_utils import (
     MODES,
     apply_keep_mask,
-    is_one,
     is_zero,
     keep_prob_of,
     masked_shape,
-    require_key,
+    shortcut,
+    start,
 )
 from jaxreg._dropout_utils import is_concrete as is_concrete
 from jaxreg._noise_dropout import alpha_dropout as alpha_dropout
@@ -121,20 +121,13 @@ def dropout(
       Overfitting", JMLR 2014, https://jmlr.org/papers/v15/srivastava14a.html;
       ``flax.linen.Dropout``; ``torch.nn.Dropout``.
     """
-    check_rate("rate", rate)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    _sampling.resolve_sampler(sampler)
-    x = jnp.asarray(x)
-    if deterministic:
-        if mode == "classic" and not is_zero(rate):
-            return x * jnp.asarray(keep_prob_of(rate), x.dtype)
-        return x
-    if is_zero(rate):
-        return x
-    require_key(key, "dropout")
-    if is_one(rate):
-        return jnp.zeros_like(x)
+    x = start(x, rate, sampler)
+    if deterministic and mode == "classic" and not is_zero(rate):
+        return x * jnp.asarray(keep_prob_of(rate), x.dtype)
+    if (out := shortcut("dropout", key, x, rate, deterministic)) is not None:
+        return out
     mask_shape = masked_shape(x.shape, broadcast_dims)
     return apply_keep_mask(key, x, rate, mask_shape, scale=mode == "inverted", sampler=sampler)
 
@@ -184,18 +177,13 @@ def spatial_dropout(
       Networks", CVPR 2015, https://arxiv.org/abs/1411.4280; Keras
       ``SpatialDropout2D``; ``torch.nn.Dropout2d``.
     """
-    check_rate("rate", rate)
-    _sampling.resolve_sampler(sampler)
-    x = jnp.asarray(x)
+    x = start(x, rate, sampler)
     c = check_axis("channel_axis", channel_axis, x.ndim, "x")
     b = None if batch_axis is None else check_axis("batch_axis", batch_axis, x.ndim, "x")
     if b == c:
         raise ValueError(f"batch_axis and channel_axis must differ, got {batch_axis} and {channel_axis}")
-    if deterministic or is_zero(rate):
-        return x
-    require_key(key, "spatial_dropout")
-    if is_one(rate):
-        return jnp.zeros_like(x)
+    if (out := shortcut("spatial_dropout", key, x, rate, deterministic)) is not None:
+        return out
     shared = [d for d in range(x.ndim) if d not in (b, c)]
     return apply_keep_mask(key, x, rate, masked_shape(x.shape, shared), scale=True, sampler=sampler)
 
@@ -241,15 +229,10 @@ def drop_path(
       Huang et al., "Deep Networks with Stochastic Depth", ECCV 2016,
       https://arxiv.org/abs/1603.09382; timm ``timm.layers.drop_path``.
     """
-    check_rate("rate", rate)
-    _sampling.resolve_sampler(sampler)
-    x = jnp.asarray(x)
+    x = start(x, rate, sampler)
     b = check_axis("batch_axis", batch_axis, x.ndim, "x")
-    if deterministic or is_zero(rate):
-        return x
-    require_key(key, "drop_path")
-    if is_one(rate):
-        return jnp.zeros_like(x)
+    if (out := shortcut("drop_path", key, x, rate, deterministic)) is not None:
+        return out
     shared = [d for d in range(x.ndim) if d != b]
     return apply_keep_mask(key, x, rate, masked_shape(x.shape, shared), scale=scale_by_keep, sampler=sampler)
 
@@ -299,9 +282,8 @@ def dropconnect(
     """
     check_rate("rate", rate)
     _sampling.resolve_sampler(sampler)
-    if is_zero(rate):
-        return params
-    require_key(key, "dropconnect")
+    if shortcut("dropconnect", key, params, rate, False, one_drops_all=False) is not None:
+        return params  # rate 0: no key needed (rate 1 zeroes the selected leaves below)
     leaves, treedef = jax.tree.flatten(params)
     flags = jax.tree.leaves(resolve_mask(mask, params))
     out = [

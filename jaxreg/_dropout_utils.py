@@ -11,7 +11,7 @@ from jax import lax
 
 from jaxreg import _sampling
 from jaxreg._sampling import Sampler
-from jaxreg._validation import _concrete_float, check_axis
+from jaxreg._validation import _concrete_float, check_axis, check_rate
 
 MODES = ("inverted", "classic")
 
@@ -41,6 +41,34 @@ def is_one(value: Any) -> bool:
 def require_key(key: Any, name: str) -> None:
     if key is None:
         raise _sampling.missing_key_error(name)
+
+
+def start(x: Any, rate: Any, sampler: Sampler, *, rate_name: str = "rate", check: Any = None) -> jax.Array:
+    """The shared first step of every op: checks a concrete ``rate`` and the sampler; ``x`` as an array.
+
+    ``check`` is the validator for the rate argument (default ``check_rate``, in [0, 1]).
+    """
+    (check_rate if check is None else check)(rate_name, rate)
+    _sampling.resolve_sampler(sampler)
+    return jnp.asarray(x)
+
+
+def shortcut(
+    name: str, key: Any, x: Any, rate: Any, deterministic: bool, *, one_drops_all: bool = True
+) -> Any:
+    """The shared second step: the op's result when no randomness is needed, else ``None``.
+
+    ``x`` itself when ``deterministic`` or for a concrete zero ``rate`` (no key
+    needed, no random work); otherwise a missing ``key`` raises; zeros for a
+    concrete ``rate == 1`` (with ``one_drops_all``); ``None`` when the op must
+    sample (``key`` is then present).
+    """
+    if deterministic or is_zero(rate):
+        return x
+    require_key(key, name)
+    if one_drops_all and is_one(rate):
+        return jnp.zeros_like(x)
+    return None
 
 
 def keep_prob_of(rate: Any) -> Any:

@@ -16,16 +16,15 @@ from jax import lax
 from jaxreg import _sampling
 from jaxreg._dropout_utils import (
     is_concrete,
-    is_one,
-    is_zero,
     keep_prob_of,
-    require_key,
     safe_keep_prob,
+    shortcut,
+    start,
     zero_where_nothing_kept,
     zero_where_rate_is_one,
 )
 from jaxreg._sampling import Sampler
-from jaxreg._validation import check_non_negative, check_rate
+from jaxreg._validation import check_non_negative
 
 # SELU constants (Klambauer et al. 2017), as in torch.nn.SELU and keras.activations.selu.
 SELU_ALPHA = 1.6732632423543772848170429916717
@@ -80,14 +79,9 @@ def gaussian_dropout(
       Overfitting", JMLR 2014, https://jmlr.org/papers/v15/srivastava14a.html;
       Keras ``GaussianDropout``.
     """
-    check_rate("rate", rate)
-    _sampling.resolve_sampler(sampler)
-    x = jnp.asarray(x)
-    if deterministic or is_zero(rate):
-        return x
-    require_key(key, "gaussian_dropout")
-    if is_one(rate):
-        return jnp.zeros_like(x)
+    x = start(x, rate, sampler)
+    if (out := shortcut("gaussian_dropout", key, x, rate, deterministic)) is not None:
+        return out
     if is_concrete(rate):
         stddev = math.sqrt(float(rate) / (1.0 - float(rate)))
     else:
@@ -131,12 +125,9 @@ def gaussian_noise(
       Bishop, "Training with Noise is Equivalent to Tikhonov Regularization",
       Neural Computation 1995; Keras ``GaussianNoise``.
     """
-    check_non_negative("stddev", stddev)
-    _sampling.resolve_sampler(sampler)
-    x = jnp.asarray(x)
-    if deterministic or is_zero(stddev):
-        return x
-    require_key(key, "gaussian_noise")
+    x = start(x, stddev, sampler, rate_name="stddev", check=check_non_negative)
+    if (out := shortcut("gaussian_noise", key, x, stddev, deterministic, one_drops_all=False)) is not None:
+        return out
     z = _normal_like(key, x, sampler)
     return (x + stddev * z).astype(x.dtype)
 
@@ -186,14 +177,9 @@ def alpha_dropout(
       https://arxiv.org/abs/1706.02515; ``torch.nn.AlphaDropout``; Keras
       ``AlphaDropout``.
     """
-    check_rate("rate", rate)
-    _sampling.resolve_sampler(sampler)
-    x = jnp.asarray(x)
-    if deterministic or is_zero(rate):
-        return x
-    require_key(key, "alpha_dropout")
-    if is_one(rate):
-        return jnp.zeros_like(x)
+    x = start(x, rate, sampler)
+    if (out := shortcut("alpha_dropout", key, x, rate, deterministic)) is not None:
+        return out
     keep, q = _sampling.keep_mask(key, x.shape, keep_prob_of(rate), sampler)
     qs = safe_keep_prob(q)
     if is_concrete(qs):
