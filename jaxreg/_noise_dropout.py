@@ -187,6 +187,9 @@ def alpha_dropout(
     else:
         a = lax.rsqrt(qs * (1.0 + (1.0 - qs) * ALPHA_PRIME**2))
     b = -a * ALPHA_PRIME * (1.0 - qs)
-    dt = x.dtype
-    y = jnp.asarray(a, dt) * lax.select(keep, x, jnp.full_like(x, ALPHA_PRIME)) + jnp.asarray(b, dt)
-    return zero_where_nothing_kept(q, y)
+    # The affine map in float32 (or wider), rounded once to x's dtype, so that
+    # half-precision outputs do not carry the rounding of a and b (a bias in the moments).
+    wide = jnp.promote_types(x.dtype, jnp.float32)
+    xw = x.astype(wide)
+    y = jnp.asarray(a, wide) * lax.select(keep, xw, jnp.full_like(xw, ALPHA_PRIME)) + jnp.asarray(b, wide)
+    return zero_where_nothing_kept(q, y.astype(x.dtype))

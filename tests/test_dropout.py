@@ -610,3 +610,17 @@ def test_checkpoint_recomputes_the_same_mask_for_key_arguments(impl, sampler):
     t = np.tanh(np.asarray(y))
     want = (2 * t * (1 - t**2) * d * np.asarray(x)).sum(axis=(0, 1, 2))
     np.testing.assert_allclose(np.asarray(g_plain), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_alpha_dropout_half_precision_rounds_once(sampler):
+    # The affine map a * select(m, x, alpha') + b is evaluated in float32 and
+    # rounded once: the bfloat16 output equals the float32 output (same key,
+    # same mask) rounded to bfloat16, not a product of bfloat16-rounded a and b.
+    x = _x((256, 256), jnp.bfloat16)
+    y16 = jaxreg.alpha_dropout(KEY, x, 0.3, sampler=sampler)
+    y32 = jaxreg.alpha_dropout(KEY, x.astype(jnp.float32), 0.3, sampler=sampler)
+    assert y16.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(
+        np.asarray(y16, np.float32), np.asarray(y32.astype(jnp.bfloat16), np.float32)
+    )
