@@ -354,13 +354,10 @@ def _penalty_of_matrix(name: str) -> Callable[[Any, Any], Any]:
     return lambda w, _: getattr(jaxreg, name)(w)
 
 
-# Known limitations, expected to fail (pytest marks them xfail(strict=True), so a fix shows up):
-# with explicit mesh axes, jnp.matmul over a sharded contracting axis and jnp.linalg.svd of a
-# sharded matrix raise ShardingTypeError unless the caller gives an output sharding.
-KNOWN_FAILURES = {
-    f"matrix/{name}/2x4explicit/both": f"{name} raises ShardingTypeError on explicitly sharded weights"
-    for name in ("orthogonal_penalty", "soft_orthogonal_penalty", "spectral_penalty")
-}
+# Known limitations, expected to fail (pytest marks them xfail(strict=True), so a fix shows up).
+# (The matrix penalties on explicitly sharded weights used to be here: they now reshard the
+# matrix to replicated themselves, see jaxreg/_orthogonal.py.)
+KNOWN_FAILURES: dict[str, str] = {}
 
 
 @functools.cache
