@@ -80,22 +80,23 @@ def _u32(v: int) -> jax.Array:
     return jnp.uint32(v)
 
 
-def _mix1(x: jax.Array) -> jax.Array:
-    """lowbias32 (Wellons): bijective 32-bit finalizer, bias ~0.17."""
+def _lowbias32(x: jax.Array, m1: int, m2: int, last_shift: int) -> jax.Array:
+    """lowbias32 (Wellons): xor-shift, multiply, xor-shift, multiply, xor-shift; bijective."""
     x = x ^ lax.shift_right_logical(x, _u32(16))
-    x = x * _u32(0x7FEB352D)
+    x = x * _u32(m1)
     x = x ^ lax.shift_right_logical(x, _u32(15))
-    x = x * _u32(0x846CA68B)
-    return x ^ lax.shift_right_logical(x, _u32(16))
+    x = x * _u32(m2)
+    return x ^ lax.shift_right_logical(x, _u32(last_shift))
+
+
+def _mix1(x: jax.Array) -> jax.Array:
+    """lowbias32 with Wellons' constants (bias ~0.17)."""
+    return _lowbias32(x, 0x7FEB352D, 0x846CA68B, 16)
 
 
 def _mix2(x: jax.Array) -> jax.Array:
     """The second lowbias32 variant (Wellons), with different constants."""
-    x = x ^ lax.shift_right_logical(x, _u32(16))
-    x = x * _u32(0x21F0AAAD)
-    x = x ^ lax.shift_right_logical(x, _u32(15))
-    x = x * _u32(0x735A2D97)
-    return x ^ lax.shift_right_logical(x, _u32(15))
+    return _lowbias32(x, 0x21F0AAAD, 0x735A2D97, 15)
 
 
 def missing_key_error(name: str) -> ValueError:
