@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxreg import _sampling
+from jaxreg._stochastic import _sampling
 
 # Test number -> extra dieharder options (dieharder's default sample counts, except
 # fewer psamples for the slow 32x32 rank test). Chosen to finish in a few minutes.

@@ -1,9 +1,10 @@
-r"""The one accumulation dtype and the one gradient-safe Euclidean norm of jaxreg.
+r"""Norms and array views shared by penalties, transforms and reparametrizations.
 
-Penalties, constraints, the proximal group lasso, spectral and weight
-normalization all compute in :func:`acc_dtype` and take their norms with
-:func:`safe_norm`, so that low-precision leaves get float32 arithmetic and no
-norm has a NaN gradient at zero.
+The one accumulation dtype (:func:`acc_dtype`), the one gradient-safe
+Euclidean norm (:func:`safe_norm`), the group norms of the group lasso
+(:func:`group_norms`), "every axis except these" (:func:`axes_except`) and the
+``(-1, out)`` matrix view of a kernel (:func:`as_matrix`). Low-precision leaves
+get float32 arithmetic and no norm has a NaN gradient at zero.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from jaxreg._validation import check_axis
 
 
 def acc_dtype(*dtypes: Any) -> jnp.dtype:
@@ -50,3 +53,26 @@ def safe_norm(
     sq = jnp.sum(jnp.square(x), axis=axis, keepdims=keepdims)
     above = sq > eps * eps
     return jnp.where(above, jnp.sqrt(jnp.where(above, sq, 1)), jnp.asarray(eps, sq.dtype))
+
+
+def axes_except(ndim: int, kept: tuple[int, ...]) -> tuple[int, ...]:
+    """The axes of an ``ndim``-D array that are not in ``kept`` (normalized, non-negative axes)."""
+    return tuple(d for d in range(ndim) if d not in kept)
+
+
+def as_matrix(w: jax.Array) -> jax.Array:
+    """``w`` as the ``(-1, w.shape[-1])`` matrix (inputs x outputs of a kernel), in :func:`acc_dtype`."""
+    return w.astype(acc_dtype(w.dtype)).reshape(-1, w.shape[-1])
+
+
+def group_norms(w: jax.Array, axis: int, where: str = "") -> jax.Array:
+    """Euclidean norm of each group of ``w``, keeping dims so it broadcasts against ``w``.
+
+    A group is the set of entries that share an index along ``axis``; arrays with
+    ``ndim < 2`` are one group. The gradient at a zero group is 0, not NaN.
+    Computed in float32, or float64 for a float64 ``w``.
+    """
+    if w.ndim < 2:
+        return safe_norm(w, None)
+    axis = check_axis("axis", axis, w.ndim, where)
+    return safe_norm(w, axes_except(w.ndim, (axis,)))

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 
-def _concrete_float(name: str, value: Any, allow_schedule: bool = False) -> float | None:
+def concrete_float(name: str, value: Any, allow_schedule: bool = False) -> float | None:
     """Returns ``value`` as a float if it is a concrete number, else ``None`` (traced, or a schedule)."""
     if callable(value):
         if allow_schedule:
@@ -42,23 +42,45 @@ def _concrete_float(name: str, value: Any, allow_schedule: bool = False) -> floa
     raise TypeError(f"{name} must be {kinds}, got {value!r}")
 
 
+def is_concrete(value: Any) -> bool:
+    """True for scalars known at trace time: Python and NumPy numbers, and concrete JAX scalars.
+
+    The one notion of "concrete" in jaxreg (the one the checks below use), so
+    ``jnp.float32(0.0)`` counts as a known zero while a traced value never does.
+    """
+    try:
+        return concrete_float("value", value) is not None
+    except (TypeError, ValueError):  # bools, arrays, non-numbers: never treated as known scalars
+        return False
+
+
+def is_zero(value: Any) -> bool:
+    """True only for a concrete 0 (a traced value is never known to be zero)."""
+    return is_concrete(value) and float(value) == 0.0
+
+
+def is_one(value: Any) -> bool:
+    """True only for a concrete 1 (a traced value is never known to be one)."""
+    return is_concrete(value) and float(value) == 1.0
+
+
 def check_non_negative(name: str, value: Any, *, allow_schedule: bool = False) -> None:
     """Raises if a concrete ``value`` is negative, NaN or infinite (or a callable, unless allowed)."""
-    v = _concrete_float(name, value, allow_schedule)
+    v = concrete_float(name, value, allow_schedule)
     if v is not None and (not math.isfinite(v) or v < 0):
         raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
 
 
 def check_positive(name: str, value: Any, *, allow_schedule: bool = False) -> None:
     """Raises if a concrete ``value`` is not a finite number > 0 (or a callable, unless allowed)."""
-    v = _concrete_float(name, value, allow_schedule)
+    v = concrete_float(name, value, allow_schedule)
     if v is not None and (not math.isfinite(v) or v <= 0):
         raise ValueError(f"{name} must be finite and > 0, got {value!r}")
 
 
 def check_rate(name: str, value: Any, *, allow_schedule: bool = False) -> None:
     """Raises if a concrete probability ``value`` is outside [0, 1] or NaN (or a callable, unless allowed)."""
-    v = _concrete_float(name, value, allow_schedule)
+    v = concrete_float(name, value, allow_schedule)
     if v is not None and not 0.0 <= v <= 1.0:
         raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
 
@@ -116,7 +138,7 @@ def check_axes(name: str, axis: Any, ndim: int | None = None, where: str = "") -
 
 def check_less_equal(name_lo: str, lo: Any, name_hi: str, hi: Any, *, allow_schedule: bool = False) -> None:
     """Raises if concrete ``lo`` and ``hi`` have ``lo > hi`` (traced values, and allowed schedules, pass)."""
-    a, b = _concrete_float(name_lo, lo, allow_schedule), _concrete_float(name_hi, hi, allow_schedule)
+    a, b = concrete_float(name_lo, lo, allow_schedule), concrete_float(name_hi, hi, allow_schedule)
     if a is not None and b is not None and a > b:
         raise ValueError(f"{name_lo} must be <= {name_hi}, got {name_lo}={lo!r} > {name_hi}={hi!r}")
 

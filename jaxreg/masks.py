@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxreg._tree import is_float_leaf, key_path_str
+from jaxreg._masking import is_float_leaf, key_path_str
 
 
 def _reject_step_count(params: Any, name: str) -> None:

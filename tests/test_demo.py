@@ -13,7 +13,7 @@ import matplotlib.image
 import pytest
 
 import jaxreg
-from jaxreg import _cli
+from jaxreg.demo import _cli
 
 KEYS = {"config", "train_accuracy", "test_accuracy", "gap", "final_loss", "zero_fraction", "seconds"}
 CONFIGS = ["none", "l1-prox", "dropout"]
@@ -26,7 +26,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
     return subprocess.run(
-        [sys.executable, "-m", "jaxreg._cli", "demo", *args],
+        [sys.executable, "-m", "jaxreg.demo._cli", "demo", *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -81,7 +81,7 @@ def test_deterministic_for_a_seed(short_run, tmp_path):
     tmp, proc = short_run
     assert proc.returncode == 0, proc.stderr
     # the same seed again, in this process, for the configuration with noise in training (time)
-    from jaxreg import _demo
+    from jaxreg.demo import _train as _demo
 
     data = _demo.load_data(3, 200, _demo.LABEL_NOISE)
     *_, again = _demo.train("dropout", data, 3, 4)
@@ -162,7 +162,7 @@ def _readme_demo_rows() -> dict[str, list[str]]:
 
 
 def _demo_configs() -> list[str]:
-    from jaxreg import _demo
+    from jaxreg.demo import _train as _demo
 
     return list(_demo.CONFIGS)
 
@@ -211,7 +211,7 @@ def test_one_compilation_per_configuration():
     import jax.numpy as jnp
     from flax import nnx
 
-    from jaxreg import _demo
+    from jaxreg.demo import _train as _demo
 
     data = _demo.load_data(0, 60, 0.25)
     graphdef, params = nnx.split(_demo.MLP(8, rngs=nnx.Rngs(params=0)))

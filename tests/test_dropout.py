@@ -19,7 +19,7 @@ import pytest
 from jax import lax
 
 import jaxreg
-from jaxreg import _noise_dropout
+from jaxreg._stochastic import _noise as _noise_dropout
 
 SAMPLERS = ["fast", "jax"]
 KEY = jax.random.key(1234)
@@ -556,7 +556,7 @@ def test_concrete_jax_scalar_rate_zero_needs_no_key(op):
 def test_missing_key_message_is_the_same_everywhere():
     with pytest.raises(ValueError, match="dropout needs a PRNG key in training mode") as e1:
         jaxreg.dropout(None, jnp.ones(3), 0.5)
-    from jaxreg import _sampling
+    from jaxreg._stochastic import _sampling
 
     with pytest.raises(ValueError, match="needs a PRNG key in training mode") as e2:
         _sampling.bits(None, (3,))

@@ -1,9 +1,6 @@
 """Mask dropout with an explicit key: ``dropout``, ``spatial_dropout``, ``drop_path``, ``dropconnect``.
 
-Every mask comes from `jaxreg._sampling.keep_mask` (one mechanism for the
-whole family). This module also re-exports the rest of the family
-(`jaxreg._noise_dropout`, `jaxreg._dropblock`) and the shared helpers, so that
-``jaxreg._dropout`` is the one internal entry point for the Flax modules.
+Every mask comes from ``_sampling.keep_mask`` (one mechanism for the whole family).
 """
 
 from __future__ import annotations
@@ -14,36 +11,18 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
-from jaxreg import _sampling
-from jaxreg._dropblock import dropblock as dropblock
-from jaxreg._dropout_utils import (
+from jaxreg._masking import resolve_mask
+from jaxreg._stochastic import _sampling
+from jaxreg._stochastic._prologue import (
     MODES,
     apply_keep_mask,
-    is_zero,
+    checked_input,
     keep_prob_of,
     masked_shape,
-    shortcut,
-    start,
+    result_without_sampling,
 )
-from jaxreg._dropout_utils import is_concrete as is_concrete
-from jaxreg._noise_dropout import alpha_dropout as alpha_dropout
-from jaxreg._noise_dropout import gaussian_dropout as gaussian_dropout
-from jaxreg._noise_dropout import gaussian_noise as gaussian_noise
-from jaxreg._sampling import Sampler
-from jaxreg._tree import Mask, resolve_mask
-from jaxreg._validation import check_axis, check_rate
-
-__all__ = [
-    "alpha_dropout",
-    "drop_path",
-    "dropblock",
-    "dropconnect",
-    "dropout",
-    "gaussian_dropout",
-    "gaussian_noise",
-    "is_zero",
-    "spatial_dropout",
-]
+from jaxreg._typing import Mask, Sampler
+from jaxreg._validation import check_axis, check_rate, is_zero
 
 
 def dropout(
@@ -123,10 +102,10 @@ def dropout(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    x = start(x, rate, sampler)
+    x = checked_input(x, rate, sampler)
     if deterministic and mode == "classic" and not is_zero(rate):
         return x * jnp.asarray(keep_prob_of(rate), x.dtype)
-    if (out := shortcut("dropout", key, x, rate, deterministic)) is not None:
+    if (out := result_without_sampling("dropout", key, x, rate, deterministic)) is not None:
         return out
     mask_shape = masked_shape(x.shape, broadcast_dims)
     return apply_keep_mask(key, x, rate, mask_shape, scale=mode == "inverted", sampler=sampler)
@@ -177,12 +156,12 @@ def spatial_dropout(
       Networks", CVPR 2015, https://arxiv.org/abs/1411.4280; Keras
       ``SpatialDropout2D``; ``torch.nn.Dropout2d``.
     """
-    x = start(x, rate, sampler)
+    x = checked_input(x, rate, sampler)
     c = check_axis("channel_axis", channel_axis, x.ndim, "x")
     b = None if batch_axis is None else check_axis("batch_axis", batch_axis, x.ndim, "x")
     if b == c:
         raise ValueError(f"batch_axis and channel_axis must differ, got {batch_axis} and {channel_axis}")
-    if (out := shortcut("spatial_dropout", key, x, rate, deterministic)) is not None:
+    if (out := result_without_sampling("spatial_dropout", key, x, rate, deterministic)) is not None:
         return out
     shared = [d for d in range(x.ndim) if d not in (b, c)]
     return apply_keep_mask(key, x, rate, masked_shape(x.shape, shared), scale=True, sampler=sampler)
@@ -229,9 +208,9 @@ def drop_path(
       Huang et al., "Deep Networks with Stochastic Depth", ECCV 2016,
       https://arxiv.org/abs/1603.09382; timm ``timm.layers.drop_path``.
     """
-    x = start(x, rate, sampler)
+    x = checked_input(x, rate, sampler)
     b = check_axis("batch_axis", batch_axis, x.ndim, "x")
-    if (out := shortcut("drop_path", key, x, rate, deterministic)) is not None:
+    if (out := result_without_sampling("drop_path", key, x, rate, deterministic)) is not None:
         return out
     shared = [d for d in range(x.ndim) if d != b]
     return apply_keep_mask(key, x, rate, masked_shape(x.shape, shared), scale=scale_by_keep, sampler=sampler)
@@ -282,7 +261,7 @@ def dropconnect(
     """
     check_rate("rate", rate)
     _sampling.resolve_sampler(sampler)
-    if shortcut("dropconnect", key, params, rate, False, one_drops_all=False) is not None:
+    if result_without_sampling("dropconnect", key, params, rate, False, one_drops_all=False) is not None:
         return params  # rate 0: no key needed (rate 1 zeroes the selected leaves below)
     leaves, treedef = jax.tree.flatten(params)
     flags = jax.tree.leaves(resolve_mask(mask, params))

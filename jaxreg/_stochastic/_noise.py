@@ -13,18 +13,18 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxreg import _sampling
-from jaxreg._dropout_utils import (
-    is_concrete,
+from jaxreg._norms import acc_dtype
+from jaxreg._stochastic import _sampling
+from jaxreg._stochastic._prologue import (
+    checked_input,
     keep_prob_of,
+    result_without_sampling,
     safe_keep_prob,
-    shortcut,
-    start,
     zero_where_nothing_kept,
     zero_where_rate_is_one,
 )
-from jaxreg._sampling import Sampler
-from jaxreg._validation import check_non_negative
+from jaxreg._typing import Sampler
+from jaxreg._validation import check_non_negative, is_concrete
 
 # SELU constants (Klambauer et al. 2017), as in torch.nn.SELU and keras.activations.selu.
 SELU_ALPHA = 1.6732632423543772848170429916717
@@ -35,7 +35,7 @@ ALPHA_PRIME = -SELU_SCALE * SELU_ALPHA  # -1.7580993408473766
 
 def _normal_like(key: Any, x: jax.Array, sampler: Sampler) -> jax.Array:
     """Standard normals of ``x``'s shape; float32 at least (cast back by the caller)."""
-    dtype = jnp.promote_types(x.dtype, jnp.float32)
+    dtype = acc_dtype(x.dtype)
     return _sampling.normal(key, x.shape, dtype, sampler)
 
 
@@ -79,8 +79,8 @@ def gaussian_dropout(
       Overfitting", JMLR 2014, https://jmlr.org/papers/v15/srivastava14a.html;
       Keras ``GaussianDropout``.
     """
-    x = start(x, rate, sampler)
-    if (out := shortcut("gaussian_dropout", key, x, rate, deterministic)) is not None:
+    x = checked_input(x, rate, sampler)
+    if (out := result_without_sampling("gaussian_dropout", key, x, rate, deterministic)) is not None:
         return out
     if is_concrete(rate):
         stddev = math.sqrt(float(rate) / (1.0 - float(rate)))
@@ -125,8 +125,10 @@ def gaussian_noise(
       Bishop, "Training with Noise is Equivalent to Tikhonov Regularization",
       Neural Computation 1995; Keras ``GaussianNoise``.
     """
-    x = start(x, stddev, sampler, rate_name="stddev", check=check_non_negative)
-    if (out := shortcut("gaussian_noise", key, x, stddev, deterministic, one_drops_all=False)) is not None:
+    x = checked_input(x, stddev, sampler, rate_name="stddev", check=check_non_negative)
+    if (
+        out := result_without_sampling("gaussian_noise", key, x, stddev, deterministic, one_drops_all=False)
+    ) is not None:
         return out
     z = _normal_like(key, x, sampler)
     return (x + stddev * z).astype(x.dtype)
@@ -177,8 +179,8 @@ def alpha_dropout(
       https://arxiv.org/abs/1706.02515; ``torch.nn.AlphaDropout``; Keras
       ``AlphaDropout``.
     """
-    x = start(x, rate, sampler)
-    if (out := shortcut("alpha_dropout", key, x, rate, deterministic)) is not None:
+    x = checked_input(x, rate, sampler)
+    if (out := result_without_sampling("alpha_dropout", key, x, rate, deterministic)) is not None:
         return out
     keep, q = _sampling.keep_mask(key, x.shape, keep_prob_of(rate), sampler)
     qs = safe_keep_prob(q)
@@ -189,7 +191,7 @@ def alpha_dropout(
     b = -a * ALPHA_PRIME * (1.0 - qs)
     # The affine map in float32 (or wider), rounded once to x's dtype, so that
     # half-precision outputs do not carry the rounding of a and b (a bias in the moments).
-    wide = jnp.promote_types(x.dtype, jnp.float32)
+    wide = acc_dtype(x.dtype)
     xw = x.astype(wide)
     y = jnp.asarray(a, wide) * lax.select(keep, xw, jnp.full_like(xw, ALPHA_PRIME)) + jnp.asarray(b, wide)
     return zero_where_nothing_kept(q, y.astype(x.dtype))

@@ -6,7 +6,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxreg._tree import Mask, count_init, count_next, masked, require_params, value_at
+from jaxreg._masking import masked
+from jaxreg._transforms._base import count_init, count_next, require_params, value_at
+from jaxreg._typing import Mask
 from jaxreg._validation import check_non_negative
 
 

@@ -46,14 +46,16 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Literal
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-Sampler = Literal["fast", "jax"] | None
+from jaxreg._typing import Sampler
+from jaxreg._validation import is_concrete
+
 DEFAULT_SAMPLER = "fast"
 SAMPLERS = ("fast", "jax")
 
@@ -192,10 +194,10 @@ def bits(key: Any, shape: tuple[int, ...], sampler: Sampler = None, stream: int 
 def quantize_keep_prob(keep_prob: Any) -> tuple[Any, Any]:
     """Returns ``(threshold, q)``: the integer threshold and the quantized keep probability.
 
-    Python numbers stay Python numbers (exact); JAX values give ``uint32`` and
+    Concrete numbers (Python, NumPy, concrete JAX scalars) give Python numbers (exact); traced values give ``uint32`` and
     ``float32`` arrays (traceable).
     """
-    if isinstance(keep_prob, (int, float, np.floating, np.integer)):
+    if is_concrete(keep_prob):
         t = round(float(keep_prob) * _ONE)  # half to even, as jnp.round
         t = min(max(t, 0), _ONE)
         return t, t / _ONE
@@ -225,16 +227,6 @@ def keep_mask(
 def _unit_float(h: jax.Array) -> jax.Array:
     """``uint32`` words to float32 uniforms in [0, 1) with 24 bits."""
     return lax.shift_right_logical(h, _u32(32 - KEEP_BITS)).astype(jnp.float32) * (1.0 / _ONE)
-
-
-def uniform(
-    key: Any, shape: tuple[int, ...], dtype: Any = jnp.float32, sampler: Sampler = None, stream: int = 0
-) -> jax.Array:
-    """Uniforms in [0, 1): ``jax.random.uniform`` or the fast hash (24 bits)."""
-    shape = tuple(int(d) for d in shape)
-    if resolve_sampler(sampler) == "jax":
-        return jax.random.uniform(key, shape, dtype)
-    return _unit_float(hash_bits(key, shape, stream)).astype(dtype)
 
 
 def normal(

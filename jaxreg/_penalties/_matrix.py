@@ -35,13 +35,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxreg._norms import acc_dtype, safe_norm
+from jaxreg._norms import acc_dtype, as_matrix, safe_norm
 from jaxreg._validation import check_ndim
 
 _HIGHEST = jax.lax.Precision.HIGHEST  # full f32 matmuls on GPU/TPU too (no TF32/bf16 passes)
 
 
-def _acc(w: jax.Array) -> jax.Array:
+def replicated_acc(w: jax.Array) -> jax.Array:
     """``w`` in the accumulation dtype, replicated if it is sharded along explicit mesh axes.
 
     These penalties pair every row (or column) with every other one, or take an exact
@@ -105,7 +105,7 @@ def orthogonal_penalty(w: jax.Array, mode: str = "rows") -> jax.Array:
     check_ndim("w", w, 2)
     if mode not in ("rows", "columns"):
         raise ValueError(f'mode must be "rows" or "columns", got {mode!r}')
-    m = _acc(w) if mode == "rows" else _acc(w).T
+    m = replicated_acc(w) if mode == "rows" else replicated_acc(w).T
     n = m.shape[0]
     if n < 2:
         return jnp.zeros((), m.dtype)
@@ -145,7 +145,7 @@ def soft_orthogonal_penalty(w: jax.Array) -> jax.Array:
       (SO regularization).
     """
     check_ndim("w", w, 2)
-    m = _acc(w)
+    m = replicated_acc(w)
     gram = jnp.matmul(m.T, m, precision=_HIGHEST)
     return jnp.sum(jnp.square(gram - jnp.eye(gram.shape[0], dtype=m.dtype)))
 
@@ -178,6 +178,5 @@ def spectral_penalty(w: jax.Array) -> jax.Array:
       Generalizability of Deep Learning <https://arxiv.org/abs/1705.10941>`_.
     """
     check_ndim("w", w, 2, at_least=True)
-    m = _acc(w)
-    m = m.reshape(-1, m.shape[-1])
+    m = as_matrix(replicated_acc(w))
     return jnp.max(jnp.linalg.svd(m, compute_uv=False)) ** 2

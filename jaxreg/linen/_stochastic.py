@@ -36,48 +36,16 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import ClassVar, Literal
 
-import flax.linen as nn
 import jax
 
-from jaxreg import _dropout
-from jaxreg._dropout_utils import is_zero
-from jaxreg._linen_reparam import SpectralNorm as SpectralNorm
-from jaxreg._linen_reparam import WeightNorm as WeightNorm
-from jaxreg._sampling import Sampler
-
-__all__ = [
-    "AlphaDropout",
-    "DropBlock",
-    "DropPath",
-    "Dropout",
-    "GaussianDropout",
-    "GaussianNoise",
-    "SpatialDropout",
-    "SpectralNorm",
-    "WeightNorm",
-]
+import jaxreg
+from jaxreg._typing import Sampler
+from jaxreg.linen._base import StochasticModule
 
 
-def _mode_and_key(
-    module: Any, rate: Any, deterministic: bool | None, rng: jax.Array | None
-) -> tuple[bool, jax.Array | None]:
-    """Resolves ``deterministic`` as `flax.linen.Dropout` does and draws the key if needed.
-
-    Returns ``(deterministic, key)``; ``key`` is ``None`` when the op does no
-    random work (deterministic, or a concrete rate of 0), and otherwise the
-    call-time ``rng`` or ``module.make_rng(module.rng_collection)``.
-    """
-    deterministic = nn.merge_param("deterministic", module.deterministic, deterministic)
-    if deterministic or is_zero(rate):
-        return bool(deterministic), None
-    if rng is None:
-        rng = module.make_rng(module.rng_collection)
-    return False, rng
-
-
-class Dropout(nn.Module):
+class Dropout(StochasticModule):
     """Dropout with an inverted or classic mode and an optional mask sampler.
 
     Computes `jaxreg.dropout` (``mode="inverted"``: ``x * m / (1 - rate)`` in
@@ -104,15 +72,11 @@ class Dropout(nn.Module):
     broadcast_dims: Sequence[int] = ()
     deterministic: bool | None = None
     rng_collection: str = "dropout"
-    mode: str = "inverted"
+    mode: Literal["inverted", "classic"] = "inverted"
     sampler: Sampler = None
 
-    def __call__(
-        self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None
-    ) -> jax.Array:
-        """Applies dropout; ``deterministic`` and ``rng`` as in `flax.linen.Dropout`."""
-        deterministic, key = _mode_and_key(self, self.rate, deterministic, rng)
-        return _dropout.dropout(
+    def _apply(self, key: jax.Array | None, inputs: jax.Array, deterministic: bool) -> jax.Array:
+        return jaxreg.dropout(
             key,
             inputs,
             self.rate,
@@ -123,7 +87,7 @@ class Dropout(nn.Module):
         )
 
 
-class SpatialDropout(nn.Module):
+class SpatialDropout(StochasticModule):
     """Drops whole feature maps (channels) per example: `jaxreg.spatial_dropout`.
 
     ``x * m / (1 - rate)`` with one ``m ~ Bernoulli(1 - rate)`` per (example,
@@ -151,12 +115,8 @@ class SpatialDropout(nn.Module):
     rng_collection: str = "dropout"
     sampler: Sampler = None
 
-    def __call__(
-        self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None
-    ) -> jax.Array:
-        """Applies spatial dropout; ``deterministic`` and ``rng`` as in `flax.linen.Dropout`."""
-        deterministic, key = _mode_and_key(self, self.rate, deterministic, rng)
-        return _dropout.spatial_dropout(
+    def _apply(self, key: jax.Array | None, inputs: jax.Array, deterministic: bool) -> jax.Array:
+        return jaxreg.spatial_dropout(
             key,
             inputs,
             self.rate,
@@ -167,7 +127,7 @@ class SpatialDropout(nn.Module):
         )
 
 
-class GaussianDropout(nn.Module):
+class GaussianDropout(StochasticModule):
     """Multiplicative Gaussian noise: `jaxreg.gaussian_dropout`.
 
     ``x * e`` with ``e ~ N(1, rate / (1 - rate))`` in training, ``x`` at
@@ -189,17 +149,13 @@ class GaussianDropout(nn.Module):
     rng_collection: str = "dropout"
     sampler: Sampler = None
 
-    def __call__(
-        self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None
-    ) -> jax.Array:
-        """Applies Gaussian dropout; ``deterministic`` and ``rng`` as in `flax.linen.Dropout`."""
-        deterministic, key = _mode_and_key(self, self.rate, deterministic, rng)
-        return _dropout.gaussian_dropout(
+    def _apply(self, key: jax.Array | None, inputs: jax.Array, deterministic: bool) -> jax.Array:
+        return jaxreg.gaussian_dropout(
             key, inputs, self.rate, deterministic=deterministic, sampler=self.sampler
         )
 
 
-class GaussianNoise(nn.Module):
+class GaussianNoise(StochasticModule):
     """Additive Gaussian noise: `jaxreg.gaussian_noise`.
 
     ``x + e`` with ``e ~ N(0, stddev^2)`` in training, ``x`` at inference
@@ -217,21 +173,18 @@ class GaussianNoise(nn.Module):
     """
 
     stddev: float
+    strength_field: ClassVar[str] = "stddev"
     deterministic: bool | None = None
     rng_collection: str = "dropout"
     sampler: Sampler = None
 
-    def __call__(
-        self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None
-    ) -> jax.Array:
-        """Adds Gaussian noise; ``deterministic`` and ``rng`` as in `flax.linen.Dropout`."""
-        deterministic, key = _mode_and_key(self, self.stddev, deterministic, rng)
-        return _dropout.gaussian_noise(
+    def _apply(self, key: jax.Array | None, inputs: jax.Array, deterministic: bool) -> jax.Array:
+        return jaxreg.gaussian_noise(
             key, inputs, self.stddev, deterministic=deterministic, sampler=self.sampler
         )
 
 
-class AlphaDropout(nn.Module):
+class AlphaDropout(StochasticModule):
     """Dropout that keeps SELU's zero mean and unit variance: `jaxreg.alpha_dropout`.
 
     ``a * (x * m + alpha' * (1 - m)) + b`` with ``m ~ Bernoulli(1 - rate)``,
@@ -254,17 +207,11 @@ class AlphaDropout(nn.Module):
     rng_collection: str = "dropout"
     sampler: Sampler = None
 
-    def __call__(
-        self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None
-    ) -> jax.Array:
-        """Applies alpha dropout; ``deterministic`` and ``rng`` as in `flax.linen.Dropout`."""
-        deterministic, key = _mode_and_key(self, self.rate, deterministic, rng)
-        return _dropout.alpha_dropout(
-            key, inputs, self.rate, deterministic=deterministic, sampler=self.sampler
-        )
+    def _apply(self, key: jax.Array | None, inputs: jax.Array, deterministic: bool) -> jax.Array:
+        return jaxreg.alpha_dropout(key, inputs, self.rate, deterministic=deterministic, sampler=self.sampler)
 
 
-class DropPath(nn.Module):
+class DropPath(StochasticModule):
     """Stochastic depth, one keep decision per example: `jaxreg.drop_path`.
 
     ``x * m / (1 - rate)`` (``x * m`` if not ``scale_by_keep``) with one
@@ -291,12 +238,8 @@ class DropPath(nn.Module):
     rng_collection: str = "dropout"
     sampler: Sampler = None
 
-    def __call__(
-        self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None
-    ) -> jax.Array:
-        """Applies stochastic depth; ``deterministic`` and ``rng`` as in `flax.linen.Dropout`."""
-        deterministic, key = _mode_and_key(self, self.rate, deterministic, rng)
-        return _dropout.drop_path(
+    def _apply(self, key: jax.Array | None, inputs: jax.Array, deterministic: bool) -> jax.Array:
+        return jaxreg.drop_path(
             key,
             inputs,
             self.rate,
@@ -307,7 +250,7 @@ class DropPath(nn.Module):
         )
 
 
-class DropBlock(nn.Module):
+class DropBlock(StochasticModule):
     """Drops contiguous ``block_size x block_size`` regions of NHWC maps: `jaxreg.dropblock`.
 
     Block centres are sampled with the paper's ``gamma`` so that about ``rate``
@@ -332,11 +275,7 @@ class DropBlock(nn.Module):
     rng_collection: str = "dropout"
     sampler: Sampler = None
 
-    def __call__(
-        self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None
-    ) -> jax.Array:
-        """Applies DropBlock; ``deterministic`` and ``rng`` as in `flax.linen.Dropout`."""
-        deterministic, key = _mode_and_key(self, self.rate, deterministic, rng)
-        return _dropout.dropblock(
+    def _apply(self, key: jax.Array | None, inputs: jax.Array, deterministic: bool) -> jax.Array:
+        return jaxreg.dropblock(
             key, inputs, self.rate, self.block_size, deterministic=deterministic, sampler=self.sampler
         )

@@ -37,9 +37,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxreg._masking import masked
 from jaxreg._norms import acc_dtype, safe_norm
-from jaxreg._proximal import _prox_transform
-from jaxreg._tree import Mask, masked
+from jaxreg._transforms._base import landing_transform
+from jaxreg._typing import Axis, Mask
 from jaxreg._validation import (
     check_axes,
     check_less_equal,
@@ -47,8 +48,6 @@ from jaxreg._validation import (
     check_positive,
     check_rate,
 )
-
-Axis = int | tuple[int, ...] | None
 
 EPSILON = 1e-7  # keras.backend.epsilon()
 
@@ -134,7 +133,7 @@ def max_norm(
     def project(z, c):
         return rescale_norms(z, axis, lambda n: jnp.clip(n, 0, c))
 
-    return masked(_prox_transform("max_norm", project, (max_value,)), mask)
+    return masked(landing_transform("max_norm", project, (max_value,)), mask)
 
 
 def unit_norm(axis: Axis = 0, mask: Mask = None) -> optax.GradientTransformation:
@@ -168,7 +167,7 @@ def unit_norm(axis: Axis = 0, mask: Mask = None) -> optax.GradientTransformation
     def project(z):
         return rescale_norms(z, axis, lambda n: jnp.ones_like(n))
 
-    return masked(_prox_transform("unit_norm", project, ()), mask)
+    return masked(landing_transform("unit_norm", project, ()), mask)
 
 
 def min_max_norm(
@@ -218,7 +217,7 @@ def min_max_norm(
     def project(z, a, b, r):
         return rescale_norms(z, axis, lambda n: r * jnp.clip(n, a, b) + (1 - r) * n)
 
-    return masked(_prox_transform("min_max_norm", project, (min_value, max_value, rate)), mask)
+    return masked(landing_transform("min_max_norm", project, (min_value, max_value, rate)), mask)
 
 
 def non_negative(mask: Mask = None) -> optax.GradientTransformation:

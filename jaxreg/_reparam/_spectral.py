@@ -15,7 +15,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxreg._norms import acc_dtype, safe_norm
+from jaxreg._norms import as_matrix, safe_norm
 from jaxreg._validation import check_count, check_ndim, check_positive
 
 
@@ -23,10 +23,6 @@ class SpectralNormState(NamedTuple):
     """State of :func:`spectral_normalize`: the power-iteration vector."""
 
     u: jax.Array  # shape (w.shape[-1],), unit norm, float32 (float64 if w is): right singular vector estimate
-
-
-def _as_matrix(w: jax.Array) -> jax.Array:
-    return w.astype(acc_dtype(w.dtype)).reshape(-1, w.shape[-1])
 
 
 def _normalize(x: jax.Array, eps: float) -> jax.Array:
@@ -72,7 +68,7 @@ def spectral_norm_init(
     check_ndim("w", w, 2, at_least=True)
     n_steps = check_count("n_steps", n_steps)
     check_positive("eps", eps)
-    m = _as_matrix(w)
+    m = as_matrix(w)
     u = _normalize(jax.random.normal(key, (m.shape[1],), m.dtype), eps)
     return SpectralNormState(u=jax.lax.stop_gradient(_power_iteration(m, u, n_steps, eps)))
 
@@ -140,7 +136,7 @@ def spectral_normalize(
             f"state.u must have shape ({w.shape[-1]},) for w of shape {w.shape}, got {u.shape}; "
             "create it with spectral_norm_init(key, w)"
         )
-    m = _as_matrix(w)
+    m = as_matrix(w)
     u = u.astype(m.dtype)
     if update:
         u = _power_iteration(m, u, n_steps, eps)

@@ -8,10 +8,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxreg import _sampling
-from jaxreg._dropout_utils import is_concrete, shortcut, start, zero_where_rate_is_one
-from jaxreg._sampling import Sampler
-from jaxreg._validation import check_count
+from jaxreg._stochastic import _sampling
+from jaxreg._stochastic._prologue import checked_input, result_without_sampling, zero_where_rate_is_one
+from jaxreg._typing import Sampler
+from jaxreg._validation import check_count, is_concrete
 
 
 def dropblock_gamma(rate: Any, block_size: int, height: int, width: int) -> Any:
@@ -81,10 +81,10 @@ def dropblock(
       timm ``timm.layers.DropBlock2d``.
     """
     block_size = check_count("block_size", block_size, minimum=1)
-    x = start(x, rate, sampler)
+    x = checked_input(x, rate, sampler)
     if x.ndim != 4:
         raise ValueError(f"dropblock expects NHWC input (4-D), got x of shape {x.shape}")
-    if (out := shortcut("dropblock", key, x, rate, deterministic)) is not None:
+    if (out := result_without_sampling("dropblock", key, x, rate, deterministic)) is not None:
         return out
     _, height, width, _ = x.shape
     b = min(block_size, height, width)

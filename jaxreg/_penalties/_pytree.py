@@ -21,8 +21,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxreg._norms import acc_dtype, safe_norm
-from jaxreg._tree import Mask, selected_leaves
+from jaxreg._masking import selected_leaves
+from jaxreg._norms import acc_dtype, group_norms
+from jaxreg._typing import Mask
 from jaxreg._validation import check_axis, check_non_negative
 
 
@@ -138,21 +139,6 @@ def elastic_net_penalty(params: Any, l1: Any, l2: Any, mask: Mask = None) -> jax
     check_non_negative("l1", l1)
     check_non_negative("l2", l2)
     return l1 * l1_penalty(params, mask) + l2 * l2_penalty(params, mask)
-
-
-def group_norms(w: jax.Array, axis: int, where: str = "") -> jax.Array:
-    """Euclidean norm of each group of ``w``, keeping dims so it broadcasts against ``w``.
-
-    A group is the set of entries that share an index along ``axis``; arrays with
-    ``ndim < 2`` are one group. The gradient at a zero group is 0, not NaN.
-    Computed in float32, or float64 for a float64 ``w``.
-    """
-    if w.ndim < 2:
-        reduce = None
-    else:
-        axis = check_axis("axis", axis, w.ndim, where)
-        reduce = tuple(d for d in range(w.ndim) if d != axis)
-    return safe_norm(w, reduce)
 
 
 def group_lasso_penalty(params: Any, axis: int = 0, mask: Mask = None) -> jax.Array:

@@ -1,4 +1,4 @@
-"""Helpers shared by the dropout family: concrete-value tests, key checks, the masked select."""
+"""The dropout family's shared prologue (argument checks, the no-sampling result) and masked select."""
 
 from __future__ import annotations
 
@@ -9,33 +9,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxreg import _sampling
-from jaxreg._sampling import Sampler
-from jaxreg._validation import _concrete_float, check_axis, check_rate
+from jaxreg._norms import acc_dtype
+from jaxreg._stochastic import _sampling
+from jaxreg._typing import Sampler
+from jaxreg._validation import check_axis, check_rate, is_concrete, is_one, is_zero
 
 MODES = ("inverted", "classic")
-
-
-def is_concrete(value: Any) -> bool:
-    """True for scalars known at trace time: Python and NumPy numbers, and concrete JAX scalars.
-
-    Built on `jaxreg._validation`'s notion of "concrete" (the one that
-    ``check_rate`` uses), so ``jnp.float32(0.0)`` counts as a known zero while
-    a traced value never does.
-    """
-    try:
-        return _concrete_float("value", value) is not None
-    except (TypeError, ValueError):  # bools, arrays, non-numbers: never treated as known scalars
-        return False
-
-
-def is_zero(value: Any) -> bool:
-    """True only for a concrete 0 (a traced value is never known to be zero)."""
-    return is_concrete(value) and float(value) == 0.0
-
-
-def is_one(value: Any) -> bool:
-    return is_concrete(value) and float(value) == 1.0
 
 
 def require_key(key: Any, name: str) -> None:
@@ -43,7 +22,9 @@ def require_key(key: Any, name: str) -> None:
         raise _sampling.missing_key_error(name)
 
 
-def start(x: Any, rate: Any, sampler: Sampler, *, rate_name: str = "rate", check: Any = None) -> jax.Array:
+def checked_input(
+    x: Any, rate: Any, sampler: Sampler, *, rate_name: str = "rate", check: Any = None
+) -> jax.Array:
     """The shared first step of every op: checks a concrete ``rate`` and the sampler; ``x`` as an array.
 
     ``check`` is the validator for the rate argument (default ``check_rate``, in [0, 1]).
@@ -53,7 +34,7 @@ def start(x: Any, rate: Any, sampler: Sampler, *, rate_name: str = "rate", check
     return jnp.asarray(x)
 
 
-def shortcut(
+def result_without_sampling(
     name: str, key: Any, x: Any, rate: Any, deterministic: bool, *, one_drops_all: bool = True
 ) -> Any:
     """The shared second step: the op's result when no randomness is needed, else ``None``.
@@ -93,7 +74,7 @@ def safe_divide(x: jax.Array, q: Any, sampler: Sampler = None) -> jax.Array:
     qs = safe_keep_prob(q)
     if _sampling.resolve_sampler(sampler) == "jax":
         return x / jnp.asarray(qs, x.dtype)
-    wide = jnp.promote_types(x.dtype, jnp.float32)
+    wide = acc_dtype(x.dtype)
     if wide == x.dtype:
         return x / jnp.asarray(qs, x.dtype)
     return (x.astype(wide) / jnp.asarray(qs, wide)).astype(x.dtype)

@@ -12,13 +12,13 @@ are not what these rules compute): a complex leaf that the mask selects raises a
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
-Mask = Any  # None | bool pytree (or a prefix of one) | Callable[[params], bool pytree]
+from jaxreg._typing import Mask
 
 
 def is_float_leaf(x: Any) -> bool:
@@ -101,28 +101,3 @@ def masked(inner: optax.GradientTransformation, mask: Mask) -> optax.GradientTra
         return optax.masked(inner, mask_tree).update(updates, state, params)
 
     return optax.GradientTransformation(init_fn, update_fn)
-
-
-class CountState(NamedTuple):
-    """State of jaxreg's transforms: the step count at which schedules are evaluated."""
-
-    count: jax.Array  # shape (), int32; incremented by every update
-
-
-def count_init(params: Any) -> CountState:
-    del params
-    return CountState(count=jnp.zeros([], jnp.int32))
-
-
-def count_next(state: CountState) -> CountState:
-    return CountState(count=optax.safe_increment(state.count))
-
-
-def value_at(value: Any, count: jax.Array) -> Any:
-    """Evaluates a float, JAX scalar or optax schedule at the step ``count``."""
-    return value(count) if callable(value) else value
-
-
-def require_params(params: Any, name: str) -> None:
-    if params is None:
-        raise ValueError(f"{name}.update needs params: call update(updates, state, params)")

@@ -13,16 +13,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxreg._norms import safe_norm
+from jaxreg._norms import axes_except, safe_norm
+from jaxreg._typing import FeatureAxes
 from jaxreg._validation import check_axes, check_positive
-
-FeatureAxes = int | tuple[int, ...] | None
 
 
 def _split_axes(v: jax.Array, feature_axes: FeatureAxes) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(feature axes, reduction axes) of ``v``, normalized; ``None`` keeps no axis."""
     kept = () if feature_axes is None else check_axes("feature_axes", feature_axes, v.ndim, "v")
-    return kept, tuple(d for d in range(v.ndim) if d not in kept)
+    return kept, axes_except(v.ndim, kept)
 
 
 def weight_norm_init(v: jax.Array, *, feature_axes: FeatureAxes = -1) -> jax.Array:

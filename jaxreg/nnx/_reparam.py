@@ -16,10 +16,10 @@ from typing import Any
 import jax
 from flax import nnx
 
-from jaxreg._spectral import SpectralNormState, spectral_norm_init, spectral_normalize
-from jaxreg._tree import key_path_str
+import jaxreg
+from jaxreg._masking import key_path_str
+from jaxreg._typing import FeatureAxes
 from jaxreg._validation import check_count, check_positive
-from jaxreg._weightnorm import FeatureAxes, weight_norm_init, weight_normalize
 
 _KERNELS = nnx.PathContains("kernel")
 
@@ -104,7 +104,7 @@ class SpectralNorm(nnx.Module):
         weights = _selected_params(layer_instance, lambda _, var: var.get_value().ndim >= 2)
         self.u = nnx.Dict(
             {
-                k: nnx.BatchStat(spectral_norm_init(rngs.params(), w, eps=epsilon).u)
+                k: nnx.BatchStat(jaxreg.spectral_norm_init(rngs.params(), w, eps=epsilon).u)
                 for k, w in weights.items()
             }
         )
@@ -116,8 +116,12 @@ class SpectralNorm(nnx.Module):
         def replace(key, w):
             if key not in self.u:
                 return w
-            w_sn, state = spectral_normalize(
-                w, SpectralNormState(self.u[key][...]), n_steps=self.n_steps, update=update, eps=self.epsilon
+            w_sn, state = jaxreg.spectral_normalize(
+                w,
+                jaxreg.SpectralNormState(self.u[key][...]),
+                n_steps=self.n_steps,
+                update=update,
+                eps=self.epsilon,
             )
             if update:
                 self.u[key][...] = state.u
@@ -183,7 +187,10 @@ class WeightNorm(nnx.Module):
         keep = nnx.filterlib.to_predicate(variable_filter)
         directions = _selected_params(layer_instance, keep)
         self.scales = nnx.Dict(
-            {k: nnx.Param(weight_norm_init(v, feature_axes=feature_axes)) for k, v in directions.items()}
+            {
+                k: nnx.Param(jaxreg.weight_norm_init(v, feature_axes=feature_axes))
+                for k, v in directions.items()
+            }
         )
 
     def __call__(self, *args, **kwargs):
@@ -193,6 +200,6 @@ class WeightNorm(nnx.Module):
             if key not in self.scales:
                 return v
             g = self.scales[key][...]
-            return weight_normalize(v, g, feature_axes=self.feature_axes, eps=self.epsilon)
+            return jaxreg.weight_normalize(v, g, feature_axes=self.feature_axes, eps=self.epsilon)
 
         return _call_with(self.layer_instance, replace, args, kwargs)

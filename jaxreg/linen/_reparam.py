@@ -15,9 +15,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from jaxreg._spectral import SpectralNormState, spectral_norm_init, spectral_normalize
-from jaxreg._tree import key_path_str
-from jaxreg._weightnorm import FeatureAxes, weight_norm_init, weight_normalize
+import jaxreg
+from jaxreg._masking import key_path_str
+from jaxreg._typing import FeatureAxes
 
 
 def _path(layer: nn.Module, keypath: tuple) -> str:
@@ -100,10 +100,14 @@ class SpectralNorm(nn.Module):
             u = self.variable(
                 self.collection_name,
                 path + "/u",
-                lambda: spectral_norm_init(self.make_rng("params"), w, eps=self.epsilon).u,
+                lambda: jaxreg.spectral_norm_init(self.make_rng("params"), w, eps=self.epsilon).u,
             )
-            w_sn, state = spectral_normalize(
-                w, SpectralNormState(u.value), n_steps=self.n_steps, update=update_stats, eps=self.epsilon
+            w_sn, state = jaxreg.spectral_normalize(
+                w,
+                jaxreg.SpectralNormState(u.value),
+                n_steps=self.n_steps,
+                update=update_stats,
+                eps=self.epsilon,
             )
             if update_stats and not self.is_initializing():
                 u.value = state.u
@@ -156,7 +160,9 @@ class WeightNorm(nn.Module):
         def replace(path, v):
             if self.variable_filter is not None and not any(f in path for f in self.variable_filter):
                 return v
-            g = self.param(path + "/scale", lambda _: weight_norm_init(v, feature_axes=self.feature_axes))
-            return weight_normalize(v, g, feature_axes=self.feature_axes, eps=self.epsilon)
+            g = self.param(
+                path + "/scale", lambda _: jaxreg.weight_norm_init(v, feature_axes=self.feature_axes)
+            )
+            return jaxreg.weight_normalize(v, g, feature_axes=self.feature_axes, eps=self.epsilon)
 
         return _call_with(self, replace, args, kwargs)

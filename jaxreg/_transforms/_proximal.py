@@ -16,8 +16,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxreg._penalties import group_norms
-from jaxreg._tree import Mask, count_init, count_next, key_path_str, masked, require_params, value_at
+from jaxreg._masking import masked
+from jaxreg._norms import group_norms
+from jaxreg._transforms._base import landing_transform
+from jaxreg._typing import Mask
 from jaxreg._validation import check_axis, check_non_negative
 
 
@@ -49,33 +51,6 @@ def soft_threshold(z: jax.Array, threshold: jax.Array | float) -> jax.Array:
     """
     t = jnp.asarray(threshold, z.dtype)
     return jnp.sign(z) * jnp.maximum(jnp.abs(z) - t, 0)
-
-
-def _prox_transform(name, prox_leaf, hyperparams) -> optax.GradientTransformation:
-    """Builds the transform ``u -> prox(w + u, *hyperparams at count) - w``, leaf by leaf.
-
-    Every "land on a projection or prox of ``params + updates``" transform (the
-    proximal steps here, the constraints of :mod:`jaxreg._constraints`) is built
-    with it. A ``ValueError`` raised by ``prox_leaf`` (e.g. an axis out of range
-    for a leaf) is re-raised naming the transform, the leaf's key path and shape.
-    """
-
-    def update_fn(updates, state, params=None):
-        require_params(params, name)
-        values = [value_at(h, state.count) for h in hyperparams]
-
-        def leaf(path, u, w):
-            z = w + u
-            try:
-                projected = prox_leaf(z, *values)
-            except ValueError as e:
-                where = key_path_str(path)
-                raise ValueError(f"{name}: params leaf '{where}' of shape {w.shape}: {e}") from None
-            return (projected - w).astype(u.dtype)
-
-        return jax.tree_util.tree_map_with_path(leaf, updates, params), count_next(state)
-
-    return optax.GradientTransformation(count_init, update_fn)
 
 
 def prox_l1(
@@ -116,7 +91,9 @@ def prox_l1(
     """
     check_non_negative("strength", strength, allow_schedule=True)
     check_non_negative("learning_rate", learning_rate, allow_schedule=True)
-    inner = _prox_transform("prox_l1", lambda z, s, lr: soft_threshold(z, lr * s), (strength, learning_rate))
+    inner = landing_transform(
+        "prox_l1", lambda z, s, lr: soft_threshold(z, lr * s), (strength, learning_rate)
+    )
     return masked(inner, mask)
 
 
@@ -160,7 +137,7 @@ def prox_elastic_net(
     def prox(z, a, b, lr):
         return soft_threshold(z, lr * a) / jnp.asarray(1 + lr * b, z.dtype)
 
-    return masked(_prox_transform("prox_elastic_net", prox, (l1, l2, learning_rate)), mask)
+    return masked(landing_transform("prox_elastic_net", prox, (l1, l2, learning_rate)), mask)
 
 
 def prox_group_lasso(
@@ -219,4 +196,4 @@ def prox_group_lasso(
         scale = jnp.maximum(1 - t / jnp.where(norms > 0, norms, 1), 0)
         return jnp.where(norms > 0, z * scale, jnp.zeros_like(z))
 
-    return masked(_prox_transform("prox_group_lasso", prox, (strength, learning_rate)), mask)
+    return masked(landing_transform("prox_group_lasso", prox, (strength, learning_rate)), mask)

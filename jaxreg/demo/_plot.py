@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxreg._demo import CONFIGS, Result
+from jaxreg.demo._train import CONFIGS, Result
 
 HISTOGRAMS = ("none", "l1", "l1-prox", "l2")  # whose first-layer weights get a histogram
 

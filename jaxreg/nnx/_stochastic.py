@@ -39,87 +39,17 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import ClassVar, Literal
 
 import jax
 from flax import nnx
 
-from jaxreg import _dropout
-from jaxreg._dropout_utils import is_zero
-from jaxreg._nnx_reparam import SpectralNorm as SpectralNorm
-from jaxreg._nnx_reparam import WeightNorm as WeightNorm
-from jaxreg._sampling import Sampler
-
-__all__ = [
-    "AlphaDropout",
-    "DropBlock",
-    "DropPath",
-    "Dropout",
-    "GaussianDropout",
-    "GaussianNoise",
-    "SpatialDropout",
-    "SpectralNorm",
-    "WeightNorm",
-]
-
-RngsLike = nnx.Rngs | nnx.RngStream | jax.Array | None
+import jaxreg
+from jaxreg._typing import Sampler
+from jaxreg.nnx._base import StochasticModule
 
 
-class _StochasticModule(nnx.Module):
-    """Shared state and key logic of the modules below (as in `flax.nnx.Dropout`)."""
-
-    def __init__(self, *, deterministic: bool | None, rng_collection: str, rngs: RngsLike) -> None:
-        self.deterministic = deterministic
-        self.rng_collection = rng_collection
-        if isinstance(rngs, nnx.Rngs):
-            self.rngs = rngs[rng_collection].fork()
-        elif isinstance(rngs, nnx.RngStream):
-            self.rngs = rngs.fork()
-        elif rngs is None:
-            self.rngs = nnx.data(None)
-        else:
-            raise TypeError(f"rngs must be an nnx.Rngs, an nnx.RngStream or None, got {type(rngs)}")
-
-    def set_view(self, deterministic: bool | None = None) -> None:
-        """Used by ``nnx.view``.
-
-        Args:
-          deterministic: if True, disables the random perturbation.
-        """
-        if deterministic is not None:
-            self.deterministic = deterministic
-
-    def _mode_and_key(
-        self, rate: Any, deterministic: bool | None, rngs: RngsLike
-    ) -> tuple[bool, jax.Array | None]:
-        """Returns ``(deterministic, key)``; ``key`` is ``None`` when no random work is done."""
-        name = type(self).__name__
-        if deterministic is None:
-            deterministic = self.deterministic
-        if deterministic is None:
-            raise ValueError(
-                f"No `deterministic` argument was provided to {name}: pass it to the "
-                "constructor or the call, call model.train() / model.eval(), or use nnx.view."
-            )
-        if deterministic or is_zero(rate):
-            return bool(deterministic), None
-        if rngs is None:
-            rngs = self.rngs
-        if isinstance(rngs, nnx.Rngs):
-            return False, rngs[self.rng_collection]()
-        if isinstance(rngs, nnx.RngStream):
-            return False, rngs()
-        if isinstance(rngs, jax.Array):
-            return False, rngs
-        if rngs is None:
-            raise ValueError(
-                f"`deterministic` is False, but no `rngs` argument was provided to {name} "
-                "as either a __call__ argument or a constructor argument."
-            )
-        raise TypeError(f"rngs must be an nnx.Rngs, an nnx.RngStream or a key, got {type(rngs)}")
-
-
-class Dropout(_StochasticModule):
+class Dropout(StochasticModule):
     """Dropout with an inverted or classic mode and an optional mask sampler.
 
     Computes `jaxreg.dropout` (``mode="inverted"``: ``x * m / (1 - rate)`` in
@@ -147,7 +77,7 @@ class Dropout(_StochasticModule):
         rate: float,
         *,
         broadcast_dims: Sequence[int] = (),
-        mode: str = "inverted",
+        mode: Literal["inverted", "classic"] = "inverted",
         sampler: Sampler = None,
         deterministic: bool | None = False,
         rng_collection: str = "dropout",
@@ -159,12 +89,8 @@ class Dropout(_StochasticModule):
         self.mode = mode
         self.sampler = sampler
 
-    def __call__(
-        self, inputs: jax.Array, *, deterministic: bool | None = None, rngs: RngsLike = None
-    ) -> jax.Array:
-        """Applies dropout; call-time ``deterministic`` and ``rngs`` take precedence."""
-        deterministic, key = self._mode_and_key(self.rate, deterministic, rngs)
-        return _dropout.dropout(
+    def _apply(self, key: jax.Array | None, inputs: jax.Array, deterministic: bool) -> jax.Array:
+        return jaxreg.dropout(
             key,
             inputs,
             self.rate,
@@ -175,7 +101,7 @@ class Dropout(_StochasticModule):
         )
 
 
-class SpatialDropout(_StochasticModule):
+class SpatialDropout(StochasticModule):
     """Drops whole feature maps (channels) per example: `jaxreg.spatial_dropout`.
 
     ``x * m / (1 - rate)`` with one ``m ~ Bernoulli(1 - rate)`` per (example,
@@ -214,12 +140,8 @@ class SpatialDropout(_StochasticModule):
         self.channel_axis = channel_axis
         self.batch_axis = batch_axis
 
-    def __call__(
-        self, inputs: jax.Array, *, deterministic: bool | None = None, rngs: RngsLike = None
-    ) -> jax.Array:
-        """Applies spatial dropout; call-time ``deterministic`` and ``rngs`` take precedence."""
-        deterministic, key = self._mode_and_key(self.rate, deterministic, rngs)
-        return _dropout.spatial_dropout(
+    def _apply(self, key: jax.Array | None, inputs: jax.Array, deterministic: bool) -> jax.Array:
+        return jaxreg.spatial_dropout(
             key,
             inputs,
             self.rate,
@@ -230,7 +152,7 @@ class SpatialDropout(_StochasticModule):
         )
 
 
-class GaussianDropout(_StochasticModule):
+class GaussianDropout(StochasticModule):
     """Multiplicative Gaussian noise: `jaxreg.gaussian_dropout`.
 
     ``x * e`` with ``e ~ N(1, rate / (1 - rate))`` in training, ``x`` at
@@ -261,17 +183,13 @@ class GaussianDropout(_StochasticModule):
         self.sampler = sampler
         self.rate = rate
 
-    def __call__(
-        self, inputs: jax.Array, *, deterministic: bool | None = None, rngs: RngsLike = None
-    ) -> jax.Array:
-        """Applies Gaussian dropout; call-time ``deterministic`` and ``rngs`` take precedence."""
-        deterministic, key = self._mode_and_key(self.rate, deterministic, rngs)
-        return _dropout.gaussian_dropout(
+    def _apply(self, key: jax.Array | None, inputs: jax.Array, deterministic: bool) -> jax.Array:
+        return jaxreg.gaussian_dropout(
             key, inputs, self.rate, deterministic=deterministic, sampler=self.sampler
         )
 
 
-class GaussianNoise(_StochasticModule):
+class GaussianNoise(StochasticModule):
     """Additive Gaussian noise: `jaxreg.gaussian_noise`.
 
     ``x + e`` with ``e ~ N(0, stddev^2)`` in training, ``x`` at inference
@@ -289,6 +207,8 @@ class GaussianNoise(_StochasticModule):
       <https://doi.org/10.1162/neco.1995.7.1.108>`_.
     """
 
+    strength_field: ClassVar[str] = "stddev"
+
     def __init__(
         self,
         stddev: float,
@@ -302,17 +222,13 @@ class GaussianNoise(_StochasticModule):
         self.sampler = sampler
         self.stddev = stddev
 
-    def __call__(
-        self, inputs: jax.Array, *, deterministic: bool | None = None, rngs: RngsLike = None
-    ) -> jax.Array:
-        """Adds Gaussian noise; call-time ``deterministic`` and ``rngs`` take precedence."""
-        deterministic, key = self._mode_and_key(self.stddev, deterministic, rngs)
-        return _dropout.gaussian_noise(
+    def _apply(self, key: jax.Array | None, inputs: jax.Array, deterministic: bool) -> jax.Array:
+        return jaxreg.gaussian_noise(
             key, inputs, self.stddev, deterministic=deterministic, sampler=self.sampler
         )
 
 
-class AlphaDropout(_StochasticModule):
+class AlphaDropout(StochasticModule):
     """Dropout that keeps SELU's zero mean and unit variance: `jaxreg.alpha_dropout`.
 
     ``a * (x * m + alpha' * (1 - m)) + b`` with ``m ~ Bernoulli(1 - rate)``,
@@ -344,17 +260,11 @@ class AlphaDropout(_StochasticModule):
         self.sampler = sampler
         self.rate = rate
 
-    def __call__(
-        self, inputs: jax.Array, *, deterministic: bool | None = None, rngs: RngsLike = None
-    ) -> jax.Array:
-        """Applies alpha dropout; call-time ``deterministic`` and ``rngs`` take precedence."""
-        deterministic, key = self._mode_and_key(self.rate, deterministic, rngs)
-        return _dropout.alpha_dropout(
-            key, inputs, self.rate, deterministic=deterministic, sampler=self.sampler
-        )
+    def _apply(self, key: jax.Array | None, inputs: jax.Array, deterministic: bool) -> jax.Array:
+        return jaxreg.alpha_dropout(key, inputs, self.rate, deterministic=deterministic, sampler=self.sampler)
 
 
-class DropPath(_StochasticModule):
+class DropPath(StochasticModule):
     """Stochastic depth, one keep decision per example: `jaxreg.drop_path`.
 
     ``x * m / (1 - rate)`` (``x * m`` if not ``scale_by_keep``) with one
@@ -392,12 +302,8 @@ class DropPath(_StochasticModule):
         self.batch_axis = batch_axis
         self.scale_by_keep = scale_by_keep
 
-    def __call__(
-        self, inputs: jax.Array, *, deterministic: bool | None = None, rngs: RngsLike = None
-    ) -> jax.Array:
-        """Applies stochastic depth; call-time ``deterministic`` and ``rngs`` take precedence."""
-        deterministic, key = self._mode_and_key(self.rate, deterministic, rngs)
-        return _dropout.drop_path(
+    def _apply(self, key: jax.Array | None, inputs: jax.Array, deterministic: bool) -> jax.Array:
+        return jaxreg.drop_path(
             key,
             inputs,
             self.rate,
@@ -408,7 +314,7 @@ class DropPath(_StochasticModule):
         )
 
 
-class DropBlock(_StochasticModule):
+class DropBlock(StochasticModule):
     """Drops contiguous ``block_size x block_size`` regions of NHWC maps: `jaxreg.dropblock`.
 
     Block centres are sampled with the paper's ``gamma`` so that about ``rate``
@@ -442,11 +348,7 @@ class DropBlock(_StochasticModule):
         self.rate = rate
         self.block_size = block_size
 
-    def __call__(
-        self, inputs: jax.Array, *, deterministic: bool | None = None, rngs: RngsLike = None
-    ) -> jax.Array:
-        """Applies DropBlock; call-time ``deterministic`` and ``rngs`` take precedence."""
-        deterministic, key = self._mode_and_key(self.rate, deterministic, rngs)
-        return _dropout.dropblock(
+    def _apply(self, key: jax.Array | None, inputs: jax.Array, deterministic: bool) -> jax.Array:
+        return jaxreg.dropblock(
             key, inputs, self.rate, self.block_size, deterministic=deterministic, sampler=self.sampler
         )

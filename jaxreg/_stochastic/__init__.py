@@ -1,0 +1,12 @@
+"""Random regularizers with explicit keys: the dropout family, noise, DropBlock and mixup."""
+
+from jaxreg._stochastic._dropblock import dropblock as dropblock
+from jaxreg._stochastic._dropblock import dropblock_gamma as dropblock_gamma
+from jaxreg._stochastic._dropout import drop_path as drop_path
+from jaxreg._stochastic._dropout import dropconnect as dropconnect
+from jaxreg._stochastic._dropout import dropout as dropout
+from jaxreg._stochastic._dropout import spatial_dropout as spatial_dropout
+from jaxreg._stochastic._mixup import mixup as mixup
+from jaxreg._stochastic._noise import alpha_dropout as alpha_dropout
+from jaxreg._stochastic._noise import gaussian_dropout as gaussian_dropout
+from jaxreg._stochastic._noise import gaussian_noise as gaussian_noise
