@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.core import Tracer
 
 
 def concrete_float(name: str, value: Any, allow_schedule: bool = False) -> float | None:
@@ -35,7 +36,7 @@ def concrete_float(name: str, value: Any, allow_schedule: bool = False) -> float
     if isinstance(value, jax.Array):
         if value.ndim != 0:
             raise ValueError(f"{name} must be a scalar, got an array of shape {value.shape}")
-        if isinstance(value, jax.core.Tracer) or not value.is_fully_addressable:
+        if isinstance(value, Tracer) or not value.is_fully_addressable:
             return None  # traced (or spread over processes): never inspected in Python
         return float(value)  # concrete: one scalar read, as for a NumPy scalar
     kinds = "a number, a JAX scalar or an optax schedule" if allow_schedule else "a number or a JAX scalar"

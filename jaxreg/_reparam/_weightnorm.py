@@ -20,7 +20,7 @@ from jaxreg._validation import check_axes, check_positive
 
 def _split_axes(v: jax.Array, feature_axes: FeatureAxes) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(feature axes, reduction axes) of ``v``, normalized; ``None`` keeps no axis."""
-    kept = () if feature_axes is None else check_axes("feature_axes", feature_axes, v.ndim, "v")
+    kept = check_axes("feature_axes", feature_axes, v.ndim, "v") or ()
     return kept, axes_except(v.ndim, kept)
 
 

@@ -20,7 +20,7 @@ from jaxreg._masking import key_path_str
 class CountState(NamedTuple):
     """State of jaxreg's transforms: the step count at which schedules are evaluated."""
 
-    count: jax.Array  # shape (), int32; incremented by every update
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride]  # shape (), int32; +1 per update
 
 
 def count_init(params: Any) -> CountState:
@@ -29,7 +29,7 @@ def count_init(params: Any) -> CountState:
 
 
 def count_next(state: CountState) -> CountState:
-    return CountState(count=optax.safe_increment(state.count))
+    return CountState(count=jnp.asarray(optax.safe_increment(state.count)))
 
 
 def value_at(value: Any, count: jax.Array) -> Any:

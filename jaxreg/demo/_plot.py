@@ -67,7 +67,7 @@ def save_figure(results: Sequence[Result], path: Path, title: str) -> None:
         for i, r in enumerate(shown):
             ax = fig.add_subplot(grid[1, i])
             w = r.first_layer.ravel()
-            ax.hist(w, bins=edges, color="black" if r.config == "none" else _color(r.config))
+            ax.hist(w, bins=list(edges), color="black" if r.config == "none" else _color(r.config))
             ax.set_yscale("log")
             ax.set_title(f"{r.config}: {np.mean(w == 0):.0%} exactly 0", fontsize=10)
             ax.set_xlabel("first-layer weight")

@@ -127,7 +127,7 @@ def load_data(seed: int, train_size: int, label_noise: float) -> Data:
     """
     from sklearn.datasets import load_digits
 
-    digits = load_digits()
+    digits: Any = load_digits()
     x = (digits.data / 16.0).astype(np.float32)
     y = digits.target.astype(np.int32)
     rng = np.random.default_rng(seed)
@@ -157,6 +157,8 @@ class MLP(nnx.Module):
         for i, layer in enumerate((self.linear1, self.linear2)):
             x = jax.nn.relu(layer(x))
             if noise is not None:
+                if key is None:
+                    raise ValueError("a noise function needs a key")
                 x = noise(jax.random.fold_in(key, i), x)
         return self.linear3(x)
 
@@ -229,6 +231,7 @@ def train(name: str, data: Data, seed: int, epochs: int) -> Iterator[float | Res
     arrays = tuple(jnp.asarray(a) for a in data[:4])
     epoch = _epoch_fn(graphdef, tx, config.noise, batch_size)
     curve = []
+    loss = jnp.nan
     for i in range(epochs):
         params, opt_state, loss, test_correct = epoch(params, opt_state, i, data_key, noise_key, *arrays)
         curve.append(int(test_correct) / len(data.y_test))

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import jax
 from flax import nnx
 
+from jaxreg._typing import Sampler
 from jaxreg._validation import is_zero
 
 RngsLike = nnx.Rngs | nnx.RngStream | jax.Array | None
@@ -34,12 +35,13 @@ class StochasticModule(nnx.Module):
     """
 
     strength_field: ClassVar[str] = "rate"
+    sampler: Sampler  # set by each subclass's __init__
 
     def __init__(self, *, deterministic: bool | None, rng_collection: str, rngs: RngsLike) -> None:
         self.deterministic = deterministic
         self.rng_collection = rng_collection
         if isinstance(rngs, nnx.Rngs):
-            self.rngs = rngs[rng_collection].fork()
+            self.rngs: nnx.RngStream | None = rngs[rng_collection].fork()
         elif isinstance(rngs, nnx.RngStream):
             self.rngs = rngs.fork()
         elif rngs is None:

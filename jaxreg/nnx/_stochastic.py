@@ -86,7 +86,7 @@ class Dropout(StochasticModule):
         super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
         self.rate = rate
         self.broadcast_dims = tuple(broadcast_dims)
-        self.mode = mode
+        self.mode: Literal["inverted", "classic"] = mode
         self.sampler = sampler
 
     def _apply(self, key: jax.Array | None, inputs: jax.Array, deterministic: bool) -> jax.Array:
