@@ -34,7 +34,13 @@ def key_path_str(path: tuple) -> str:
     matches, the key of the Flax wrappers' per-weight state, and what error
     messages name. Accepts ``jax.tree_util`` key entries (dict keys, attribute
     names, sequence indices) and the raw keys of ``nnx`` flat-state paths.
+
+    A trailing ``.value`` attribute key, the array inside an ``nnx.Variable`` of an
+    ``nnx.State``, is left out, so an NNX parameter reads ``linear/kernel`` as in
+    the module's own attribute path.
     """
+    if len(path) > 1 and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "value":
+        path = path[:-1]
     parts = []
     for k in path:
         for attr in ("key", "name", "idx"):
