@@ -36,6 +36,9 @@ from jaxreg._stochastic import spatial_dropout as spatial_dropout
 from jaxreg._transforms import CountState as CountState
 from jaxreg._transforms import add_decayed_weights as add_decayed_weights
 from jaxreg._transforms import add_l1 as add_l1
+from jaxreg._transforms import cautious_weight_decay as cautious_weight_decay
+from jaxreg._transforms import corrected_weight_decay as corrected_weight_decay
+from jaxreg._transforms import decoupled_weight_decay as decoupled_weight_decay
 from jaxreg._transforms import max_norm as max_norm
 from jaxreg._transforms import min_max_norm as min_max_norm
 from jaxreg._transforms import non_negative as non_negative
@@ -66,6 +69,9 @@ __all__ = [
     "add_decayed_weights",
     "add_l1",
     "alpha_dropout",
+    "cautious_weight_decay",
+    "corrected_weight_decay",
+    "decoupled_weight_decay",
     "drop_path",
     "dropblock",
     "dropblock_gamma",
