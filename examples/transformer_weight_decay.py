@@ -4,7 +4,9 @@ A character-level NNX transformer (token and positional embeddings, a stack of
 pre-norm blocks created with ``nnx.vmap`` and run with ``jax.lax.scan``,
 multi-head causal attention, LayerNorm, an MLP) is trained on text that ships
 with Python (the docstrings of a few standard-library modules), once per
-weight-decay configuration, from the same initialization and batches.
+weight-decay configuration, from the same initialization and batches: AdamW
+with each mask, then jaxreg's decoupled (learning-rate independent), corrected
+(AdamC) and cautious weight decay with the ``decayable`` mask.
 
 It prints which parameters each mask decays (``jaxreg.masks.decayable`` leaves
 out the attention biases, the stacked LayerNorm scales and biases and the
@@ -79,14 +81,31 @@ class LanguageModel(nnx.Module):
 
 
 def configurations(total_steps: int) -> dict[str, optax.GradientTransformation]:
-    schedule = optax.warmup_cosine_decay_schedule(0.0, PEAK_LR, total_steps // 10, total_steps)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, PEAK_LR, max(total_steps // 10, 1), total_steps)
+    decay = jaxreg.masks.decayable
     return {
         "adam, no decay": optax.adam(schedule),
         "adamw, weights_only mask": optax.adamw(
             schedule, weight_decay=WEIGHT_DECAY, mask=jaxreg.masks.weights_only
         ),
-        "adamw, decayable mask": optax.adamw(
-            schedule, weight_decay=WEIGHT_DECAY, mask=jaxreg.masks.decayable
+        "adamw, decayable mask": optax.adamw(schedule, weight_decay=WEIGHT_DECAY, mask=decay),
+        # The same decay per step at the peak, but following the schedule's shape, not the learning rate.
+        "decoupled_weight_decay": optax.chain(
+            optax.scale_by_adam(),
+            optax.scale_by_learning_rate(schedule),
+            jaxreg.decoupled_weight_decay(
+                PEAK_LR * WEIGHT_DECAY, schedule=lambda t: schedule(t) / PEAK_LR, mask=decay
+            ),
+        ),
+        "corrected_weight_decay": optax.chain(
+            optax.scale_by_adam(),
+            jaxreg.corrected_weight_decay(WEIGHT_DECAY, schedule, max_learning_rate=PEAK_LR, mask=decay),
+            optax.scale_by_learning_rate(schedule),
+        ),
+        "cautious_weight_decay": optax.chain(
+            optax.scale_by_adam(),
+            jaxreg.cautious_weight_decay(WEIGHT_DECAY, mask=decay),
+            optax.scale_by_learning_rate(schedule),
         ),
     }
 
