@@ -310,7 +310,7 @@ def test_submodules_are_reachable_from_the_package():
 
 def test_readme_flax_module_examples_run():
     """The README's "Flax modules" code blocks run (they assert their own claims)."""
-    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("### Flax modules", 1)[1].split("<!-- END dropout -->", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     assert len(blocks) == 2

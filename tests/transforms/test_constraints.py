@@ -422,7 +422,7 @@ def test_mixup_errors_name_the_argument():
 
 # --- README and example ----------------------------------------------------------------------------
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_readme_constraints_section_code_runs():

@@ -11,7 +11,7 @@ import pytest
 
 import jaxreg
 
-REF = pathlib.Path(__file__).parent / "data" / "torch_sgd_reference.npz"
+REF = pathlib.Path(__file__).resolve().parents[1] / "data" / "torch_sgd_reference.npz"
 
 
 def _run(tx, params, loss, steps):
@@ -38,7 +38,7 @@ def _mse(ref):
 
 
 def test_readme_core_section_code_runs():
-    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme[readme.index("<!-- BEGIN core (issue 2) -->") : readme.index("<!-- END core -->")]
     (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
     namespace: dict = {}
