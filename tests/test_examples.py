@@ -3,6 +3,7 @@
 examples/sharded_training.py needs 8 simulated devices: tests/test_sharding.py runs it.
 """
 
+import pathlib
 import re
 import subprocess
 import sys
@@ -20,6 +21,15 @@ def _run(script: str, *args: str) -> str:
     )
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+def test_every_example_is_run_by_a_test():
+    here = pathlib.Path(__file__).resolve().parent
+    tests = (here / "test_examples.py").read_text() + (here / "test_sharding.py").read_text()
+    scripts = sorted(p.name for p in EXAMPLES.glob("*.py"))
+    assert scripts
+    for name in scripts:
+        assert f'"{name}"' in tests, f"examples/{name} is run by no test"
 
 
 def test_seed_l1_regression_prox_gives_exact_zeros_and_subgradient_does_not():
@@ -42,3 +52,25 @@ def test_constraints_and_mixup_example_runs():
     (acc_plain, _), (acc_reg, norm_reg) = ((float(a), float(n)) for a, n in rows)
     assert acc_plain > 0.9 and acc_reg > 0.9  # digits is easy: both recipes must learn it
     assert norm_reg <= 3.0 + 1e-5
+
+
+def test_feedforward_dropout_example_runs():
+    # 5 epochs instead of 60: the script's own checks (each unit's Monte Carlo mean of the
+    # training-mode activation within 5 standard errors of the test-mode activation, test
+    # accuracies of the two conventions within 0.05) hold from the first epochs on.
+    out = _run("feedforward_dropout.py", "--epochs", "5")
+    assert "Adam 1e-3, 5 epochs" in out
+    rows = dict(
+        (mode, [float(v) for v in values])
+        for mode, *values in re.findall(
+            r"^(inverted|classic)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)$", out, re.M
+        )
+    )
+    assert set(rows) == {"inverted", "classic"}
+    for mode, (acc_train, acc_test, train_act, test_act, zmax) in rows.items():
+        assert acc_test > 0.15, (mode, acc_test)  # 10 classes: above guessing after 5 epochs
+        assert 0.0 <= acc_train <= 1.0
+        assert zmax < 5, (mode, zmax)
+        assert abs(train_act - test_act) < 0.01 * abs(test_act) + 1e-3, (mode, train_act, test_act)
+    assert abs(rows["inverted"][1] - rows["classic"][1]) < 0.05
+    assert "Both conventions give the same expected activation at test time" in out
