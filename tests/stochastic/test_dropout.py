@@ -219,9 +219,10 @@ def test_fast_bfloat16_scale_is_one_over_q_not_one_over_rounded_q():
 @pytest.mark.parametrize("impl", KEY_IMPLS)
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_checkpoint_recomputes_the_same_mask_for_key_arguments(impl, sampler):
-    # As above, with the key an argument of the jitted function (not a closed-over
-    # constant) and each key implementation: rbg/unsafe_rbg keys under remat are
-    # where recomputed random bits have diverged before (jax#21046).
+    # As test_checkpoint_recomputes_the_same_mask (test_prologue.py), with the key an
+    # argument of the jitted function (not a closed-over constant) and each key
+    # implementation: rbg/unsafe_rbg keys under remat are where recomputed random
+    # bits have diverged before (jax#21046).
     key = jax.random.key(11, impl=impl)
     x = drop_input()
     w = jnp.linspace(0.5, 1.5, x.shape[-1])
