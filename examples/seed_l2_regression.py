@@ -6,7 +6,7 @@ adds ``lam * w`` to the gradient, which is the gradient of ``lam/2 * ||w||^2``, 
 seed's term; and it decays the bias as well. In jaxreg:
 
 * ``jaxreg.add_decayed_weights(lam)`` before ``optax.sgd`` is exactly PyTorch's coupled
-  ``weight_decay=lam`` (tests/test_transforms.py checks the trajectories against PyTorch);
+  ``weight_decay=lam`` (tests/transforms/test_adding.py checks the trajectories against PyTorch);
 * ``lam * jaxreg.l2_penalty(params)`` in the loss is the same thing: ``l2_penalty`` carries the 1/2;
 * the seed's claimed term ``lam * ||w||^2`` would be ``2 * lam * l2_penalty`` (Keras ``L2(lam)``).
 

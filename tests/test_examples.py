@@ -1,16 +1,19 @@
-"""The README's examples run and print what the README says they print."""
+"""The scripts in examples/ run, at small sizes, and print what the README says they print.
+
+examples/sharded_training.py needs 8 simulated devices: tests/test_sharding.py runs it.
+"""
 
 import pathlib
 import re
 import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from helpers import EXAMPLES, ROOT
 
 
-def _run(script: str) -> str:
+def _run(script: str, *args: str) -> str:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / script)],
+        [sys.executable, str(EXAMPLES / script), *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -18,6 +21,15 @@ def _run(script: str) -> str:
     )
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+def test_every_example_is_run_by_a_test():
+    here = pathlib.Path(__file__).resolve().parent
+    tests = (here / "test_examples.py").read_text() + (here / "test_sharding.py").read_text()
+    scripts = sorted(p.name for p in EXAMPLES.glob("*.py"))
+    assert scripts
+    for name in scripts:
+        assert f'"{name}"' in tests, f"examples/{name} is run by no test"
 
 
 def test_seed_l1_regression_prox_gives_exact_zeros_and_subgradient_does_not():
@@ -31,3 +43,34 @@ def test_seed_l2_regression_weight_decay_equals_half_squared_norm_in_loss():
     out = _run("seed_l2_regression.py")
     diff = float(re.search(r"max \|diff\| = (\S+)", out).group(1))
     assert diff < 1e-6
+
+
+def test_constraints_and_mixup_example_runs():
+    out = _run("constraints_and_mixup.py")
+    rows = re.findall(r"test accuracy (\S+)\s+largest column norm (\S+)", out)
+    assert len(rows) == 2
+    (acc_plain, _), (acc_reg, norm_reg) = ((float(a), float(n)) for a, n in rows)
+    assert acc_plain > 0.9 and acc_reg > 0.9  # digits is easy: both recipes must learn it
+    assert norm_reg <= 3.0 + 1e-5
+
+
+def test_feedforward_dropout_example_runs():
+    # 5 epochs instead of 60: the script's own checks (each unit's Monte Carlo mean of the
+    # training-mode activation within 5 standard errors of the test-mode activation, test
+    # accuracies of the two conventions within 0.05) hold from the first epochs on.
+    out = _run("feedforward_dropout.py", "--epochs", "5")
+    assert "Adam 1e-3, 5 epochs" in out
+    rows = dict(
+        (mode, [float(v) for v in values])
+        for mode, *values in re.findall(
+            r"^(inverted|classic)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)$", out, re.M
+        )
+    )
+    assert set(rows) == {"inverted", "classic"}
+    for mode, (acc_train, acc_test, train_act, test_act, zmax) in rows.items():
+        assert acc_test > 0.15, (mode, acc_test)  # 10 classes: above guessing after 5 epochs
+        assert 0.0 <= acc_train <= 1.0
+        assert zmax < 5, (mode, zmax)
+        assert abs(train_act - test_act) < 0.01 * abs(test_act) + 1e-3, (mode, train_act, test_act)
+    assert abs(rows["inverted"][1] - rows["classic"][1]) < 0.05
+    assert "Both conventions give the same expected activation at test time" in out

@@ -19,10 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
+from helpers import SAMPLERS, every_key_kind
 
 from jaxreg._stochastic import _sampling
 
-SAMPLERS = ["fast", "jax"]
 SHAPE = (1024, 1024)  # n = 2**20 >= 1e6 elements
 N = SHAPE[0] * SHAPE[1]
 KEY = jax.random.key(20260)
@@ -233,16 +233,7 @@ def test_fast_two_word_counter_for_huge_arrays(monkeypatch):
     np.testing.assert_array_equal(np.asarray(_sampling.hash_bits(KEY, (64, 32))), one_word)
 
 
-@pytest.mark.parametrize(
-    "key",
-    [
-        jax.random.key(3),
-        jax.random.key(3, impl="rbg"),
-        jax.random.key(3, impl="unsafe_rbg"),
-        jax.random.PRNGKey(3),
-    ],
-    ids=["threefry", "rbg", "unsafe_rbg", "legacy_uint32"],
-)
+@pytest.mark.parametrize("key", every_key_kind(3))
 def test_fast_accepts_every_key_implementation(key):
     words = np.asarray(_sampling.bits(key, (4096,)))
     u = words / 2.0**32

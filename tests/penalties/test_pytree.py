@@ -5,24 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import params_tree
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import jaxreg
-
-
-def _params(seed=0):
-    rng = np.random.default_rng(seed)
-    return {
-        "dense": {
-            "kernel": rng.normal(size=(4, 3)).astype(np.float32),
-            "bias": rng.normal(size=3).astype(np.float32),
-        },
-        "conv": rng.normal(size=(2, 2, 3, 5)).astype(np.float32),
-        "step": np.array(3, np.int32),
-        "empty": None,
-    }
 
 
 def _np_group_lasso(w, axis):
@@ -38,7 +26,7 @@ def _floats(p):
 
 
 def test_values_against_numpy():
-    p = _params()
+    p = params_tree()
     leaves = _floats(p)
     np.testing.assert_allclose(jaxreg.l1_penalty(p), sum(np.abs(w).sum() for w in leaves), rtol=1e-6)
     np.testing.assert_allclose(
@@ -59,23 +47,6 @@ def test_group_lasso_groups_input_features_of_a_dense_kernel():
     w = jnp.array([[3.0, 4.0], [0.0, 0.0], [1.0, 0.0]])
     assert float(jaxreg.group_lasso_penalty({"k": w}, axis=0)) == pytest.approx(5.0 + 0.0 + 1.0)
     assert float(jaxreg.group_lasso_penalty({"k": w}, axis=1)) == pytest.approx(np.sqrt(10.0) + 4.0)
-
-
-def test_masks_prefix_callable_and_mismatch():
-    p = _params()
-    only_kernel = {"dense": {"kernel": True, "bias": False}, "conv": False, "step": False, "empty": None}
-    np.testing.assert_allclose(
-        jaxreg.l1_penalty(p, mask=only_kernel), np.abs(p["dense"]["kernel"]).sum(), rtol=1e-6
-    )
-    prefix = {"dense": False, "conv": True, "step": True, "empty": True}
-    np.testing.assert_allclose(jaxreg.l1_penalty(p, mask=prefix), np.abs(p["conv"]).sum(), rtol=1e-6)
-    np.testing.assert_allclose(
-        jaxreg.l1_penalty(p, mask=jaxreg.masks.weights_only),
-        np.abs(p["dense"]["kernel"]).sum() + np.abs(p["conv"]).sum(),
-        rtol=1e-6,
-    )
-    with pytest.raises(ValueError, match=r"(?s)mask does not match.*mask\[.dense.\]"):
-        jaxreg.l1_penalty(p, mask={"dense": {"kernel": True}, "conv": True, "step": True, "empty": None})
 
 
 def test_dtypes_and_accumulation():
@@ -102,7 +73,7 @@ def test_dtypes_and_accumulation():
     ],
 )
 def test_grad_of_penalty_times_strength_equals_transform(penalty, transform):
-    p = _params(1)
+    p = params_tree(1)
     p["dense"]["kernel"][0, 0] = 0.0  # sign(0) = 0 on both sides
     lam = 0.37
     grads = jax.grad(lambda q: lam * penalty(q, mask=jaxreg.masks.weights_only), allow_int=True)(p)
@@ -115,7 +86,7 @@ def test_grad_of_penalty_times_strength_equals_transform(penalty, transform):
 
 
 def test_elastic_net_gradient_matches_two_transforms():
-    p = _params(2)
+    p = params_tree(2)
     grads = jax.grad(lambda q: jaxreg.elastic_net_penalty(q, 0.2, 0.5), allow_int=True)(p)
     tx = optax.chain(jaxreg.add_l1(0.2), jaxreg.add_decayed_weights(0.5))
     added, _ = tx.update(jax.tree.map(jnp.zeros_like, p), tx.init(p), p)

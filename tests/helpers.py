@@ -1,0 +1,135 @@
+"""Helpers shared by several test modules: ``from helpers import ...``.
+
+The suite runs with ``--import-mode=importlib``, which puts no test folder on ``sys.path``;
+``tests/conftest.py`` puts this one there, in the pytest process and in every pytest-xdist
+worker, so that any ``tests/<area>/test_*.py`` can import this module by its bare name.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxreg
+
+TESTS = pathlib.Path(__file__).resolve().parent
+ROOT = TESTS.parent  # the repository: README.md, examples/, benchmarks/
+DATA = TESTS / "data"
+EXAMPLES = ROOT / "examples"
+
+
+# --- README --------------------------------------------------------------------------------------
+
+
+def readme_python_blocks(begin: str, end: str) -> list[str]:
+    """The ```python blocks of README.md between the first ``begin`` and the next ``end``."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split(begin, 1)[1].split(end, 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+# --- arrays and NumPy oracles ----------------------------------------------------------------------
+
+
+def random_normal(seed, shape, scale=1.0):
+    """``scale`` times a float32 standard normal NumPy array (no JAX dispatch)."""
+    return scale * np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def params_tree(seed=0):
+    """A params pytree with float leaves of 1, 2 and 4 dimensions, an int leaf and a None."""
+    rng = np.random.default_rng(seed)
+    return {
+        "dense": {
+            "kernel": rng.normal(size=(4, 3)).astype(np.float32),
+            "bias": rng.normal(size=3).astype(np.float32),
+        },
+        "conv": rng.normal(size=(2, 2, 3, 5)).astype(np.float32),
+        "step": np.array(3, np.int32),
+        "empty": None,
+    }
+
+
+def sigma_max(w):
+    """The largest singular value of ``w`` reshaped to ``(-1, out)``, in float64."""
+    w = np.asarray(w, np.float64)
+    return np.linalg.svd(w.reshape(-1, w.shape[-1]), compute_uv=False)[0]
+
+
+# Keras 3 (keras/src/constraints/constraints.py, keras/src/regularizers/regularizers.py) adds this
+# epsilon to the norms that it divides by.
+KERAS_EPS = 1e-7
+
+
+# --- optax ----------------------------------------------------------------------------------------
+
+
+def land(tx, params, updates, *, jit=False):
+    """Where ``params`` land after one ``tx`` step with incoming ``updates`` (``tx.update`` jitted if asked)."""
+    update = jax.jit(tx.update) if jit else tx.update
+    new_updates, _ = update(updates, tx.init(params), params)
+    return optax.apply_updates(params, new_updates)
+
+
+# --- the dropout family -------------------------------------------------------------------------------
+
+SAMPLERS = ["fast", "jax"]
+KEY = jax.random.key(1234)  # the key of the dropout-family tests (the sampler tests use their own)
+BIG = (1024, 1024)  # 2**20 >= 1e6 elements
+NBIG = BIG[0] * BIG[1]
+SHAPE = (4, 8, 8, 3)  # NHWC, valid for every op
+KEY_IMPLS = ["threefry2x32", "rbg", "unsafe_rbg"]
+
+
+def every_key_kind(seed):
+    """One key of each implementation, and a legacy raw ``uint32`` key, as pytest params."""
+    return [
+        pytest.param(jax.random.key(seed), id="threefry"),
+        pytest.param(jax.random.key(seed, impl="rbg"), id="rbg"),
+        pytest.param(jax.random.key(seed, impl="unsafe_rbg"), id="unsafe_rbg"),
+        pytest.param(jax.random.PRNGKey(seed), id="legacy_uint32"),
+    ]
+
+
+def drop_input(shape=SHAPE, dtype=jnp.float32, seed=7):
+    """Standard normal with no zeros (so ``y / x`` recovers the multiplier); drawn in NumPy."""
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    return jnp.asarray(x + np.where(x >= 0, 0.1, -0.1).astype(np.float32), dtype)
+
+
+def keep_prob(rate, sampler):
+    """The keep probability a sampler uses (quantized for "fast", see _sampling)."""
+    return round((1 - rate) * 2**24) / 2**24 if sampler == "fast" else 1 - rate
+
+
+# --- the Flax modules of the dropout family -----------------------------------------------------------
+
+# (class name, functional op, positional hyperparameters, options shared by op and module).
+MODULE_SPECS = [
+    ("Dropout", jaxreg.dropout, (0.5,), {}),
+    ("SpatialDropout", jaxreg.spatial_dropout, (0.5,), {}),
+    ("GaussianDropout", jaxreg.gaussian_dropout, (0.5,), {}),
+    ("GaussianNoise", jaxreg.gaussian_noise, (0.5,), {}),
+    ("AlphaDropout", jaxreg.alpha_dropout, (0.5,), {}),
+    ("DropPath", jaxreg.drop_path, (0.5,), {}),
+    ("DropBlock", jaxreg.dropblock, (0.2, 3), {}),
+]
+MODULE_IDS = [s[0] for s in MODULE_SPECS]
+# NHWC, valid for every op (DropBlock needs 4-D); 16 examples so that DropPath
+# keeps every example of a draw with probability 2^-16 only.
+MODULE_SHAPE = (16, 8, 8, 3)
+
+
+def module_input(dtype=jnp.float32):
+    return jax.random.normal(jax.random.key(42), MODULE_SHAPE).astype(dtype) + 2.0
+
+
+def zero_rate(args):
+    """The module's positional hyperparameters with the rate (the first) set to 0."""
+    return (0.0, *args[1:])

@@ -1,0 +1,68 @@
+"""jaxreg.linen.SpectralNorm and WeightNorm: the stored param never changes, both params get gradients."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from helpers import random_normal, sigma_max
+
+import jaxreg.linen as jrl
+
+
+class _SN(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool):
+        return jrl.SpectralNorm(nn.Dense(4))(x, update_stats=train)
+
+
+class _WN(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return jrl.WeightNorm(nn.Dense(3))(x)
+
+
+class _Bare(nn.Module):
+    features: int
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return nn.Dense(self.features)(x)
+
+
+def test_linen_spectral_norm_stored_param_never_changes():
+    x = jnp.asarray(random_normal(0, (3, 6)))
+    variables = _SN().init(jax.random.key(0), x, train=False)
+    bare = _Bare(4).init(jax.random.key(0), x)
+    kernel = np.asarray(variables["params"]["Dense_0"]["kernel"])
+    np.testing.assert_array_equal(kernel, np.asarray(bare["params"]["Dense_0"]["kernel"]))  # also at init
+    assert set(variables["batch_stats"]["SpectralNorm_0"]) == {"Dense_0/kernel/u"}
+    apply = jax.jit(lambda v, x: _SN().apply(v, x, train=True, mutable=True))
+    for _ in range(30):
+        y, updates = apply(variables, x)
+        np.testing.assert_array_equal(np.asarray(updates["params"]["Dense_0"]["kernel"]), kernel)
+        variables = {"params": variables["params"], "batch_stats": updates["batch_stats"]}
+    expected = np.asarray(x) @ (kernel / sigma_max(kernel)) + np.asarray(
+        variables["params"]["Dense_0"]["bias"]
+    )
+    np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-3, atol=1e-4)
+    y_eval = _SN().apply(variables, x, train=False)  # no mutable collection needed in eval
+    np.testing.assert_allclose(np.asarray(y_eval), expected, rtol=1e-3, atol=1e-4)
+
+
+def test_linen_weight_norm_output_unchanged_at_init_and_both_params_get_gradients():
+    x = jnp.asarray(random_normal(0, (4, 5)))
+    variables = _WN().init(jax.random.key(0), x)
+    params = variables["params"]
+    bare = {"params": {"Dense_0": params["Dense_0"]}}
+    np.testing.assert_allclose(
+        np.asarray(_WN().apply(variables, x)), np.asarray(_Bare(3).apply(bare, x)), rtol=1e-5, atol=1e-6
+    )
+    scale = params["WeightNorm_0"]["Dense_0/kernel/scale"]
+    np.testing.assert_allclose(
+        np.asarray(scale), np.linalg.norm(np.asarray(params["Dense_0"]["kernel"]), axis=0), rtol=1e-6
+    )
+    grads = jax.grad(lambda p: jnp.sum(_WN().apply({"params": p}, x) ** 2))(params)
+    assert np.all(np.abs(np.asarray(grads["WeightNorm_0"]["Dense_0/kernel/scale"])) > 0)
+    assert np.any(np.abs(np.asarray(grads["Dense_0"]["kernel"])) > 0)

@@ -1,0 +1,129 @@
+"""jaxreg.nnx.SpectralNorm and WeightNorm: the raw Param is kept and trained, u is a BatchStat."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from helpers import random_normal, sigma_max
+
+import jaxreg.nnx as jrx
+
+
+def test_nnx_spectral_norm_keeps_param_and_normalizes_output():
+    model = jrx.SpectralNorm(nnx.Linear(6, 4, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(1))
+    kernel0 = np.asarray(model.layer_instance.kernel[...]).copy()
+    x = jnp.asarray(random_normal(2, (3, 6)))
+
+    @nnx.jit
+    def forward(model, x):
+        return model(x)
+
+    for _ in range(30):
+        y = forward(model, x)
+    kernel = np.asarray(model.layer_instance.kernel[...])
+    np.testing.assert_array_equal(kernel, kernel0)  # flax#5576: never overwritten
+    expected = np.asarray(x) @ (kernel / sigma_max(kernel)) + np.asarray(model.layer_instance.bias[...])
+    np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-3, atol=1e-4)
+    # u is a BatchStat, not a Param: trainable state is exactly the layer's params.
+    assert isinstance(model.u["kernel"], nnx.BatchStat)
+    assert set(nnx.to_flat_state(nnx.state(model, nnx.Param)).paths) == {
+        ("layer_instance", "kernel"),
+        ("layer_instance", "bias"),
+    }
+    # eval(): the stored u no longer changes.
+    model.eval()
+    u0 = np.asarray(model.u["kernel"][...]).copy()
+    forward(model, x)
+    np.testing.assert_array_equal(np.asarray(model.u["kernel"][...]), u0)
+    assert model.use_running_average
+    model.train()
+    assert not model.use_running_average
+
+
+def _np_power_step(kernel, u):
+    # One power iteration (Miyato et al., Algorithm 1) on M = kernel, output axis last.
+    m = np.asarray(kernel, np.float64)
+    v = m @ u
+    v /= np.linalg.norm(v)
+    u = m.T @ v
+    return u / np.linalg.norm(u)
+
+
+def test_nnx_spectral_norm_trains_raw_param_not_u():
+    # Training mode (the default update_stats=True): every step refines u by one power iteration,
+    # and the kernel Param changes by exactly the optimizer's update -lr * grad, nothing else.
+    lr = 0.1
+    model = jrx.SpectralNorm(nnx.Linear(4, 3, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(1))
+    optimizer = nnx.Optimizer(model, optax.sgd(lr), wrt=nnx.Param)
+    x, y = jnp.asarray(random_normal(0, (8, 4))), jnp.asarray(random_normal(1, (8, 3)))
+
+    @nnx.jit
+    def step(model, optimizer, x, y):
+        loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x) - y) ** 2))(model)
+        optimizer.update(model, grads)
+        return loss, grads
+
+    losses = []
+    for _ in range(5):
+        k0 = np.asarray(model.layer_instance.kernel[...]).copy()
+        u0 = np.asarray(model.u["kernel"][...], np.float64).copy()
+        loss, grads = step(model, optimizer, x, y)
+        losses.append(float(loss))
+        # u is not trained: the gradients are those of the Params only.
+        assert set(nnx.to_flat_state(grads).paths) == {
+            ("layer_instance", "kernel"),
+            ("layer_instance", "bias"),
+        }
+        k1 = np.asarray(model.layer_instance.kernel[...])
+        grad = np.asarray(grads["layer_instance"]["kernel"][...])
+        np.testing.assert_allclose(k1, k0 - lr * grad, rtol=1e-6, atol=1e-7)
+        u1 = np.asarray(model.u["kernel"][...], np.float64)
+        assert not np.array_equal(u1, u0)
+        np.testing.assert_allclose(u1, _np_power_step(k0, u0), rtol=1e-5, atol=1e-6)
+    assert losses[-1] < losses[0]
+    # Evaluation mode leaves u alone.
+    u0 = np.asarray(model.u["kernel"][...]).copy()
+    model(x, update_stats=False)
+    np.testing.assert_array_equal(np.asarray(model.u["kernel"][...]), u0)
+
+
+def test_nnx_weight_norm_output_unchanged_at_init_and_g_v_train():
+    bare = nnx.Linear(5, 3, rngs=nnx.Rngs(0))
+    model = jrx.WeightNorm(nnx.Linear(5, 3, rngs=nnx.Rngs(0)))
+    x = jnp.asarray(random_normal(0, (4, 5)))
+    np.testing.assert_allclose(np.asarray(model(x)), np.asarray(bare(x)), rtol=1e-5, atol=1e-6)  # flax#4138
+    assert isinstance(model.scales["kernel"], nnx.Param)  # flax#5577
+    grads = nnx.grad(lambda m: jnp.sum(m(x) ** 2))(model)
+    assert np.all(np.abs(np.asarray(grads["scales"]["kernel"][...])) > 0)
+    assert np.any(np.abs(np.asarray(grads["layer_instance"]["kernel"][...])) > 0)
+    v0, g0 = (
+        np.asarray(model.layer_instance.kernel[...]).copy(),
+        np.asarray(model.scales["kernel"][...]).copy(),
+    )
+    optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
+    optimizer.update(model, grads)
+    assert not np.array_equal(np.asarray(model.scales["kernel"][...]), g0)
+    assert not np.array_equal(np.asarray(model.layer_instance.kernel[...]), v0)
+    # After the step the layer computes with g * v / ||v||, and v itself is stored as is.
+    v, g = np.asarray(model.layer_instance.kernel[...]), np.asarray(model.scales["kernel"][...])
+    expected = np.asarray(x) @ (g * v / np.linalg.norm(v, axis=0)) + np.asarray(
+        model.layer_instance.bias[...]
+    )
+    np.testing.assert_allclose(np.asarray(model(x)), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_nnx_weight_norm_conv_and_state_passthrough():
+    conv = nnx.Conv(2, 4, kernel_size=(3, 3), rngs=nnx.Rngs(0))
+    model = jrx.WeightNorm(conv)
+    x = jnp.asarray(random_normal(1, (1, 5, 5, 2)))
+    bare = nnx.Conv(2, 4, kernel_size=(3, 3), rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(np.asarray(model(x)), np.asarray(bare(x)), rtol=1e-5, atol=1e-5)
+    assert model.scales["kernel"].shape == (4,)
+    # Non-Param state the wrapped layer updates (BatchNorm statistics) is kept.
+    bn = jrx.WeightNorm(nnx.BatchNorm(3, rngs=nnx.Rngs(0)), variable_filter=nnx.PathContains("scale"))
+    xb = random_normal(2, (8, 3)) + 5.0
+    bn(jnp.asarray(xb))
+    # nnx.BatchNorm's running mean after one step from 0 with momentum 0.99: 0.01 * batch mean.
+    np.testing.assert_allclose(np.asarray(bn.layer_instance.mean[...]), 0.01 * xb.mean(axis=0), rtol=1e-4)

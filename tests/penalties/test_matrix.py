@@ -1,0 +1,100 @@
+"""Matrix penalties (orthogonal, soft orthogonal, spectral) against NumPy and a reimplementation of Keras's.
+
+The Keras oracle below is written from ``keras/src/regularizers/regularizers.py`` (Keras 3,
+``OrthogonalRegularizer``): rows or columns normalized with ``epsilon = 1e-7``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import KERAS_EPS, random_normal
+
+import jaxreg
+
+
+def keras_orthogonal(w, mode, factor=1.0):
+    w = np.asarray(w, np.float64)
+    if mode == "rows":
+        m = w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), KERAS_EPS)
+        product, size = m @ m.T, w.shape[0]
+    else:
+        m = w / np.maximum(np.linalg.norm(w, axis=0, keepdims=True), KERAS_EPS)
+        product, size = m.T @ m, w.shape[1]
+    no_diag = product * (1.0 - np.eye(size))
+    num_pairs = size * (size - 1.0) / 2.0
+    return factor * 0.5 * np.sum(np.abs(no_diag)) / num_pairs
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (4, 6), (2, 2)])
+@pytest.mark.parametrize("mode", ["rows", "columns"])
+def test_orthogonal_penalty_matches_keras(shape, mode):
+    w = random_normal(5, shape)
+    w[0] = 0.0  # a zero row: Keras's normalize maps it to 0
+    got = jax.jit(jaxreg.orthogonal_penalty, static_argnums=1)(jnp.asarray(w), mode)
+    np.testing.assert_allclose(float(got), keras_orthogonal(w, mode), rtol=1e-5)
+
+
+def test_orthogonal_penalty_edge_cases():
+    q, _ = np.linalg.qr(random_normal(0, (5, 5)))
+    assert float(jaxreg.orthogonal_penalty(jnp.asarray(q, jnp.float32))) < 1e-6
+    assert float(jaxreg.orthogonal_penalty(jnp.ones((1, 3)))) == 0.0  # no pairs
+    assert float(jaxreg.orthogonal_penalty(jnp.ones((3, 1)), "columns")) == 0.0
+    assert float(jaxreg.orthogonal_penalty(jnp.ones((3, 2)))) == pytest.approx(1.0)  # identical rows
+
+
+@pytest.mark.parametrize("mode", ["rows", "columns"])
+def test_orthogonal_penalty_gradient_is_finite_at_a_zero_row_or_column(mode):
+    # A row (column) pruned to exactly zero, e.g. by prox_group_lasso, contributes no pair to the
+    # penalty: its gradient is 0 (the sign(0) = 0 subgradient of |.|, as l1_penalty), and the other
+    # rows get the gradient of the matrix without it, scaled by the ratio of the pair counts
+    # (n-1)(n-2) / (n(n-1)) = (n-2)/n.
+    w = random_normal(9, (4, 3))
+    if mode == "rows":
+        w[1] = 0.0
+        reduced = np.delete(w, 1, axis=0)
+    else:
+        w[:, 1] = 0.0
+        reduced = np.delete(w, 1, axis=1)
+    n = w.shape[0] if mode == "rows" else w.shape[1]
+    grad_fn = jax.grad(lambda w: jaxreg.orthogonal_penalty(w, mode))
+    grad = np.asarray(grad_fn(jnp.asarray(w)))
+    assert np.all(np.isfinite(grad))
+    zero = grad[1] if mode == "rows" else grad[:, 1]
+    np.testing.assert_array_equal(zero, 0.0)
+    others = np.delete(grad, 1, axis=0 if mode == "rows" else 1)
+    expected = (n - 2) / n * np.asarray(grad_fn(jnp.asarray(reduced)))
+    np.testing.assert_allclose(others, expected, rtol=1e-5, atol=1e-7)
+    assert np.abs(others).max() > 1e-3  # the other rows still get a gradient
+
+
+def test_soft_orthogonal_and_spectral_penalties_match_numpy():
+    w = random_normal(7, (6, 4)).astype(np.float64)
+    expected = np.sum((w.T @ w - np.eye(4)) ** 2)
+    np.testing.assert_allclose(float(jaxreg.soft_orthogonal_penalty(jnp.asarray(w))), expected, rtol=1e-5)
+    u, s, vt = np.linalg.svd(w)
+    np.testing.assert_allclose(float(jax.jit(jaxreg.spectral_penalty)(jnp.asarray(w))), s[0] ** 2, rtol=1e-5)
+    # d sigma^2 / dW = 2 sigma u1 v1^T (top singular value is simple for this draw).
+    grad = np.asarray(jax.grad(jaxreg.spectral_penalty)(jnp.asarray(w, jnp.float32)))
+    np.testing.assert_allclose(grad, 2 * s[0] * np.outer(u[:, 0], vt[0]), rtol=1e-4, atol=1e-5)
+    # ndim > 2: reshaped to (-1, out).
+    k = random_normal(8, (3, 3, 2, 5))
+    s_k = np.linalg.svd(k.reshape(-1, 5), compute_uv=False)[0]
+    np.testing.assert_allclose(float(jaxreg.spectral_penalty(jnp.asarray(k))), s_k**2, rtol=1e-5)
+    # Orthonormal columns: soft orthogonality is zero.
+    q, _ = np.linalg.qr(w)
+    assert float(jaxreg.soft_orthogonal_penalty(jnp.asarray(q))) < 1e-10
+
+
+def test_penalty_errors_name_the_argument():
+    for fn in (jaxreg.orthogonal_penalty, jaxreg.soft_orthogonal_penalty):
+        with pytest.raises(ValueError, match=r"w must have exactly 2 dimensions, got shape \(3,\)"):
+            fn(jnp.ones(3))
+        with pytest.raises(ValueError, match="w must have exactly 2"):
+            fn(jnp.ones((2, 2, 2)))
+    with pytest.raises(ValueError, match="w must have at least 2"):
+        jaxreg.spectral_penalty(jnp.ones(3))
+    with pytest.raises(ValueError, match="mode"):
+        jaxreg.orthogonal_penalty(jnp.ones((2, 2)), mode="diagonal")

@@ -1,0 +1,52 @@
+"""weight_norm_init and weight_normalize against NumPy norms; gradients reach g and v."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import random_normal
+
+import jaxreg
+
+
+@pytest.mark.parametrize(
+    ("shape", "feature_axes", "reduce"),
+    [((5, 3), -1, (0,)), ((3, 3, 2, 4), -1, (0, 1, 2)), ((5, 3), None, (0, 1)), ((4, 2, 3), (0, 2), (1,))],
+)
+def test_weight_normalize_matches_numpy(shape, feature_axes, reduce):
+    v = random_normal(0, shape)
+    kept = [d for d in range(len(shape)) if d not in reduce]
+    g = np.abs(random_normal(1, tuple(shape[d] for d in kept))) + 0.5
+    norms = np.sqrt(np.sum(v.astype(np.float64) ** 2, axis=reduce, keepdims=True))
+    g_b = g.reshape([shape[d] if d in kept else 1 for d in range(len(shape))])
+    expected = g_b * v / norms
+    got = jax.jit(lambda v, g: jaxreg.weight_normalize(v, g, feature_axes=feature_axes))(v, g)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-6)
+    g0 = jaxreg.weight_norm_init(jnp.asarray(v), feature_axes=feature_axes)
+    np.testing.assert_allclose(np.asarray(g0).reshape(-1), norms.reshape(-1), rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(jaxreg.weight_normalize(v, g0, feature_axes=feature_axes)), v, rtol=1e-5, atol=1e-6
+    )
+
+
+def test_weight_normalize_gradients_reach_g_and_v_and_are_finite_at_zero():
+    v, c = jnp.asarray(random_normal(0, (5, 3))), jnp.asarray(random_normal(1, (5, 3)))
+    g = jaxreg.weight_norm_init(v)
+    gv, gg = jax.grad(lambda v, g: jnp.sum(jaxreg.weight_normalize(v, g) * c), argnums=(0, 1))(v, g)
+    assert np.all(np.abs(np.asarray(gg)) > 0) and np.any(np.abs(np.asarray(gv)) > 0)
+    # The gradient w.r.t. v is orthogonal to v per column (the norm is invariant to scaling v).
+    np.testing.assert_allclose(np.sum(np.asarray(gv) * np.asarray(v), axis=0), 0.0, atol=1e-5)
+    zero = jnp.zeros((5, 3))
+    grads = jax.grad(lambda v, g: jnp.sum(jaxreg.weight_normalize(v, g)), argnums=(0, 1))(zero, g)
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in grads)
+
+
+def test_weight_normalize_errors_name_the_argument():
+    with pytest.raises(ValueError, match=r"g must have shape \(3,\)"):
+        jaxreg.weight_normalize(jnp.ones((5, 3)), jnp.ones(5))
+    with pytest.raises(ValueError, match="feature_axes"):
+        jaxreg.weight_normalize(jnp.ones((5, 3)), jnp.ones(3), feature_axes=2)
+    with pytest.raises(ValueError, match="eps"):
+        jaxreg.weight_normalize(jnp.ones((5, 3)), jnp.ones(3), eps=-1.0)
