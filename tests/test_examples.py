@@ -74,3 +74,20 @@ def test_feedforward_dropout_example_runs():
         assert abs(train_act - test_act) < 0.01 * abs(test_act) + 1e-3, (mode, train_act, test_act)
     assert abs(rows["inverted"][1] - rows["classic"][1]) < 0.05
     assert "Both conventions give the same expected activation at test time" in out
+
+
+def test_transformer_weight_decay_example():
+    stdout = _run("transformer_weight_decay.py", "--steps", "4")
+    decayed = {
+        name: set(paths.split(", "))
+        for name, paths in re.findall(r"^(weights_only|decayable) decays: (.*)$", stdout, re.M)
+    }
+    kernels = {
+        f"blocks/{m}/kernel" for m in ("attn/query", "attn/key", "attn/value", "attn/out", "up", "down")
+    }
+    assert decayed["decayable"] == kernels | {"head/kernel"}
+    assert {"blocks/ln1/scale", "blocks/attn/query/bias", "embed/embedding", "pos_embedding"} <= decayed[
+        "weights_only"
+    ]
+    losses = [float(v) for v in re.findall(r"validation loss (\S+)", stdout)]
+    assert len(losses) == 6 and all(0 < v < 10 for v in losses)

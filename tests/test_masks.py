@@ -1,13 +1,18 @@
-"""jaxreg.masks (weights_only, by_path) and the mask= argument: prefixes, callables, mismatches, optax."""
+"""jaxreg.masks and the mask= argument: prefixes, callables, mismatches, optax; decayable on Flax trees, combinators, factors."""
 
+import dataclasses
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 from helpers import params_tree
 
 import jaxreg
+from jaxreg._masking import key_path_str
 
 
 def test_masks_prefix_callable_and_mismatch():
@@ -94,3 +99,233 @@ def test_mask_mismatch_in_a_transform_says_where():
     tx = jaxreg.prox_l1(0.1, 0.1, mask={"a": True, "c": True})
     with pytest.raises(ValueError, match=r"(?s)mask does not match the structure of params.*'c'"):
         tx.init({"a": jnp.ones(1), "b": jnp.ones(1)})
+
+
+D, HEADS = 8, 2
+
+
+class LinenBlock(nn.Module):
+    @nn.compact
+    def __call__(self, x, _=None):
+        h = nn.LayerNorm()(x)
+        h = nn.MultiHeadDotProductAttention(num_heads=HEADS)(h)
+        x = x + h
+        h = nn.RMSNorm()(x)
+        h = nn.Dense(2 * D)(h)
+        h = nn.Conv(2 * D, (3,))(h)
+        h = nn.BatchNorm(use_running_average=True)(h)
+        h = nn.GroupNorm(num_groups=2)(h)
+        return x + nn.Dense(D)(h), None
+
+
+class LinenModel(nn.Module):
+    stacked: bool
+
+    @nn.compact
+    def __call__(self, tokens):
+        x = nn.Embed(16, D)(tokens)
+        x = x + self.param("pos_embedding", nn.initializers.normal(0.02), (tokens.shape[-1], D))
+        if self.stacked:
+            x, _ = nn.scan(
+                LinenBlock,
+                variable_axes={"params": 0, "batch_stats": 0},
+                split_rngs={"params": True},
+                length=3,
+            )()(x, None)
+        else:
+            x, _ = LinenBlock()(x)
+        return nn.Dense(16, name="head")(nn.LayerNorm()(x))
+
+
+# The leaves (path suffixes) that weight decay should touch, written by hand from the modules' docs.
+LINEN_BLOCK_DECAYED = {
+    "MultiHeadDotProductAttention_0/query/kernel",
+    "MultiHeadDotProductAttention_0/key/kernel",
+    "MultiHeadDotProductAttention_0/value/kernel",
+    "MultiHeadDotProductAttention_0/out/kernel",
+    "Dense_0/kernel",
+    "Dense_1/kernel",
+    "Conv_0/kernel",
+}
+
+
+def _selected(mask_tree, params):
+    flags = jax.tree.leaves(mask_tree)
+    paths = [key_path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    assert len(flags) == len(paths)
+    return {p for p, f in zip(paths, flags, strict=True) if f}
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_decayable_on_a_linen_transformer(stacked):
+    tokens = jnp.zeros((2, 5), jnp.int32)
+    variables = LinenModel(stacked).init(jax.random.key(0), tokens)
+    params = variables["params"]
+    block = "ScanLinenBlock_0" if stacked else "LinenBlock_0"
+    want = {f"{block}/{p}" for p in LINEN_BLOCK_DECAYED} | {"head/kernel"}
+    got = _selected(jaxreg.masks.decayable(params), params)
+    assert got == want
+    if stacked:  # the stacked norm scales are 2-D: the shape rule decays them, the name rule does not
+        assert params[block]["LayerNorm_0"]["scale"].shape == (3, D)
+        assert f"{block}/LayerNorm_0/scale" in _selected(jaxreg.masks.weights_only(params), params)
+
+
+class NnxBlock(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.ln = nnx.LayerNorm(D, rngs=rngs)
+        self.attn = nnx.MultiHeadAttention(HEADS, D, D, decode=False, rngs=rngs)
+        self.rms = nnx.RMSNorm(D, rngs=rngs)
+        self.up = nnx.Linear(D, 2 * D, rngs=rngs)
+        self.conv = nnx.Conv(2 * D, 2 * D, (3,), rngs=rngs)
+        self.bn = nnx.BatchNorm(2 * D, rngs=rngs)
+        self.down = nnx.Linear(2 * D, D, rngs=rngs)
+
+
+NNX_BLOCK_DECAYED = {
+    "attn/query/kernel",
+    "attn/key/kernel",
+    "attn/value/kernel",
+    "attn/out/kernel",
+    "up/kernel",
+    "conv/kernel",
+    "down/kernel",
+}
+
+
+class NnxModel(nnx.Module):
+    def __init__(self, stacked: bool, rngs: nnx.Rngs):
+        self.embed = nnx.Embed(16, D, rngs=rngs)
+        self.pos_embedding = nnx.Param(jnp.zeros((5, D)))
+        if stacked:
+
+            @nnx.split_rngs(splits=3)
+            @nnx.vmap(in_axes=(0,), out_axes=0)
+            def make(rngs):
+                return NnxBlock(rngs)
+
+            self.blocks = make(rngs)
+        else:
+            self.blocks = NnxBlock(rngs)
+        self.norm = nnx.LayerNorm(D, rngs=rngs)
+        self.head = nnx.Linear(D, 16, rngs=rngs)
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_decayable_on_an_nnx_transformer(stacked):
+    model = NnxModel(stacked, nnx.Rngs(0))
+    state = nnx.state(model, nnx.Param)
+    want = {f"blocks/{p}" for p in NNX_BLOCK_DECAYED} | {"head/kernel"}
+    got = _selected(jaxreg.masks.decayable(state), state)
+    assert got == want
+    if stacked:
+        assert state["blocks"]["ln"]["scale"].shape == (3, D)
+        assert state["blocks"]["attn"]["query"]["bias"].shape == (3, HEADS, D // HEADS)
+    # The attention biases are 2-D even unstacked: weights_only decays them, decayable does not.
+    assert "blocks/attn/query/bias" in _selected(jaxreg.masks.weights_only(state), state)
+
+
+def test_decayable_as_the_adamw_mask_on_nnx_state():
+    model = NnxModel(True, nnx.Rngs(0))
+    params = nnx.state(model, nnx.Param)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    tx = optax.adamw(1.0, weight_decay=0.5, mask=jaxreg.masks.decayable)
+    updates, _ = tx.update(zeros, tx.init(params), params)
+    decayed = _selected(jaxreg.masks.decayable(params), params)
+    for (path, u), w in zip(
+        jax.tree_util.tree_flatten_with_path(updates)[0], jax.tree.leaves(params), strict=True
+    ):
+        expected = -0.5 * np.asarray(w) if key_path_str(path) in decayed else np.zeros(w.shape)
+        np.testing.assert_allclose(np.asarray(u), expected, rtol=1e-6, atol=0)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class LayerNorm:  # stands for equinox.nn.LayerNorm: its scale is a leaf named "weight"
+    weight: jax.Array
+    bias: jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class Linear:  # stands for equinox.nn.Linear
+    weight: jax.Array
+    bias: jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class Block:
+    norm1: LayerNorm
+    proj: Linear
+    scale_weight: LayerNorm  # a field name that says nothing: the module type decides
+
+
+def test_decayable_uses_the_module_type_where_the_pytree_carries_it():
+    ln = lambda: LayerNorm(jnp.ones(4), jnp.zeros(4))  # noqa: E731
+    block = Block(norm1=ln(), proj=Linear(jnp.ones((4, 4)), jnp.zeros(4)), scale_weight=ln())
+    assert _selected(jaxreg.masks.decayable(block), block) == {"proj/weight"}
+
+
+def test_decayable_on_pytorch_style_names():
+    names = {
+        "transformer/wte/weight": False,
+        "transformer/wpe/weight": False,
+        "transformer/h/0/ln_1/weight": False,
+        "transformer/h/0/attn/c_attn/weight": True,
+        "transformer/h/0/attn/c_attn/bias": False,
+        "transformer/ln_f/weight": False,
+        "encoder/layer/0/output/LayerNorm/weight": False,
+        "bn1/weight": False,
+        "layer1/0/conv1/weight": True,
+        "fc/weight": True,
+    }
+    params = {name: jnp.ones((2, 2)) for name in names}
+    mask = jaxreg.masks.decayable(params)
+    assert mask == names
+
+
+def test_combinators_follow_optax_semantics():
+    params = {"a": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}, "lora_a": jnp.ones((2, 1))}
+    tree = {"a": {"kernel": True, "bias": True}, "lora_a": False}
+    both = jaxreg.masks.all_of(jaxreg.masks.decayable, tree)
+    assert callable(both)
+    assert both(params) == {"a": {"bias": False, "kernel": True}, "lora_a": False}
+    either = jaxreg.masks.any_of(jaxreg.masks.decayable, jaxreg.masks.by_path(include="lora_"))
+    assert either(params) == {"a": {"bias": False, "kernel": True}, "lora_a": True}
+    assert jaxreg.masks.negate(tree) == {"a": {"bias": False, "kernel": False}, "lora_a": True}
+    assert not callable(jaxreg.masks.all_of(tree, tree))
+    assert jaxreg.masks.negate(jaxreg.masks.decayable)(params) == {
+        "a": {"bias": True, "kernel": False},
+        "lora_a": True,
+    }
+    # usable as jaxreg's and optax's mask=
+    mask = jaxreg.masks.all_of(jaxreg.masks.decayable, jaxreg.masks.by_path(exclude="^a/"))
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    for tx in (jaxreg.add_decayed_weights(1.0, mask=mask), optax.add_decayed_weights(1.0, mask=mask)):
+        updates, _ = tx.update(zeros, tx.init(params), params)
+        assert float(jnp.sum(jnp.abs(updates["a"]["kernel"]))) == 0.0  # excluded by the path rule
+        assert float(jnp.sum(jnp.abs(updates["lora_a"]))) == 0.0  # not decayable
+
+
+def test_combinator_errors_name_the_problem():
+    with pytest.raises(ValueError, match="at least one mask"):
+        jaxreg.masks.all_of()
+    with pytest.raises(TypeError, match="mask 1 is None"):
+        jaxreg.masks.any_of(jaxreg.masks.decayable, None)
+    with pytest.raises(ValueError, match="same structure"):
+        jaxreg.masks.all_of({"a": True}, {"b": True})
+
+
+def test_factors_first_match_wins_and_validates():
+    params = {
+        "embed": {"embedding": jnp.ones((3, 2))},
+        "dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)},
+    }
+    f = jaxreg.masks.factors([(r"embedding", 0.0), (r"dense/", 2.0), (r"kernel$", 3.0)], default=0.5)
+    assert f(params) == {"dense": {"bias": 2.0, "kernel": 2.0}, "embed": {"embedding": 0.0}}
+    with pytest.raises(ValueError, match="rules\\[0\\] factor"):
+        jaxreg.masks.factors([("a", -1.0)])
+    with pytest.raises(TypeError, match="rules\\[0\\]"):
+        jaxreg.masks.factors(["kernel"])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="default"):
+        jaxreg.masks.factors([], default=float("nan"))

@@ -223,3 +223,23 @@ def test_one_compilation_per_configuration():
         *state, loss, correct = epoch(*state, i, *keys, *(jnp.asarray(a) for a in data[:4]))
         assert 0 <= int(correct) <= len(data.y_test) and bool(jnp.isfinite(loss))
     assert epoch._cache_size() == 1
+
+
+def test_version_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"jaxreg {jaxreg.__version__}"
+
+
+def test_demo_without_the_demo_extra_names_the_install_command(monkeypatch, capsys):
+    real_find_spec = _cli.importlib.util.find_spec
+    monkeypatch.setattr(
+        _cli.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "sklearn" else real_find_spec(name, *a),
+    )
+    assert _cli.main(["demo", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "pip install 'jaxreg[demo]'" in err[0] and "sklearn" in err[0]
