@@ -32,7 +32,7 @@ def dropout(
     rate: float | jax.Array,
     *,
     deterministic: bool = False,
-    broadcast_dims: Sequence[int] = (),
+    broadcast_dims: int | Sequence[int] = (),
     mode: Literal["inverted", "classic"] = "inverted",
     sampler: Sampler = None,
 ) -> jax.Array:
@@ -77,10 +77,15 @@ def dropout(
     Args:
       key: a ``jax.random`` key (typed or legacy); may be ``None`` when
         ``deterministic`` or ``rate == 0``.
-      x: the input array (any float dtype; the dtype is preserved).
+      x: the input array (any real float dtype; the dtype is preserved). An
+        integer or bool ``x`` raises a ``TypeError``, as does a key passed here
+        or as ``rate`` (the key comes first).
       rate: drop probability in [0, 1]; a Python float or a (traced) JAX scalar.
-      deterministic: evaluation mode: no randomness, no key needed.
-      broadcast_dims: axes along which one mask value is shared.
+      deterministic: evaluation mode: no randomness, no key needed. A bool
+        (Python, NumPy or a concrete JAX scalar); anything else raises a
+        ``TypeError``.
+      broadcast_dims: axes along which one mask value is shared: an int or a
+        sequence of ints (negative ones count from the end).
       mode: ``"inverted"`` or ``"classic"``.
       sampler: ``None`` (library default, ``"fast"``), ``"fast"`` or ``"jax"``.
 
