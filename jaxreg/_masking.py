@@ -2,8 +2,12 @@
 
 A ``mask`` follows ``optax.masked``: ``None`` (every leaf), a pytree of bools
 with the structure of the params or a prefix of it, or a callable that maps
-the params (or updates) to such a pytree. Only leaves with a real floating dtype
-are ever selected: integer, bool and ``float0`` leaves pass through unchanged, and
+the params (or updates) to such a pytree. As in ``optax.masked``, a mask is
+called only if it is a callable whose pytree leaves are all callables (a plain
+function): a callable pytree of bools, such as an Equinox module, is used as a
+pytree. Only float leaves are ever selected: arrays and NumPy scalars with a
+real floating dtype, and Python floats (as in optax and jaxopt); integer, bool
+and ``float0`` leaves and Python ints and bools pass through unchanged, and
 ``None`` leaves and ``optax.MaskedNode`` are empty subtrees that no rule sees.
 Complex leaves are not supported (norms, signs and thresholds of complex numbers
 are not what these rules compute): a complex leaf that the mask selects raises a
@@ -16,15 +20,48 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxreg._typing import Mask
 
 
-def is_float_leaf(x: Any) -> bool:
-    """True for array leaves with a real floating dtype (not complex, integer, bool or float0)."""
+def leaf_dtype(x: Any) -> Any:
+    """The dtype of a leaf: its own for arrays and NumPy scalars, JAX's for Python floats and complexes.
+
+    ``None`` for every other leaf (Python ints and bools, strings, objects): they
+    are never selected.
+    """
     dtype = getattr(x, "dtype", None)
+    if dtype is None and isinstance(x, (float, complex)):  # bool and int are not float
+        return jnp.result_type(x)
+    return dtype
+
+
+def is_float_leaf(x: Any) -> bool:
+    """True for float leaves: a real floating dtype (not complex, integer, bool or float0), or a Python float."""
+    dtype = leaf_dtype(x)
     return dtype is not None and jnp.issubdtype(dtype, jnp.floating)
+
+
+def as_array_leaf(x: Any) -> Any:
+    """A selected leaf as rules see it: a JAX array (Python floats and NumPy values converted).
+
+    NumPy values take JAX's dtype (``np.float64`` is float32 unless
+    ``jax_enable_x64``), as they would in any JAX computation.
+    """
+    return jnp.asarray(x) if isinstance(x, (float, np.ndarray, np.generic)) else x
+
+
+def is_mask_callable(mask: Mask) -> bool:
+    """Whether ``mask`` is a function to call on the params, by ``optax.masked``'s rule.
+
+    True when every pytree leaf of ``mask`` is callable (a plain function is one
+    callable leaf); a callable pytree with non-callable leaves (an Equinox
+    module of bools) is a mask pytree, not a function.
+    """
+    callable_leaves = jax.tree.leaves(jax.tree.map(callable, mask))
+    return len(callable_leaves) > 0 and all(callable_leaves)
 
 
 def key_path_str(path: tuple) -> str:
@@ -62,7 +99,7 @@ def resolve_mask(mask: Mask, tree: Any) -> Any:
     """
     if mask is None:
         mask = True
-    elif callable(mask):
+    elif is_mask_callable(mask):
         mask = mask(tree)
     try:
         flags = jax.tree.map(lambda m, sub: jax.tree.map(lambda _: bool(m), sub), mask, tree)
@@ -71,7 +108,7 @@ def resolve_mask(mask: Mask, tree: Any) -> Any:
         raise ValueError(f"mask does not match the structure of params: {where}") from None
 
     def leaf_flag(path, keep, leaf):
-        dtype = getattr(leaf, "dtype", None)
+        dtype = leaf_dtype(leaf)
         if keep and dtype is not None and jnp.issubdtype(dtype, jnp.complexfloating):
             raise TypeError(
                 f"params leaf '{key_path_str(path)}' has the complex dtype {dtype}: complex leaves are "
@@ -83,27 +120,59 @@ def resolve_mask(mask: Mask, tree: Any) -> Any:
 
 
 def selected_leaves(tree: Any, mask: Mask) -> list[tuple[str, jax.Array]]:
-    """``(key path, leaf)`` for the float leaves of ``tree`` that ``mask`` selects, in tree order."""
+    """``(key path, leaf)`` for the float leaves of ``tree`` that ``mask`` selects, in tree order.
+
+    Python floats come back as JAX scalars (:func:`as_array_leaf`).
+    """
     flags = jax.tree.leaves(resolve_mask(mask, tree))
     items = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return [(key_path_str(path), leaf) for (path, leaf), keep in zip(items, flags, strict=True) if keep]
+    return [
+        (key_path_str(path), as_array_leaf(leaf))
+        for (path, leaf), keep in zip(items, flags, strict=True)
+        if keep
+    ]
 
 
 def masked(inner: optax.GradientTransformation, mask: Mask) -> optax.GradientTransformation:
     """Applies ``inner`` to the float leaves of the params that ``mask`` selects.
 
     Every jaxreg transform is built as ``masked(inner, mask)``, so ``inner``
-    only sees float leaves and the others pass through unchanged. Unlike
-    ``optax.masked``, a callable mask and the float test are applied to the
-    params (not the updates, whose dtypes an earlier transform may have
-    promoted), falling back to the updates when no params are given.
+    only sees float leaves (Python floats as JAX scalars) and the others pass
+    through unchanged. As optax's own transforms, the state is ``inner``'s state
+    when ``mask`` is ``None`` and ``optax.MaskedState(inner_state)`` otherwise.
+    ``None`` updates pass through as in optax: a ``None`` leaf stays ``None``, and
+    ``update(None, state, params)`` returns ``None`` updates (and advances the
+    state). Unlike ``optax.masked``, a callable mask and the float test are
+    applied to the params (not the updates, whose dtypes an earlier transform
+    may have promoted), falling back to the updates when no params are given.
     """
 
     def init_fn(params):
-        return optax.masked(inner, resolve_mask(mask, params)).init(params)
+        if mask is None:  # the inner states of jaxreg's transforms do not depend on the leaves
+            resolve_mask(mask, params)  # the leaf checks (complex leaves), as at every update
+            return inner.init(params)
+        # A function of the params, so that optax.masked can pass optax.tree_utils.tree_map_params's
+        # placeholder through without resolving the mask on it.
+        return optax.masked(inner, lambda p: resolve_mask(mask, p)).init(params)
 
     def update_fn(updates, state, params=None):
-        mask_tree = resolve_mask(mask, updates if params is None else params)
-        return optax.masked(inner, mask_tree).update(updates, state, params)
+        flags = resolve_mask(mask, updates if params is None else params)
+        if updates is None:
+            active = jax.tree.map(lambda _: False, flags)
+        else:  # a None update (no gradient for that leaf) is not transformed
+            active = jax.tree.map(lambda f, u: f and u is not None, flags, updates)
+
+        def select(tree):
+            return jax.tree.map(lambda a, x: as_array_leaf(x) if a else optax.MaskedNode(), active, tree)
+
+        inner_state = state if mask is None else state.inner_state
+        # With no updates at all every leaf is masked out (``active`` is all False).
+        inner_updates = select(active if updates is None else updates)
+        inner_params = None if params is None else select(params)
+        new_inner, inner_state = inner.update(inner_updates, inner_state, inner_params)
+        state = inner_state if mask is None else optax.MaskedState(inner_state=inner_state)
+        if updates is None:
+            return None, state
+        return jax.tree.map(lambda a, new, old: new if a else old, active, new_inner, updates), state
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -15,8 +15,22 @@ import numbers
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.core import Tracer
+
+
+def as_float(value: Any) -> Any:
+    """Python and NumPy integers (not bools) as a Python ``float``; any other value unchanged.
+
+    Integers beyond the float range become ``inf`` with their sign.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        return value
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def concrete_float(name: str, value: Any, allow_schedule: bool = False) -> float | None:
@@ -28,7 +42,7 @@ def concrete_float(name: str, value: Any, allow_schedule: bool = False) -> float
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a number, got the bool {value!r}")
     if isinstance(value, numbers.Real):
-        return float(value)
+        return float(as_float(value))
     if isinstance(value, (np.ndarray, np.generic)):
         if np.ndim(value) != 0:
             raise ValueError(f"{name} must be a scalar, got an array of shape {np.shape(value)}")
@@ -65,25 +79,37 @@ def is_one(value: Any) -> bool:
     return is_concrete(value) and float(value) == 1.0
 
 
-def check_non_negative(name: str, value: Any, *, allow_schedule: bool = False) -> None:
-    """Raises if a concrete ``value`` is negative, NaN or infinite (or a callable, unless allowed)."""
+def check_non_negative(name: str, value: Any, *, allow_schedule: bool = False) -> Any:
+    """Raises if a concrete ``value`` is negative, NaN or infinite (or a callable, unless allowed).
+
+    Returns ``as_float(value)``.
+    """
     v = concrete_float(name, value, allow_schedule)
     if v is not None and (not math.isfinite(v) or v < 0):
         raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return as_float(value)
 
 
-def check_positive(name: str, value: Any, *, allow_schedule: bool = False) -> None:
-    """Raises if a concrete ``value`` is not a finite number > 0 (or a callable, unless allowed)."""
+def check_positive(name: str, value: Any, *, allow_schedule: bool = False) -> Any:
+    """Raises if a concrete ``value`` is not a finite number > 0 (or a callable, unless allowed).
+
+    Returns ``as_float(value)``.
+    """
     v = concrete_float(name, value, allow_schedule)
     if v is not None and (not math.isfinite(v) or v <= 0):
         raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+    return as_float(value)
 
 
-def check_rate(name: str, value: Any, *, allow_schedule: bool = False) -> None:
-    """Raises if a concrete probability ``value`` is outside [0, 1] or NaN (or a callable, unless allowed)."""
+def check_rate(name: str, value: Any, *, allow_schedule: bool = False) -> Any:
+    """Raises if a concrete probability ``value`` is outside [0, 1] or NaN (or a callable, unless allowed).
+
+    Returns ``as_float(value)``.
+    """
     v = concrete_float(name, value, allow_schedule)
     if v is not None and not 0.0 <= v <= 1.0:
         raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
+    return as_float(value)
 
 
 def _reject_array_axis(name: str, axis: Any) -> None:
@@ -159,3 +185,28 @@ def check_count(name: str, value: Any, minimum: int = 0) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Returns ``value`` as a Python bool, raising unless it is a bool (Python, NumPy or a concrete JAX scalar).
+
+    Flags such as ``deterministic`` choose the program at trace time: a string,
+    a number or a traced value is an error, never a truthiness test.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, jax.Array) and value.dtype == np.bool_ and value.ndim == 0:
+        if not isinstance(value, jax.core.Tracer):
+            return bool(value)
+        raise TypeError(
+            f"{name} must be a Python bool, got a traced value {value!r}: it selects the program at "
+            "trace time, pass it as a static argument"
+        )
+    raise TypeError(f"{name} must be a bool, got {value!r}")
+
+
+def check_float_array(name: str, x: Any) -> None:
+    """Raises a ``TypeError`` naming ``name`` and the dtype unless the array ``x`` has a real floating dtype."""
+    dtype = x.dtype if hasattr(x, "dtype") else jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{name} must be a real floating-point array, got dtype {dtype}")

@@ -28,6 +28,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxreg._masking import is_float_leaf, key_path_str
 from jaxreg._validation import check_non_negative
@@ -63,7 +64,7 @@ def weights_only(params: Any) -> Any:
       {'bias': False, 'kernel': True}
     """
     _reject_step_count(params, "weights_only")
-    return jax.tree.map(lambda x: is_float_leaf(x) and x.ndim >= 2, params)
+    return jax.tree.map(lambda x: is_float_leaf(x) and np.ndim(x) >= 2, params)
 
 
 def by_path(include: str | None = None, exclude: str | None = None) -> Callable[[Any], Any]:

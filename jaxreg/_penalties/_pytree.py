@@ -1,7 +1,8 @@
 """Weight penalties: pure functions of a params pytree that return a scalar.
 
 Each penalty sums over the float leaves that ``mask`` selects (see
-:mod:`jaxreg.masks`); integer and bool leaves and ``None`` are ignored. Sums are
+:mod:`jaxreg.masks`): float arrays, NumPy float scalars and Python floats;
+integer and bool leaves (Python ints and bools too) and ``None`` are ignored. Sums are
 accumulated in float32 (float64 if a selected leaf is float64, under
 ``jax_enable_x64``), whatever the dtype of the other leaves, so bf16 parameters
 give an accurate penalty whose gradient comes back in bf16.
@@ -136,8 +137,8 @@ def elastic_net_penalty(params: Any, l1: Any, l2: Any, mask: Mask = None) -> jax
       Zou and Hastie, "Regularization and variable selection via the elastic
       net", JRSS B 2005.
     """
-    check_non_negative("l1", l1)
-    check_non_negative("l2", l2)
+    l1 = check_non_negative("l1", l1)
+    l2 = check_non_negative("l2", l2)
     return l1 * l1_penalty(params, mask) + l2 * l2_penalty(params, mask)
 
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxreg._norms import as_matrix, safe_norm
-from jaxreg._validation import check_count, check_ndim, check_positive
+from jaxreg._validation import check_count, check_float_array, check_ndim, check_positive
 
 
 class SpectralNormState(NamedTuple):
@@ -66,8 +66,9 @@ def spectral_norm_init(
       A :class:`SpectralNormState`.
     """
     check_ndim("w", w, 2, at_least=True)
+    check_float_array("w", w)
     n_steps = check_count("n_steps", n_steps)
-    check_positive("eps", eps)
+    eps = check_positive("eps", eps)
     m = as_matrix(w)
     u = _normalize(jax.random.normal(key, (m.shape[1],), m.dtype), eps)
     return SpectralNormState(u=jax.lax.stop_gradient(_power_iteration(m, u, n_steps, eps)))
@@ -105,7 +106,8 @@ def spectral_normalize(
     ``update_stats=False``, without storing the result.)
 
     Args:
-      w: the weight, ``ndim >= 2``.
+      w: the weight, ``ndim >= 2``, of a real floating dtype (an integer ``w``
+        raises a ``TypeError``).
       state: from :func:`spectral_norm_init` or a previous call.
       n_steps: power iterations per call when ``update`` (``>= 0``).
       update: whether to iterate and return the refined ``u``.
@@ -128,8 +130,9 @@ def spectral_normalize(
       ``torch.nn.utils.parametrizations.spectral_norm``; ``flax.linen.SpectralNorm``.
     """
     check_ndim("w", w, 2, at_least=True)
+    check_float_array("w", w)
     n_steps = check_count("n_steps", n_steps)
-    check_positive("eps", eps)
+    eps = check_positive("eps", eps)
     u = state.u
     if u.shape != (w.shape[-1],):
         raise ValueError(

@@ -85,7 +85,7 @@ def weight_normalize(
       Reparameterization to Accelerate Training of Deep Neural Networks
       <https://arxiv.org/abs/1602.07868>`_; ``torch.nn.utils.weight_norm``.
     """
-    check_positive("eps", eps)
+    eps = check_positive("eps", eps)
     kept, reduce = _split_axes(v, feature_axes)
     expected = tuple(v.shape[a] for a in kept)
     if jnp.shape(g) != expected:

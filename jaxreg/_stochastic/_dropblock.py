@@ -80,8 +80,16 @@ def dropblock(
       convolutional networks", NeurIPS 2018, https://arxiv.org/abs/1810.12890;
       timm ``timm.layers.DropBlock2d``.
     """
+    x, rate = checked_input(
+        "dropblock",
+        key,
+        x,
+        rate,
+        sampler,
+        deterministic=deterministic,
+        signature="dropblock(key, x, rate, block_size)",
+    )
     block_size = check_count("block_size", block_size, minimum=1)
-    x = checked_input(x, rate, sampler)
     if x.ndim != 4:
         raise ValueError(f"dropblock expects NHWC input (4-D), got x of shape {x.shape}")
     if (out := result_without_sampling("dropblock", key, x, rate, deterministic)) is not None:

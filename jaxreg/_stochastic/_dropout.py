@@ -16,6 +16,7 @@ from jaxreg._stochastic import _sampling
 from jaxreg._stochastic._prologue import (
     MODES,
     apply_keep_mask,
+    check_argument_order,
     checked_input,
     keep_prob_of,
     masked_shape,
@@ -31,7 +32,7 @@ def dropout(
     rate: float | jax.Array,
     *,
     deterministic: bool = False,
-    broadcast_dims: Sequence[int] = (),
+    broadcast_dims: int | Sequence[int] = (),
     mode: Literal["inverted", "classic"] = "inverted",
     sampler: Sampler = None,
 ) -> jax.Array:
@@ -42,7 +43,7 @@ def dropout(
 
     * ``mode="inverted"`` (PyTorch, Flax, Keras): $y = m \odot x / q$; at
       evaluation $y = x$.
-    * ``mode="classic"`` (Srivastava et al. 2014, the seed's formulation):
+    * ``mode="classic"`` (Srivastava et al. 2014):
       $y = m \odot x$; at evaluation $y = (1 - \text{rate})\,x$.
 
     Both give the same expected activation at train and test time.
@@ -76,10 +77,15 @@ def dropout(
     Args:
       key: a ``jax.random`` key (typed or legacy); may be ``None`` when
         ``deterministic`` or ``rate == 0``.
-      x: the input array (any float dtype; the dtype is preserved).
+      x: the input array (any real float dtype; the dtype is preserved). An
+        integer or bool ``x`` raises a ``TypeError``, as does a key passed here
+        or as ``rate`` (the key comes first).
       rate: drop probability in [0, 1]; a Python float or a (traced) JAX scalar.
-      deterministic: evaluation mode: no randomness, no key needed.
-      broadcast_dims: axes along which one mask value is shared.
+      deterministic: evaluation mode: no randomness, no key needed. A bool
+        (Python, NumPy or a concrete JAX scalar); anything else raises a
+        ``TypeError``.
+      broadcast_dims: axes along which one mask value is shared: an int or a
+        sequence of ints (negative ones count from the end).
       mode: ``"inverted"`` or ``"classic"``.
       sampler: ``None`` (library default, ``"fast"``), ``"fast"`` or ``"jax"``.
 
@@ -102,12 +108,12 @@ def dropout(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    x = checked_input(x, rate, sampler)
+    x, rate = checked_input("dropout", key, x, rate, sampler, deterministic=deterministic)
+    mask_shape = masked_shape(x.shape, broadcast_dims)
     if deterministic and mode == "classic" and not is_zero(rate):
         return x * jnp.asarray(keep_prob_of(rate), x.dtype)
     if (out := result_without_sampling("dropout", key, x, rate, deterministic)) is not None:
         return out
-    mask_shape = masked_shape(x.shape, broadcast_dims)
     return apply_keep_mask(key, x, rate, mask_shape, scale=mode == "inverted", sampler=sampler)
 
 
@@ -156,7 +162,7 @@ def spatial_dropout(
       Networks", CVPR 2015, https://arxiv.org/abs/1411.4280; Keras
       ``SpatialDropout2D``; ``torch.nn.Dropout2d``.
     """
-    x = checked_input(x, rate, sampler)
+    x, rate = checked_input("spatial_dropout", key, x, rate, sampler, deterministic=deterministic)
     c = check_axis("channel_axis", channel_axis, x.ndim, "x")
     b = None if batch_axis is None else check_axis("batch_axis", batch_axis, x.ndim, "x")
     if b == c:
@@ -208,7 +214,7 @@ def drop_path(
       Huang et al., "Deep Networks with Stochastic Depth", ECCV 2016,
       https://arxiv.org/abs/1603.09382; timm ``timm.layers.drop_path``.
     """
-    x = checked_input(x, rate, sampler)
+    x, rate = checked_input("drop_path", key, x, rate, sampler, deterministic=deterministic)
     b = check_axis("batch_axis", batch_axis, x.ndim, "x")
     if (out := result_without_sampling("drop_path", key, x, rate, deterministic)) is not None:
         return out
@@ -259,8 +265,12 @@ def dropconnect(
       Wan et al., "Regularization of Neural Networks using DropConnect", ICML
       2013, https://proceedings.mlr.press/v28/wan13.html.
     """
-    check_rate("rate", rate)
+    signature = "dropconnect(key, params, rate)"
+    check_argument_order("dropconnect", signature, "params", params, "rate", rate)
+    rate = check_rate("rate", rate)
     _sampling.resolve_sampler(sampler)
+    if key is not None:
+        _sampling.check_key(key, f"; the signature is {signature}")
     if result_without_sampling("dropconnect", key, params, rate, False, one_drops_all=False) is not None:
         return params  # rate 0: no key needed (rate 1 zeroes the selected leaves below)
     leaves, treedef = jax.tree.flatten(params)

@@ -21,7 +21,6 @@ from jaxreg._stochastic._prologue import (
     result_without_sampling,
     safe_keep_prob,
     zero_where_nothing_kept,
-    zero_where_rate_is_one,
 )
 from jaxreg._typing import Sampler
 from jaxreg._validation import check_non_negative, is_concrete
@@ -54,7 +53,9 @@ def gaussian_dropout(
     variance, no zeros (Srivastava et al. 2014, section 10; Keras
     ``GaussianDropout``). $y = x$ when deterministic. ``rate == 1`` returns zeros
     (Keras returns the input unchanged there; the limit $\sigma \to \infty$ has
-    no meaning, jaxreg follows the family rule "rate 1 drops everything").
+    no meaning, jaxreg follows the family rule "rate 1 drops everything"), and so
+    do rates within $2^{-25}$ of 1, whose keep probability quantizes to 0 as in
+    :func:`dropout`: the same rule for a Python rate and a traced one.
 
     Args:
       key: a ``jax.random`` key; may be ``None`` when deterministic or ``rate == 0``.
@@ -79,17 +80,22 @@ def gaussian_dropout(
       Overfitting", JMLR 2014, https://jmlr.org/papers/v15/srivastava14a.html;
       Keras ``GaussianDropout``.
     """
-    x = checked_input(x, rate, sampler)
+    x, rate = checked_input("gaussian_dropout", key, x, rate, sampler, deterministic=deterministic)
     if (out := result_without_sampling("gaussian_dropout", key, x, rate, deterministic)) is not None:
         return out
-    if is_concrete(rate):
+    # One rule for concrete and traced rates: zeros when the quantized keep probability is 0
+    # (1 - rate <= 2**-25), as for the masking ops; a traced float32 rate rounds to 1 there.
+    _, q = _sampling.quantize_keep_prob(keep_prob_of(rate))
+    if is_concrete(q):
+        if q == 0:
+            return jnp.zeros_like(x)
         stddev = math.sqrt(float(rate) / (1.0 - float(rate)))
     else:
         r = jnp.asarray(rate, jnp.float32)
         stddev = jnp.sqrt(jnp.where(r < 1, r / jnp.where(r < 1, 1 - r, 1.0), 0.0))
     z = _normal_like(key, x, sampler)
     y = (x * (1.0 + stddev * z)).astype(x.dtype)
-    return zero_where_rate_is_one(rate, y)
+    return zero_where_nothing_kept(q, y)
 
 
 def gaussian_noise(
@@ -125,7 +131,16 @@ def gaussian_noise(
       Bishop, "Training with Noise is Equivalent to Tikhonov Regularization",
       Neural Computation 1995; Keras ``GaussianNoise``.
     """
-    x = checked_input(x, stddev, sampler, rate_name="stddev", check=check_non_negative)
+    x, stddev = checked_input(
+        "gaussian_noise",
+        key,
+        x,
+        stddev,
+        sampler,
+        deterministic=deterministic,
+        rate_name="stddev",
+        check=check_non_negative,
+    )
     if (
         out := result_without_sampling("gaussian_noise", key, x, stddev, deterministic, one_drops_all=False)
     ) is not None:
@@ -179,7 +194,7 @@ def alpha_dropout(
       https://arxiv.org/abs/1706.02515; ``torch.nn.AlphaDropout``; Keras
       ``AlphaDropout``.
     """
-    x = checked_input(x, rate, sampler)
+    x, rate = checked_input("alpha_dropout", key, x, rate, sampler, deterministic=deterministic)
     if (out := result_without_sampling("alpha_dropout", key, x, rate, deterministic)) is not None:
         return out
     keep, q = _sampling.keep_mask(key, x.shape, keep_prob_of(rate), sampler)

@@ -7,12 +7,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxreg._norms import acc_dtype
 from jaxreg._stochastic import _sampling
 from jaxreg._typing import Sampler
-from jaxreg._validation import check_axis, check_rate, is_concrete, is_one, is_zero
+from jaxreg._validation import check_axis, check_bool, check_rate, is_concrete, is_one, is_zero
 
 MODES = ("inverted", "classic")
 
@@ -22,16 +23,56 @@ def require_key(key: Any, name: str) -> None:
         raise _sampling.missing_key_error(name)
 
 
-def checked_input(
-    x: Any, rate: Any, sampler: Sampler, *, rate_name: str = "rate", check: Any = None
-) -> jax.Array:
-    """The shared first step of every op: checks a concrete ``rate`` and the sampler; ``x`` as an array.
+def check_argument_order(name: str, signature: str, x_name: str, x: Any, rate_name: str, rate: Any) -> None:
+    """Raises a ``TypeError`` if a PRNG key was passed in place of ``x`` or the rate (a swapped call).
 
-    ``check`` is the validator for the rate argument (default ``check_rate``, in [0, 1]).
+    A typed key is never a legitimate input or rate, nor ``uint32`` words of
+    shape ``(n,)`` (legacy key data) a rate: the message gives ``signature``
+    (``dropout(key, x, rate)``).
     """
-    (check_rate if check is None else check)(rate_name, rate)
+    for arg, value in ((x_name, x), (rate_name, rate)):
+        if _sampling.is_typed_key(value):
+            raise TypeError(f"{name}: {arg} is a PRNG key; the signature is {signature}, with the key first")
+    if isinstance(rate, (jax.Array, np.ndarray)) and rate.dtype == np.uint32 and rate.ndim == 1:
+        raise TypeError(
+            f"{name}: {rate_name} looks like legacy PRNG key data (uint32 of shape {rate.shape}); the "
+            f"signature is {signature}, with the key first"
+        )
+
+
+def checked_input(
+    name: str,
+    key: Any,
+    x: Any,
+    rate: Any,
+    sampler: Sampler,
+    *,
+    deterministic: Any = False,
+    rate_name: str = "rate",
+    check: Any = None,
+    signature: str | None = None,
+) -> tuple[jax.Array, Any]:
+    """The shared first step of every op: checks the arguments; returns ``(x, rate)``.
+
+    In order: no PRNG key in place of ``x`` or the rate (a swapped call, named by
+    ``signature``, default ``name(key, x, rate_name)``); ``deterministic`` a
+    bool; a concrete rate valid (``check``, default ``check_rate``: in [0, 1]);
+    the sampler known; ``key`` (unless ``None``) one well-formed PRNG key;
+    ``x`` a real floating-point array. Returns ``x`` as an array and the rate
+    with Python integers as floats.
+    """
+    signature = signature or f"{name}(key, x, {rate_name})"
+    check_argument_order(name, signature, "x", x, rate_name, rate)
+    check_bool("deterministic", deterministic)
+    rate = (check_rate if check is None else check)(rate_name, rate)
     _sampling.resolve_sampler(sampler)
-    return jnp.asarray(x)
+    if key is not None:
+        _sampling.check_key(key, f"; the signature is {signature}")
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        hint = f" (a legacy PRNG key? the signature is {signature})" if x.dtype == np.uint32 else ""
+        raise TypeError(f"{name}: x must be a real floating-point array, got dtype {x.dtype}{hint}")
+    return x, rate
 
 
 def result_without_sampling(
@@ -44,7 +85,7 @@ def result_without_sampling(
     concrete ``rate == 1`` (with ``one_drops_all``); ``None`` when the op must
     sample (``key`` is then present).
     """
-    if deterministic or is_zero(rate):
+    if check_bool("deterministic", deterministic) or is_zero(rate):
         return x
     require_key(key, name)
     if one_drops_all and is_one(rate):
@@ -94,8 +135,15 @@ def zero_where_nothing_kept(q: Any, y: jax.Array) -> jax.Array:
     return jnp.where(jnp.asarray(q) > 0, y, jnp.zeros_like(y))
 
 
-def masked_shape(shape: Sequence[int], broadcast_dims: Sequence[int]) -> tuple[int, ...]:
-    """``shape`` with 1 along ``broadcast_dims`` (axes along which the mask is shared)."""
+def masked_shape(shape: Sequence[int], broadcast_dims: int | Sequence[int]) -> tuple[int, ...]:
+    """``shape`` with 1 along ``broadcast_dims`` (axes along which the mask is shared).
+
+    ``broadcast_dims`` is an int or a sequence of ints (negative ones count from the end).
+    """
+    if isinstance(broadcast_dims, (int, np.integer)) and not isinstance(broadcast_dims, (bool, np.bool_)):
+        broadcast_dims = (broadcast_dims,)
+    elif not isinstance(broadcast_dims, Sequence) or isinstance(broadcast_dims, str):
+        raise TypeError(f"broadcast_dims must be an int or a sequence of ints, got {broadcast_dims!r}")
     out = list(shape)
     for d in broadcast_dims:
         out[check_axis("broadcast_dims", d, len(shape), "x")] = 1

@@ -109,23 +109,49 @@ def missing_key_error(name: str) -> ValueError:
     )
 
 
-def key_words(key: Any) -> jax.Array:
-    """The key's data as ``uint32`` words, shape ``(n,)`` (typed or legacy keys)."""
+def is_typed_key(value: Any) -> bool:
+    """True for typed PRNG key arrays (``jax.random.key``), traced or not."""
+    return isinstance(value, jax.Array) and jnp.issubdtype(value.dtype, jax.dtypes.prng_key)
+
+
+def check_key(key: Any, hint: str = "") -> None:
+    """Raises unless ``key`` is one PRNG key: a typed key of shape ``()``, or legacy ``uint32`` data of shape ``(n,)``, ``n >= 1``.
+
+    The one check of a key's form, for both samplers (so a malformed key gets
+    the same message whichever sampler would use it); ``hint`` (the op's
+    signature) is appended to the message for a key of the wrong type. Only shapes and dtypes are read: traced
+    keys are checked too. ``sampler="jax"`` further needs legacy data of the
+    default implementation's key shape (JAX checks that).
+    """
     if key is None:
         raise missing_key_error("the sampler")
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        data = jax.random.key_data(key)
+    if is_typed_key(key):
+        batch = key.shape
     else:
-        data = jnp.asarray(key)
-        if data.dtype != jnp.uint32:
+        dtype = getattr(key, "dtype", None)
+        if dtype != jnp.uint32:
+            got = f"dtype {dtype}" if dtype is not None else f"{type(key).__name__} {key!r}"
             raise TypeError(
                 "key must be a typed key (jax.random.key) or a legacy uint32 key "
-                f"(jax.random.PRNGKey), got dtype {data.dtype}"
+                f"(jax.random.PRNGKey), got {got}{hint}"
             )
-    if data.ndim != 1:
+        shape = tuple(jnp.shape(key))
+        if not shape or shape[-1] == 0:
+            raise ValueError(
+                f"key must be a PRNG key, got uint32 key data of shape {shape}: legacy key data has shape "
+                "(n,) with n >= 1 (jax.random.PRNGKey(0) has shape (2,))"
+            )
+        batch = shape[:-1]
+    if batch != ():
         raise ValueError(
-            f"expected a single key, got key data of shape {data.shape}; use jax.vmap for a batch of keys"
+            f"expected a single key, got a key of shape {jnp.shape(key)}; use jax.vmap for a batch of keys"
         )
+
+
+def key_words(key: Any) -> jax.Array:
+    """The key's data as ``uint32`` words, shape ``(n,)`` (typed or legacy keys; checked by :func:`check_key`)."""
+    check_key(key)
+    data = jax.random.key_data(key) if is_typed_key(key) else jnp.asarray(key)
     return data.astype(jnp.uint32)
 
 

@@ -7,20 +7,24 @@ import jax.numpy as jnp
 import optax
 
 from jaxreg._masking import masked
-from jaxreg._transforms._base import count_init, count_next, require_params, value_at
+from jaxreg._transforms._base import count_init, count_next, require_params, times, value_at
 from jaxreg._typing import Mask
-from jaxreg._validation import check_non_negative
+from jaxreg._validation import check_non_negative, is_zero
 
 
 def add_l1(strength: optax.ScalarOrSchedule, mask: Mask = None) -> optax.GradientTransformation:
     r"""Adds the L1 subgradient: $g \leftarrow g + \lambda\,\mathrm{sign}(w)$, with $\mathrm{sign}(0) = 0$.
 
-    This is the seed's update rule $w \leftarrow w - \eta(\partial J/\partial w +
+    This is the subgradient update rule $w \leftarrow w - \eta(\partial J/\partial w +
     \lambda\,\mathrm{sign}(w))$, the gradient of ``strength * l1_penalty(params)``.
     Place it **before** the learning-rate scaling, like ``optax.add_decayed_weights``:
     ``optax.chain(jaxreg.add_l1(1e-4), optax.sgd(0.1))``. It shrinks weights but
     oscillates around zero rather than reaching it: for exact zeros use
     :func:`prox_l1`.
+
+    A concrete $\lambda$ beyond the range of a leaf's dtype (``1e39`` on float32)
+    gives $\pm\infty$ where $w \ne 0$ and leaves $g$ unchanged where $w = 0$ (no
+    NaN from $\infty \cdot 0$).
 
     Args:
       strength: $\lambda \ge 0$; a float, a JAX scalar or an optax schedule of the
@@ -50,7 +54,7 @@ def add_l1(strength: optax.ScalarOrSchedule, mask: Mask = None) -> optax.Gradien
         require_params(params, "add_l1")
         s = value_at(strength, state.count)
         updates = jax.tree.map(
-            lambda g, w: g + jnp.asarray(s, g.dtype) * jnp.sign(w).astype(g.dtype), updates, params
+            lambda g, w: (g + times(s, jnp.sign(w).astype(g.dtype))).astype(g.dtype), updates, params
         )
         return updates, count_next(state)
 
@@ -62,13 +66,18 @@ def add_decayed_weights(
 ) -> optax.GradientTransformation:
     r"""Adds the L2 gradient: $g \leftarrow g + \lambda w$ (``optax.add_decayed_weights``).
 
-    A thin wrapper of optax's transform that adds jaxreg's validation, mask
-    semantics (non-float leaves pass through) and keeps each leaf's dtype under
-    schedules. It is the gradient of ``weight_decay * l2_penalty(params)`` (note
+    The update of optax's transform, with jaxreg's validation, mask semantics
+    (non-float leaves pass through), each leaf's dtype kept under schedules, and
+    the state of every jaxreg transform (:class:`CountState`). It is the gradient of ``weight_decay * l2_penalty(params)`` (note
     the 1/2 in :func:`l2_penalty`). Placed **before** the learning-rate scaling
     it is coupled L2, PyTorch's ``SGD(weight_decay=lam)``, equal to adding
     ``lam/2 * ||w||^2`` to the loss; placed after ``optax.scale_by_adam`` it is
     decoupled decay as in ``optax.adamw`` (Loshchilov and Hutter, 2019).
+
+    A concrete $\lambda$ beyond the range of a leaf's dtype (``1e39`` on float32,
+    ``1e5`` on float16) is applied without rounding it to ``inf`` first: each
+    $\lambda w$ that fits the dtype is exact up to rounding, $\lambda \cdot 0 = 0$,
+    and only products that do not fit overflow to $\pm\infty$.
 
     Args:
       weight_decay: $\lambda \ge 0$; a float, a JAX scalar or an optax schedule.
@@ -91,11 +100,13 @@ def add_decayed_weights(
       optax.add_decayed_weights.
     """
     check_non_negative("weight_decay", weight_decay, allow_schedule=True)
-    inner = optax.add_decayed_weights(weight_decay)
 
     def update_fn(updates, state, params=None):
         require_params(params, "add_decayed_weights")
-        new_updates, state = inner.update(updates, state, params)
-        return jax.tree.map(lambda u, g: u.astype(g.dtype), new_updates, updates), state
+        if is_zero(weight_decay):  # as optax: a constant 0 adds nothing (not even 0 * inf)
+            return updates, count_next(state)
+        s = value_at(weight_decay, state.count)
+        updates = jax.tree.map(lambda g, w: (g + times(s, w)).astype(g.dtype), updates, params)
+        return updates, count_next(state)
 
-    return masked(optax.GradientTransformation(inner.init, update_fn), mask)
+    return masked(optax.GradientTransformation(count_init, update_fn), mask)

@@ -8,6 +8,7 @@ land on a projection or a proximal map of ``params + updates`` are built with
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxreg._masking import key_path_str
+from jaxreg._validation import as_float, is_concrete
 
 
 class CountState(NamedTuple):
@@ -33,8 +35,28 @@ def count_next(state: CountState) -> CountState:
 
 
 def value_at(value: Any, count: jax.Array) -> Any:
-    """Evaluates a float, JAX scalar or optax schedule at the step ``count``."""
-    return value(count) if callable(value) else value
+    """Evaluates a float, JAX scalar or optax schedule at the step ``count``.
+
+    Python and NumPy integers come back as floats, so that ``2**31`` never
+    reaches ``jit`` as an ``int32``.
+    """
+    return as_float(value(count) if callable(value) else value)
+
+
+def times(s: Any, x: jax.Array) -> jax.Array:
+    """``s * x`` (promoted as JAX promotes it), finite wherever the product is.
+
+    A concrete ``s`` beyond the range of ``x``'s dtype (``add_l1(1e39)`` on
+    float32, ``1e5`` on float16) would round to ``inf`` first, and ``inf * 0``
+    is NaN: it is applied as its mantissa times a power of two instead
+    (``jnp.ldexp``), so ``s * 0 = 0`` and products that fit stay finite.
+    """
+    if is_concrete(s):
+        v = float(s)
+        if math.isfinite(v) and abs(v) > float(jnp.finfo(x.dtype).max):
+            mantissa, exponent = math.frexp(v)
+            return jnp.ldexp(mantissa * x, exponent)
+    return s * x
 
 
 def require_params(params: Any, name: str) -> None:

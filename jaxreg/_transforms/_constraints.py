@@ -39,7 +39,7 @@ import optax
 
 from jaxreg._masking import masked
 from jaxreg._norms import acc_dtype, safe_norm
-from jaxreg._transforms._base import landing_transform
+from jaxreg._transforms._base import count_init, count_next, landing_transform, require_params
 from jaxreg._typing import Axis, Mask
 from jaxreg._validation import (
     check_axes,
@@ -244,4 +244,10 @@ def non_negative(mask: Mask = None) -> optax.GradientTransformation:
     References:
       Keras, ``keras.constraints.NonNeg``; ``optax.keep_params_nonnegative``.
     """
-    return masked(optax.keep_params_nonnegative(), mask)
+    keep = optax.keep_params_nonnegative()
+
+    def update_fn(updates, state, params=None):
+        require_params(params, "non_negative")
+        return keep.update(updates, keep.init(params), params)[0], count_next(state)
+
+    return masked(optax.GradientTransformation(count_init, update_fn), mask)

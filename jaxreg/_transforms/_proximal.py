@@ -12,15 +12,18 @@ On a mesh (``jax.sharding``), every update keeps its parameter's sharding.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxreg._masking import masked
 from jaxreg._norms import group_norms
 from jaxreg._transforms._base import landing_transform
 from jaxreg._typing import Mask
-from jaxreg._validation import check_axis, check_non_negative
+from jaxreg._validation import check_axis, check_float_array, check_non_negative, concrete_float
 
 
 def soft_threshold(z: jax.Array, threshold: jax.Array | float) -> jax.Array:
@@ -32,9 +35,13 @@ def soft_threshold(z: jax.Array, threshold: jax.Array | float) -> jax.Array:
     directly to write your own proximal loops.
 
     Args:
-      z: an array.
-      threshold: $t \ge 0$, a scalar (or an array broadcasting against ``z``),
-        cast to the dtype of ``z``.
+      z: a real floating-point array (an integer ``z`` raises a ``TypeError``:
+        the result would be rounded to integers).
+      threshold: $t \ge 0$, a number, a JAX scalar (may be traced) or an array
+        broadcasting against ``z``, cast to the dtype of ``z``. A negative or NaN
+        threshold known at trace time (a Python or NumPy number or array, a
+        concrete JAX scalar) raises a ``ValueError``; a non-number (a string,
+        ``None``, a bool) a ``TypeError``. $t = \infty$ gives zeros.
 
     Returns:
       An array of the shape and dtype of ``z``.
@@ -49,6 +56,29 @@ def soft_threshold(z: jax.Array, threshold: jax.Array | float) -> jax.Array:
       Optimization, 2014, sec. 6.5.2 (https://web.stanford.edu/~boyd/papers/prox_algs.html);
       ``jaxopt.prox.prox_lasso``.
     """
+    z = jnp.asarray(z)
+    check_float_array("z", z)
+    _check_threshold(threshold)
+    return _shrink(z, threshold)
+
+
+def _check_threshold(threshold: Any) -> None:
+    if isinstance(threshold, (jax.Array, np.ndarray, np.generic)) and np.ndim(threshold) > 0:
+        dtype = threshold.dtype
+        if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)):
+            raise TypeError(f"threshold must be a real number or array, got an array of dtype {dtype}")
+        if isinstance(threshold, np.ndarray):  # known at trace time (a JAX array's values are not read)
+            values = np.asarray(threshold, np.float64)
+            if np.isnan(values).any() or (values < 0).any():
+                raise ValueError(f"threshold must be >= 0 everywhere, got {threshold!r}")
+        return
+    t = concrete_float("threshold", threshold)
+    if t is not None and not t >= 0:
+        raise ValueError(f"threshold must be >= 0, got {threshold!r}")
+
+
+def _shrink(z: jax.Array, threshold: Any) -> jax.Array:
+    """$S(z, t)$ without argument checks (the prox transforms' hyperparameters are checked once)."""
     t = jnp.asarray(threshold, z.dtype)
     return jnp.sign(z) * jnp.maximum(jnp.abs(z) - t, 0)
 
@@ -62,7 +92,7 @@ def prox_l1(
 
     With $z = w + u$ it lands on $S(z, \eta\lambda) = \mathrm{sign}(z)\max(|z| -
     \eta\lambda, 0)$, one step of proximal gradient descent on $J(w) +
-    \lambda\|w\|_1$. Unlike :func:`add_l1` (the seed's subgradient rule, which
+    \lambda\|w\|_1$. Unlike :func:`add_l1` (the subgradient rule, which
     oscillates around zero) it produces exact zeros. ``learning_rate`` must be the
     step size that scaled the incoming updates, e.g.
     ``optax.chain(optax.sgd(lr), jaxreg.prox_l1(lam, lr))``. With an adaptive
@@ -91,9 +121,7 @@ def prox_l1(
     """
     check_non_negative("strength", strength, allow_schedule=True)
     check_non_negative("learning_rate", learning_rate, allow_schedule=True)
-    inner = landing_transform(
-        "prox_l1", lambda z, s, lr: soft_threshold(z, lr * s), (strength, learning_rate)
-    )
+    inner = landing_transform("prox_l1", lambda z, s, lr: _shrink(z, lr * s), (strength, learning_rate))
     return masked(inner, mask)
 
 
@@ -135,7 +163,7 @@ def prox_elastic_net(
     check_non_negative("learning_rate", learning_rate, allow_schedule=True)
 
     def prox(z, a, b, lr):
-        return soft_threshold(z, lr * a) / jnp.asarray(1 + lr * b, z.dtype)
+        return _shrink(z, lr * a) / jnp.asarray(1 + lr * b, z.dtype)
 
     return masked(landing_transform("prox_elastic_net", prox, (l1, l2, learning_rate)), mask)
 
