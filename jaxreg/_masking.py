@@ -155,7 +155,7 @@ def masked(inner: optax.GradientTransformation, mask: Mask) -> optax.GradientTra
         # placeholder through without resolving the mask on it.
         return optax.masked(inner, lambda p: resolve_mask(mask, p)).init(params)
 
-    def update_fn(updates, state, params=None):
+    def update_fn(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
         flags = resolve_mask(mask, updates if params is None else params)
         if updates is None:
             active = jax.tree.map(lambda _: False, flags)

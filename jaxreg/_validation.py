@@ -30,7 +30,7 @@ def as_float(value: Any) -> Any:
     try:
         return float(value)
     except OverflowError:
-        return math.inf if value > 0 else -math.inf
+        return math.inf if int(value) > 0 else -math.inf
 
 
 def concrete_float(name: str, value: Any, allow_schedule: bool = False) -> float | None:
@@ -196,7 +196,7 @@ def check_bool(name: str, value: Any) -> bool:
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, jax.Array) and value.dtype == np.bool_ and value.ndim == 0:
-        if not isinstance(value, jax.core.Tracer):
+        if not isinstance(value, Tracer):
             return bool(value)
         raise TypeError(
             f"{name} must be a Python bool, got a traced value {value!r}: it selects the program at "

@@ -273,6 +273,7 @@ def dropconnect(
         _sampling.check_key(key, f"; the signature is {signature}")
     if result_without_sampling("dropconnect", key, params, rate, False, one_drops_all=False) is not None:
         return params  # rate 0: no key needed (rate 1 zeroes the selected leaves below)
+    assert key is not None  # result_without_sampling raised for a missing key
     leaves, treedef = jax.tree.flatten(params)
     flags = jax.tree.leaves(resolve_mask(mask, params))
     out = [

@@ -59,9 +59,11 @@ def times(s: Any, x: jax.Array) -> jax.Array:
     return s * x
 
 
-def require_params(params: Any, name: str) -> None:
+def require_params(params: Any, name: str) -> Any:
+    """Returns ``params``, raising a ``ValueError`` naming the transform if they are missing."""
     if params is None:
         raise ValueError(f"{name}.update needs params: call update(updates, state, params)")
+    return params
 
 
 def landing_transform(name, prox_leaf, hyperparams) -> optax.GradientTransformation:

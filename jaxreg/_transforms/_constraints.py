@@ -247,7 +247,7 @@ def non_negative(mask: Mask = None) -> optax.GradientTransformation:
     keep = optax.keep_params_nonnegative()
 
     def update_fn(updates, state, params=None):
-        require_params(params, "non_negative")
+        params = require_params(params, "non_negative")
         return keep.update(updates, keep.init(params), params)[0], count_next(state)
 
     return masked(optax.GradientTransformation(count_init, update_fn), mask)
