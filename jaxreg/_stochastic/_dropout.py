@@ -42,7 +42,7 @@ def dropout(
 
     * ``mode="inverted"`` (PyTorch, Flax, Keras): $y = m \odot x / q$; at
       evaluation $y = x$.
-    * ``mode="classic"`` (Srivastava et al. 2014, the seed's formulation):
+    * ``mode="classic"`` (Srivastava et al. 2014, the original formulation):
       $y = m \odot x$; at evaluation $y = (1 - \text{rate})\,x$.
 
     Both give the same expected activation at train and test time.

@@ -62,7 +62,7 @@ def prox_l1(
 
     With $z = w + u$ it lands on $S(z, \eta\lambda) = \mathrm{sign}(z)\max(|z| -
     \eta\lambda, 0)$, one step of proximal gradient descent on $J(w) +
-    \lambda\|w\|_1$. Unlike :func:`add_l1` (the seed's subgradient rule, which
+    \lambda\|w\|_1$. Unlike :func:`add_l1` (the subgradient rule, which
     oscillates around zero) it produces exact zeros. ``learning_rate`` must be the
     step size that scaled the incoming updates, e.g.
     ``optax.chain(optax.sgd(lr), jaxreg.prox_l1(lam, lr))``. With an adaptive
