@@ -420,21 +420,9 @@ def test_mixup_errors_name_the_argument():
         jaxreg.mixup(key, x, y, optax.constant_schedule(0.2), num_classes=2)
 
 
-# --- README and example ----------------------------------------------------------------------------
+# --- example ---------------------------------------------------------------------------------------
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def test_readme_constraints_section_code_runs():
-    readme = (ROOT / "README.md").read_text()
-    section = readme[
-        readme.index("<!-- BEGIN constraints (issue 8) -->") : readme.index("<!-- END constraints -->")
-    ]
-    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
-    namespace: dict = {}
-    exec(compile(code, "README.md (constraints)", "exec"), namespace)
-    assert namespace["x_mixed"].shape == (32, 784) and namespace["y_mixed"].shape == (32, 10)
-    np.testing.assert_allclose(np.asarray(namespace["y_mixed"]).sum(axis=1), 1.0, rtol=1e-5)
 
 
 def test_constraints_and_mixup_example_runs():

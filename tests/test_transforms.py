@@ -1,7 +1,6 @@
 """optax transforms: PyTorch trajectories, prox formulas against NumPy, masks, dtypes, jit, errors."""
 
 import pathlib
-import re
 
 import jax
 import jax.numpy as jnp
@@ -35,22 +34,6 @@ def ref():
 def _mse(ref):
     x, y = jnp.asarray(ref["x"]), jnp.asarray(ref["y"])
     return lambda p: jnp.mean((x @ p["w"] + p["b"] - y) ** 2)
-
-
-def test_readme_core_section_code_runs():
-    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("<!-- BEGIN core (issue 2) -->") : readme.index("<!-- END core -->")]
-    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
-    namespace: dict = {}
-    exec(compile(code, "README.md (core)", "exec"), namespace)
-    # 1e-4 * l2_penalty of a ones (784, 128) kernel, the bias masked out: 1e-4 * 784 * 128 / 2.
-    np.testing.assert_allclose(float(namespace["loss_term"]), 1e-4 * 784 * 128 / 2, rtol=1e-6)
-    params, tx = namespace["params"], namespace["tx"]  # the last tx: inject_hyperparams(add_l1)
-    state = tx.init(params)
-    for _ in range(2):
-        updates, state = tx.update(jax.tree.map(jnp.zeros_like, params), state, params)
-    # linear_schedule(0, 1e-4, 1000) at step 1 is 1e-7: the L1 subgradient sign(1) * 1e-7.
-    np.testing.assert_allclose(updates["dense"]["kernel"], 1e-7, rtol=1e-5)
 
 
 def test_add_l1_follows_torch_sgd_on_l1_loss(ref):
