@@ -8,7 +8,6 @@ worker, so that any ``tests/<area>/test_*.py`` can import this module by its bar
 from __future__ import annotations
 
 import pathlib
-import re
 
 import jax
 import jax.numpy as jnp
@@ -22,16 +21,6 @@ TESTS = pathlib.Path(__file__).resolve().parent
 ROOT = TESTS.parent  # the repository: README.md, examples/, benchmarks/
 DATA = TESTS / "data"
 EXAMPLES = ROOT / "examples"
-
-
-# --- README --------------------------------------------------------------------------------------
-
-
-def readme_python_blocks(begin: str, end: str) -> list[str]:
-    """The ```python blocks of README.md between the first ``begin`` and the next ``end``."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split(begin, 1)[1].split(end, 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
 # --- arrays and NumPy oracles ----------------------------------------------------------------------

@@ -19,8 +19,9 @@ def dropblock_gamma(rate: Any, block_size: int, height: int, width: int) -> Any:
 
     $$\gamma = \frac{\text{rate}}{b^2}\,\frac{H W}{(H - b + 1)(W - b + 1)},\quad b = \min(\text{block\_size}, H, W),$$
 
-    clipped to [0, 1]. (timm uses the unclipped block size in the second
-    denominator, which is $\le 0$ for blocks larger than the map.)
+    clipped to [0, 1]. (timm 1.0.23 and later clip each side on its own,
+    $\min(\text{block\_size}, H)$ and $\min(\text{block\_size}, W)$: the same
+    $\gamma$ when the block fits the map or the map is square.)
     """
     b = min(int(block_size), height, width)
     factor = height * width / (b * b * (height - b + 1) * (width - b + 1))
@@ -51,10 +52,11 @@ def dropblock(
 
     The dropped fraction is close to ``rate`` for the rates DropBlock is used
     with (within 0.03 for rates up to 0.3 on 56x56 maps with 7x7 blocks,
-    tested) and falls below it for large rates, where blocks overlap. This is
-    timm's default (``fast=True``) variant; timm's other variant and the
-    paper place seeds only where the whole block fits. ``y = x`` when
-    deterministic; ``rate == 1`` returns zeros.
+    tested) and falls below it for large rates, where blocks overlap. Seeds
+    are drawn per channel, as timm's ``DropBlock2d(couple_channels=False)``
+    (timm's default, ``couple_channels=True``, shares one mask across the
+    channels); the paper places seeds only where the whole block fits.
+    ``y = x`` when deterministic; ``rate == 1`` returns zeros.
 
     Args:
       key: a ``jax.random`` key; may be ``None`` when deterministic or ``rate == 0``.

@@ -43,7 +43,7 @@ def dropout(
 
     * ``mode="inverted"`` (PyTorch, Flax, Keras): $y = m \odot x / q$; at
       evaluation $y = x$.
-    * ``mode="classic"`` (Srivastava et al. 2014):
+    * ``mode="classic"`` (Srivastava et al. 2014, the original formulation):
       $y = m \odot x$; at evaluation $y = (1 - \text{rate})\,x$.
 
     Both give the same expected activation at train and test time.
@@ -58,8 +58,8 @@ def dropout(
     in value to ``hk.dropout`` up to the sign of zero (Haiku multiplies by the
     mask, giving ``-0.0`` for dropped negatives and NaN for dropped infinities).
     The default (``None`` = ``"fast"``) hashes each element's global index with
-    seed words from the key inside the fusion that applies the mask (see
-    :mod:`jaxreg._sampling`); its keep probability is quantized to $2^{-24}$
+    seed words from the key inside the fusion that applies the mask (see the
+    samplers guide, ``docs/guides/samplers.md``); its keep probability is quantized to $2^{-24}$
     and the inverted scaling uses the quantized $q$, computed in float32 (or
     wider) and rounded once to ``x``'s dtype, so $E[y] = x$ up to that one
     rounding, in half precision too. (``sampler="jax"`` in bfloat16 divides by

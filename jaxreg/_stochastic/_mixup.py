@@ -27,9 +27,11 @@ def mixup(
 
     One $\lambda \sim \mathrm{Beta}(\alpha, \alpha)$ is drawn per batch and
     $\pi$ is a uniformly random permutation of the batch (axis 0) from
-    ``jax.random.permutation``, as in the paper's reference implementation (and
-    timm's ``Mixup(mode="batch")``): each example is mixed with a partner from the
-    same batch. Small $\alpha$ (0.1 to 0.4 in the paper) keeps $\lambda$ near 0 or 1.
+    ``jax.random.permutation``, as in the paper's reference implementation
+    (``torch.randperm``): each example is mixed with a partner from the same
+    batch. timm's ``Mixup`` pairs the batch with its reverse (``x.flip(0)``),
+    torchvision's ``MixUp`` and big_vision's ``mixup`` with itself rolled by
+    one. Small $\alpha$ (0.1 to 0.4 in the paper) keeps $\lambda$ near 0 or 1.
 
     Integer labels ``y`` of shape ``(batch,)`` are one-hot encoded with
     ``num_classes`` first; float labels of shape ``(batch, ...)`` (one-hot, or

@@ -52,10 +52,11 @@ def gaussian_dropout(
     Bernoulli dropout's multiplier $m/(1-\text{rate})$: same mean and
     variance, no zeros (Srivastava et al. 2014, section 10; Keras
     ``GaussianDropout``). $y = x$ when deterministic. ``rate == 1`` returns zeros
-    (Keras returns the input unchanged there; the limit $\sigma \to \infty$ has
-    no meaning, jaxreg follows the family rule "rate 1 drops everything"), and so
-    do rates within $2^{-25}$ of 1, whose keep probability quantizes to 0 as in
-    :func:`dropout`: the same rule for a Python rate and a traced one.
+    (Keras 3 raises ``ZeroDivisionError`` there and tf-keras 2.x returns the input
+    unchanged; the limit $\sigma \to \infty$ has no meaning, jaxreg follows the
+    family rule "rate 1 drops everything"), and so do rates within $2^{-25}$ of 1,
+    whose keep probability quantizes to 0 as in :func:`dropout`: the same rule for
+    a Python rate and a traced one.
 
     Args:
       key: a ``jax.random`` key; may be ``None`` when deterministic or ``rate == 0``.

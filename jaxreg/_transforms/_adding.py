@@ -15,7 +15,7 @@ from jaxreg._validation import check_non_negative, is_zero
 def add_l1(strength: optax.ScalarOrSchedule, mask: Mask = None) -> optax.GradientTransformation:
     r"""Adds the L1 subgradient: $g \leftarrow g + \lambda\,\mathrm{sign}(w)$, with $\mathrm{sign}(0) = 0$.
 
-    This is the subgradient update rule $w \leftarrow w - \eta(\partial J/\partial w +
+    This is the subgradient rule $w \leftarrow w - \eta(\partial J/\partial w +
     \lambda\,\mathrm{sign}(w))$, the gradient of ``strength * l1_penalty(params)``.
     Place it **before** the learning-rate scaling, like ``optax.add_decayed_weights``:
     ``optax.chain(jaxreg.add_l1(1e-4), optax.sgd(0.1))``. It shrinks weights but

@@ -21,7 +21,7 @@ from flax import nnx
 
 import jaxreg
 
-# Defaults of the demo, one value per configuration for every seed (see the README's demo section).
+# Defaults of the demo, one value per configuration for every seed (see docs/guides/demo.md).
 TRAIN_SIZE = 300  # training digits; the other 1497 are the test set
 LABEL_NOISE = 0.25  # share of training labels replaced by a uniformly random class
 EPOCHS = 150
@@ -82,7 +82,7 @@ CONFIGS: dict[str, Config] = {
         ),
     ),
     "l1": Config(
-        f"add_l1({L1}) before SGD (the seed's subgradient rule)",
+        f"add_l1({L1}) before SGD (the subgradient rule)",
         lambda n: optax.chain(jaxreg.add_l1(L1, mask=jaxreg.masks.weights_only), _sgd(n)),
     ),
     "l1-prox": Config(

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import MODULE_IDS, MODULE_SPECS, module_input, readme_python_blocks, zero_rate
+from helpers import MODULE_IDS, MODULE_SPECS, module_input, zero_rate
 
 import jaxreg.linen as jrl
 
@@ -135,12 +135,3 @@ def test_linen_kept_fraction():
     frac = float(jnp.mean(y != 0))
     assert abs(frac - keep) < 4 * np.sqrt(keep * (1 - keep) / n)
     np.testing.assert_allclose(float(y.max()), 1 / keep, rtol=1e-6)
-
-
-def test_readme_linen_module_example_runs():
-    """The README's "Flax modules" linen code block runs (it asserts its own claims)."""
-    blocks = readme_python_blocks("### Flax modules", "<!-- END dropout -->")
-    assert len(blocks) == 2
-    block = blocks[0]
-    assert "import jaxreg.linen as jrl" in block
-    exec(compile(block, "README.md", "exec"), {"__name__": "readme_example"})

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from helpers import MODULE_IDS, MODULE_SPECS, module_input, readme_python_blocks, zero_rate
+from helpers import MODULE_IDS, MODULE_SPECS, module_input, zero_rate
 
 import jaxreg.nnx as jrx
 
@@ -146,12 +146,3 @@ def test_nnx_modules_inside_a_model_under_nnx_jit_and_grad():
     assert np.isfinite(g1.linear.kernel[...]).all()
     model.eval()
     np.testing.assert_allclose(model(x), x + model.linear(x), rtol=1e-6)
-
-
-def test_readme_nnx_module_example_runs():
-    """The README's "Flax modules" NNX code block runs (it asserts its own claims)."""
-    blocks = readme_python_blocks("### Flax modules", "<!-- END dropout -->")
-    assert len(blocks) == 2
-    block = blocks[1]
-    assert "import jaxreg.nnx as jrx" in block
-    exec(compile(block, "README.md", "exec"), {"__name__": "readme_example"})

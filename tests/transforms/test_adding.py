@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import DATA, readme_python_blocks
+from helpers import DATA
 
 import jaxreg
 
@@ -33,20 +33,6 @@ def ref():
 def _mse(ref):
     x, y = jnp.asarray(ref["x"]), jnp.asarray(ref["y"])
     return lambda p: jnp.mean((x @ p["w"] + p["b"] - y) ** 2)
-
-
-def test_readme_core_section_code_runs():
-    (code,) = readme_python_blocks("<!-- BEGIN core (issue 2) -->", "<!-- END core -->")
-    namespace: dict = {}
-    exec(compile(code, "README.md (core)", "exec"), namespace)
-    # 1e-4 * l2_penalty of a ones (784, 128) kernel, the bias masked out: 1e-4 * 784 * 128 / 2.
-    np.testing.assert_allclose(float(namespace["loss_term"]), 1e-4 * 784 * 128 / 2, rtol=1e-6)
-    params, tx = namespace["params"], namespace["tx"]  # the last tx: inject_hyperparams(add_l1)
-    state = tx.init(params)
-    for _ in range(2):
-        updates, state = tx.update(jax.tree.map(jnp.zeros_like, params), state, params)
-    # linear_schedule(0, 1e-4, 1000) at step 1 is 1e-7: the L1 subgradient sign(1) * 1e-7.
-    np.testing.assert_allclose(updates["dense"]["kernel"], 1e-7, rtol=1e-5)
 
 
 def test_add_l1_follows_torch_sgd_on_l1_loss(ref):

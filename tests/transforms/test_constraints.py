@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import KERAS_EPS, land, random_normal, readme_python_blocks
+from helpers import KERAS_EPS, land, random_normal
 
 import jaxreg
 
@@ -235,11 +235,3 @@ def test_constraint_errors_name_the_argument():
     tx.update(params, tx.init(params), params)
     with pytest.raises(ValueError, match="params"):
         tx.update(params, tx.init(params))
-
-
-def test_readme_constraints_section_code_runs():
-    (code,) = readme_python_blocks("<!-- BEGIN constraints (issue 8) -->", "<!-- END constraints -->")
-    namespace: dict = {}
-    exec(compile(code, "README.md (constraints)", "exec"), namespace)
-    assert namespace["x_mixed"].shape == (32, 784) and namespace["y_mixed"].shape == (32, 10)
-    np.testing.assert_allclose(np.asarray(namespace["y_mixed"]).sum(axis=1), 1.0, rtol=1e-5)
