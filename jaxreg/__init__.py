@@ -11,12 +11,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from jaxreg import masks as masks
+from jaxreg._penalties import confidence_penalty as confidence_penalty
 from jaxreg._penalties import elastic_net_penalty as elastic_net_penalty
+from jaxreg._penalties import gradient_penalty as gradient_penalty
 from jaxreg._penalties import group_lasso_penalty as group_lasso_penalty
+from jaxreg._penalties import input_gradient_penalty as input_gradient_penalty
+from jaxreg._penalties import jacobian_penalty as jacobian_penalty
 from jaxreg._penalties import l1_penalty as l1_penalty
 from jaxreg._penalties import l2_penalty as l2_penalty
 from jaxreg._penalties import orthogonal_penalty as orthogonal_penalty
+from jaxreg._penalties import r1_penalty as r1_penalty
 from jaxreg._penalties import soft_orthogonal_penalty as soft_orthogonal_penalty
+from jaxreg._penalties import spectral_decoupling_penalty as spectral_decoupling_penalty
 from jaxreg._penalties import spectral_penalty as spectral_penalty
 from jaxreg._reparam import SpectralNormState as SpectralNormState
 from jaxreg._reparam import spectral_norm_init as spectral_norm_init
@@ -66,6 +72,7 @@ __all__ = [
     "add_decayed_weights",
     "add_l1",
     "alpha_dropout",
+    "confidence_penalty",
     "drop_path",
     "dropblock",
     "dropblock_gamma",
@@ -74,7 +81,10 @@ __all__ = [
     "elastic_net_penalty",
     "gaussian_dropout",
     "gaussian_noise",
+    "gradient_penalty",
     "group_lasso_penalty",
+    "input_gradient_penalty",
+    "jacobian_penalty",
     "l1_penalty",
     "l2_penalty",
     "linen",
@@ -88,9 +98,11 @@ __all__ = [
     "prox_elastic_net",
     "prox_group_lasso",
     "prox_l1",
+    "r1_penalty",
     "soft_orthogonal_penalty",
     "soft_threshold",
     "spatial_dropout",
+    "spectral_decoupling_penalty",
     "spectral_norm_init",
     "spectral_normalize",
     "spectral_penalty",
