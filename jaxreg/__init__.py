@@ -24,7 +24,10 @@ from jaxreg._penalties import r1_penalty as r1_penalty
 from jaxreg._penalties import soft_orthogonal_penalty as soft_orthogonal_penalty
 from jaxreg._penalties import spectral_decoupling_penalty as spectral_decoupling_penalty
 from jaxreg._penalties import spectral_penalty as spectral_penalty
+from jaxreg._reparam import ConvSpectralNormState as ConvSpectralNormState
 from jaxreg._reparam import SpectralNormState as SpectralNormState
+from jaxreg._reparam import conv_spectral_norm_init as conv_spectral_norm_init
+from jaxreg._reparam import conv_spectral_normalize as conv_spectral_normalize
 from jaxreg._reparam import spectral_norm_init as spectral_norm_init
 from jaxreg._reparam import spectral_normalize as spectral_normalize
 from jaxreg._reparam import weight_norm_init as weight_norm_init
@@ -67,12 +70,15 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ConvSpectralNormState",
     "CountState",
     "SpectralNormState",
     "add_decayed_weights",
     "add_l1",
     "alpha_dropout",
     "confidence_penalty",
+    "conv_spectral_norm_init",
+    "conv_spectral_normalize",
     "drop_path",
     "dropblock",
     "dropblock_gamma",
