@@ -28,6 +28,8 @@ from jaxreg._reparam import ConvSpectralNormState as ConvSpectralNormState
 from jaxreg._reparam import SpectralNormState as SpectralNormState
 from jaxreg._reparam import conv_spectral_norm_init as conv_spectral_norm_init
 from jaxreg._reparam import conv_spectral_normalize as conv_spectral_normalize
+from jaxreg._reparam import orthogonal_map as orthogonal_map
+from jaxreg._reparam import orthogonal_map_init as orthogonal_map_init
 from jaxreg._reparam import spectral_norm_init as spectral_norm_init
 from jaxreg._reparam import spectral_normalize as spectral_normalize
 from jaxreg._reparam import weight_norm_init as weight_norm_init
@@ -100,6 +102,8 @@ __all__ = [
     "mixup",
     "nnx",
     "non_negative",
+    "orthogonal_map",
+    "orthogonal_map_init",
     "orthogonal_penalty",
     "prox_elastic_net",
     "prox_group_lasso",

@@ -1,4 +1,4 @@
-"""Penalties: scalar terms to add to a loss, of the parameters, the outputs or input gradients."""
+"""Penalties: scalar functions of the parameters to add to a loss."""
 
 from jaxreg._penalties._gradient import confidence_penalty as confidence_penalty
 from jaxreg._penalties._gradient import gradient_penalty as gradient_penalty
