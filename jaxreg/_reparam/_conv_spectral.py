@@ -4,9 +4,17 @@ r"""Spectral normalization of a convolution as an operator, with an explicit pow
 value of the kernel reshaped to a ``(-1, out)`` matrix. That matrix is not the
 convolution: the layer is the linear map $A_W$ from inputs of a given shape to
 outputs, and its operator norm $\sigma(A_W) = \max_x \|A_W x\| / \|x\|$ depends
-on the padding, the strides and the input size as well as on the kernel; it can
-be larger or smaller than the reshaped kernel's (Miyato et al. 2018, appendix;
-Sedghi et al. 2019). :func:`conv_spectral_normalize` estimates $\sigma(A_W)$ by
+on the padding, the strides and the input size as well as on the kernel. With $M$
+the reshaped kernel and $k$ its number of taps ($3 \times 3 = 9$),
+
+$$\sigma(M) \le \sigma(A_W) \le \sqrt{k}\, \sigma(M):$$
+
+each input pixel meets at most $k$ windows, which gives the upper bound, and an
+input supported on one window that fits inside the image is mapped by $M^\top$,
+which gives the lower one (for ``feature_group_count=1`` and no input dilation).
+So ``spectral_normalize`` of a conv kernel leaves a Lipschitz constant of up to
+$\sqrt{k}$ (Miyato et al. 2018 note the gap; Sedghi et al. 2019 and Gouk et al.
+2021 compute the operator norm). :func:`conv_spectral_normalize` estimates $\sigma(A_W)$ by
 power iteration through the convolution and its transpose
 (``jax.lax.conv_general_dilated`` and ``jax.linear_transpose``), on a vector
 with the shape of one input example kept between calls (Gouk et al. 2021).

@@ -57,6 +57,12 @@ def test_sigma_is_the_top_singular_value_of_the_convolution(kernel_shape, exampl
     )(jax.random.key(1), kernel)
     assert state.u.shape == example_shape
     np.testing.assert_allclose(_sigma(kernel, state, **conv), singular[0], rtol=2e-4)
+    # The documented bounds by the reshaped kernel's norm: sigma(M) <= sigma(A) <= sqrt(taps) sigma(M),
+    # the lower one for inputs that hold a whole window, without groups or input dilation.
+    reshaped = np.linalg.norm(np.asarray(kernel, np.float64).reshape(-1, kernel_shape[-1]), 2)
+    assert singular[0] <= np.sqrt(np.prod(kernel_shape[:-2])) * reshaped * (1 + 1e-6)
+    if conv.get("feature_group_count", 1) == 1 and conv.get("input_dilation", 1) == 1:
+        assert singular[0] >= reshaped * (1 - 1e-6)
     # The normalized convolution is 1-Lipschitz: its matrix has top singular value 1.
     w_sn, _ = jaxreg.conv_spectral_normalize(kernel, state, update=False, **conv)
     top = np.linalg.svd(_conv_matrix(w_sn, example_shape, **conv), compute_uv=False)[0]
