@@ -11,14 +11,25 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from jaxreg import masks as masks
+from jaxreg._penalties import confidence_penalty as confidence_penalty
 from jaxreg._penalties import elastic_net_penalty as elastic_net_penalty
+from jaxreg._penalties import gradient_penalty as gradient_penalty
 from jaxreg._penalties import group_lasso_penalty as group_lasso_penalty
+from jaxreg._penalties import input_gradient_penalty as input_gradient_penalty
+from jaxreg._penalties import jacobian_penalty as jacobian_penalty
 from jaxreg._penalties import l1_penalty as l1_penalty
 from jaxreg._penalties import l2_penalty as l2_penalty
 from jaxreg._penalties import orthogonal_penalty as orthogonal_penalty
+from jaxreg._penalties import r1_penalty as r1_penalty
 from jaxreg._penalties import soft_orthogonal_penalty as soft_orthogonal_penalty
+from jaxreg._penalties import spectral_decoupling_penalty as spectral_decoupling_penalty
 from jaxreg._penalties import spectral_penalty as spectral_penalty
+from jaxreg._reparam import ConvSpectralNormState as ConvSpectralNormState
 from jaxreg._reparam import SpectralNormState as SpectralNormState
+from jaxreg._reparam import conv_spectral_norm_init as conv_spectral_norm_init
+from jaxreg._reparam import conv_spectral_normalize as conv_spectral_normalize
+from jaxreg._reparam import orthogonal_map as orthogonal_map
+from jaxreg._reparam import orthogonal_map_init as orthogonal_map_init
 from jaxreg._reparam import spectral_norm_init as spectral_norm_init
 from jaxreg._reparam import spectral_normalize as spectral_normalize
 from jaxreg._reparam import weight_norm_init as weight_norm_init
@@ -64,12 +75,16 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ConvSpectralNormState",
     "CountState",
     "SpectralNormState",
     "add_decayed_weights",
     "add_l1",
     "alpha_dropout",
     "cautious_weight_decay",
+    "confidence_penalty",
+    "conv_spectral_norm_init",
+    "conv_spectral_normalize",
     "corrected_weight_decay",
     "decoupled_weight_decay",
     "drop_path",
@@ -80,7 +95,10 @@ __all__ = [
     "elastic_net_penalty",
     "gaussian_dropout",
     "gaussian_noise",
+    "gradient_penalty",
     "group_lasso_penalty",
+    "input_gradient_penalty",
+    "jacobian_penalty",
     "l1_penalty",
     "l2_penalty",
     "linen",
@@ -90,13 +108,17 @@ __all__ = [
     "mixup",
     "nnx",
     "non_negative",
+    "orthogonal_map",
+    "orthogonal_map_init",
     "orthogonal_penalty",
     "prox_elastic_net",
     "prox_group_lasso",
     "prox_l1",
+    "r1_penalty",
     "soft_orthogonal_penalty",
     "soft_threshold",
     "spatial_dropout",
+    "spectral_decoupling_penalty",
     "spectral_norm_init",
     "spectral_normalize",
     "spectral_penalty",

@@ -3,6 +3,7 @@
 examples/sharded_training.py needs 8 simulated devices: tests/test_sharding.py runs it.
 """
 
+import math
 import pathlib
 import re
 import subprocess
@@ -91,3 +92,22 @@ def test_transformer_weight_decay_example():
     ]
     losses = [float(v) for v in re.findall(r"validation loss (\S+)", stdout)]
     assert len(losses) == 6 and all(0 < v < 10 for v in losses)
+
+
+def _gan(*args: str) -> list[tuple[float, float]]:
+    stdout = _run("gan_gradient_penalty.py", "--batch", "128", *args)
+    assert "mean distance of generated samples to the nearest mode" in stdout
+    rows = re.findall(r"penalty (\S+)  grad norm at \D+ (\S+)", stdout)
+    return [(float(p), float(g)) for p, g in rows]
+
+
+def test_wgan_gp_pulls_the_critic_gradient_norm_towards_one():
+    rows = _gan("--penalty", "wgan-gp", "--steps", "40", "--log-every", "20", "--hidden", "32")
+    assert len(rows) == 3 and all(math.isfinite(p) and math.isfinite(g) for p, g in rows)
+    assert abs(rows[-1][1] - 1) < 0.25  # the critic's gradient norm at interpolates, after 200 critic steps
+
+
+def test_r1_pulls_the_critic_gradient_at_the_data_towards_zero():
+    rows = _gan("--penalty", "r1", "--steps", "60", "--log-every", "30", "--hidden", "32")
+    assert len(rows) == 3 and all(math.isfinite(p) and math.isfinite(g) for p, g in rows)
+    assert rows[-1][1] < 0.5 * rows[0][1]

@@ -34,6 +34,7 @@ Examples:
 """
 
 from jaxreg.linen._base import StochasticModule as StochasticModule
+from jaxreg.linen._orthogonal import Orthogonal as Orthogonal
 from jaxreg.linen._reparam import SpectralNorm as SpectralNorm
 from jaxreg.linen._reparam import WeightNorm as WeightNorm
 from jaxreg.linen._stochastic import AlphaDropout as AlphaDropout
@@ -51,6 +52,7 @@ __all__ = [
     "Dropout",
     "GaussianDropout",
     "GaussianNoise",
+    "Orthogonal",
     "SpatialDropout",
     "SpectralNorm",
     "StochasticModule",

@@ -37,6 +37,7 @@ Examples:
 """
 
 from jaxreg.nnx._base import StochasticModule as StochasticModule
+from jaxreg.nnx._orthogonal import Orthogonal as Orthogonal
 from jaxreg.nnx._reparam import SpectralNorm as SpectralNorm
 from jaxreg.nnx._reparam import WeightNorm as WeightNorm
 from jaxreg.nnx._stochastic import AlphaDropout as AlphaDropout
@@ -54,6 +55,7 @@ __all__ = [
     "Dropout",
     "GaussianDropout",
     "GaussianNoise",
+    "Orthogonal",
     "SpatialDropout",
     "SpectralNorm",
     "StochasticModule",

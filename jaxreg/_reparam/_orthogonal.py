@@ -1,0 +1,145 @@
+r"""Hard orthogonality: a map from an unconstrained matrix to an orthogonal (or semi-orthogonal) one.
+
+The optimizer trains the unconstrained parameter; the layer uses its image,
+computed at every call, so the constraint holds exactly after every step
+whatever the optimizer (a penalty such as :func:`jaxreg.soft_orthogonal_penalty`
+only pulls towards it). The maps are PyTorch's
+(``torch.nn.utils.parametrizations.orthogonal``, ``"cayley"`` and
+``"matrix_exp"``), so that a parameter gives the same matrix and the same
+gradient in both libraries; ``jaxreg.linen.Orthogonal`` and
+``jaxreg.nnx.Orthogonal`` wrap a layer with them.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxreg._norms import acc_dtype
+from jaxreg._validation import check_ndim
+
+_HIGHEST = jax.lax.Precision.HIGHEST  # full float32 matmuls on GPU/TPU too (no TF32/bf16 passes)
+_METHODS = ("cayley", "expm")
+
+
+def _tall(x: jax.Array) -> tuple[jax.Array, bool]:
+    """``x`` with at least as many rows as columns (transposed if it was wide), and whether it was."""
+    wide = x.shape[-2] < x.shape[-1]
+    return (jnp.swapaxes(x, -1, -2) if wide else x), wide
+
+
+def orthogonal_map(a: jax.Array, *, method: str = "cayley", base: jax.Array | None = None) -> jax.Array:
+    r"""An orthogonal (or semi-orthogonal) matrix $Q(a)$ of the shape of the unconstrained ``a``.
+
+    For a tall ``a`` ($n \times k$, $n \ge k$; a wide one is transposed first and
+    the result transposed back), let $L$ be the lower triangle of ``a`` (diagonal
+    included) padded with zeros to $n \times n$ and $A = L - L^\top$, a
+    skew-symmetric matrix built from the $nk - k(k+1)/2$ entries of ``a``
+    strictly below the diagonal (the other entries get a zero gradient). Then
+
+    $$Q = \big[B\, \phi(A)\big]_{:, :k}, \qquad
+      \phi(A) = \Big(I - \frac{A}{2}\Big)^{-1}\Big(I + \frac{A}{2}\Big) \ (\text{"cayley"})
+      \quad\text{or}\quad \phi(A) = e^{A} \ (\text{"expm"}),$$
+
+    with $B$ = ``base`` ($n \times n$ orthogonal, the identity by default). $\phi(A)$
+    is a rotation ($\det = 1$), so $Q^\top Q = I_k$: the columns of a tall $Q$
+    (the rows of a wide one) are orthonormal. Leading axes of ``a`` are a batch
+    of matrices. This is PyTorch's ``orthogonal(module, orthogonal_map=...)``
+    forward map: with ``use_trivialization=False`` and no base, or with the
+    default ``use_trivialization=True`` and its ``base`` buffer; the test suite
+    checks values and gradients against it.
+
+    Without a base, every $\phi(A)$ is a rotation near the identity for small
+    ``a``, so ``a = 0`` gives the first $k$ columns of the identity. A base moves
+    the starting point: with ``base = orthogonal_map_init(w)``, ``a = 0`` gives
+    the polar factor of ``w`` (PyTorch starts from the Q factor of ``w``'s QR
+    decomposition instead). The Cayley map costs one $n \times n$ linear solve,
+    the exponential a scaling-and-squaring Padé approximation, a few $n \times n$
+    products; the Cayley map cannot reach rotations with eigenvalue $-1$, which
+    the base can supply.
+
+    Args:
+      a: the unconstrained parameter, ``(..., n, k)``.
+      method: ``"cayley"`` or ``"expm"``.
+      base: an orthogonal ``(..., max(n, k), max(n, k))`` matrix, e.g. from
+        :func:`orthogonal_map_init`, or ``None``.
+
+    Returns:
+      $Q$, of the shape and dtype of ``a`` (computed in float32 at least).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, numpy as np, jaxreg
+      >>> a = jax.random.normal(jax.random.key(0), (5, 3))
+      >>> q = jaxreg.orthogonal_map(a)
+      >>> bool(np.allclose(q.T @ q, np.eye(3), atol=1e-5))
+      True
+      >>> w = jnp.array([[2.0, 0.0], [0.0, 0.5], [0.0, 0.0]])
+      >>> base = jaxreg.orthogonal_map_init(w)
+      >>> np.asarray(jaxreg.orthogonal_map(jnp.zeros_like(w), base=base)).round(4).tolist()  # polar(w)
+      [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]
+
+    References:
+      Lezcano-Casado and Martínez-Rubio, 2019, `Cheap Orthogonal Constraints in
+      Neural Networks: A Simple Parametrization of the Orthogonal and Unitary
+      Group <https://arxiv.org/abs/1901.08428>`_; Lezcano-Casado, 2019,
+      `Trivializations for Gradient-Based Optimization on Manifolds
+      <https://arxiv.org/abs/1909.09501>`_ (the base);
+      ``torch.nn.utils.parametrizations.orthogonal``.
+    """
+    check_ndim("a", a, 2, at_least=True)
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    a = jnp.asarray(a)
+    x, wide = _tall(a.astype(acc_dtype(a.dtype)))
+    n, k = x.shape[-2:]
+    lower = jnp.tril(x)
+    if n != k:
+        lower = jnp.concatenate([lower, jnp.zeros((*x.shape[:-2], n, n - k), x.dtype)], axis=-1)
+    skew = lower - jnp.swapaxes(lower, -1, -2)
+    if method == "cayley":
+        eye = jnp.eye(n, dtype=x.dtype)
+        q = jnp.linalg.solve(eye - skew / 2, (eye + skew / 2)[..., :k])
+    else:
+        q = jax.scipy.linalg.expm(skew)[..., :k]
+    if base is not None:
+        base = jnp.asarray(base)
+        if base.shape[-2:] != (n, n):
+            raise ValueError(
+                f"base must have shape (..., {n}, {n}) for a of shape {a.shape}, got {base.shape}; "
+                "create it with orthogonal_map_init(w)"
+            )
+        q = jnp.matmul(base.astype(x.dtype), q, precision=_HIGHEST)
+    return (jnp.swapaxes(q, -1, -2) if wide else q).astype(a.dtype)
+
+
+def orthogonal_map_init(w: jax.Array) -> jax.Array:
+    r"""The base with which :func:`orthogonal_map` of zeros is the polar factor of ``w``.
+
+    For a tall ``w`` ($n \times k$; a wide one is transposed) with SVD
+    $w = U \Sigma V^\top$ ($U$ the full $n \times n$ factor), the polar factor
+    $P = U_{:, :k} V^\top$ is the semi-orthogonal matrix nearest to ``w`` in the
+    Frobenius norm, and the base is $B = [P, U_{:, k:}]$, an $n \times n$
+    orthogonal matrix whose first $k$ columns are $P$. Hence
+    ``orthogonal_map(zeros_like(w), base=B)`` is $P$ (transposed back for a
+    wide ``w``): a layer whose unconstrained parameter starts at zero starts
+    from its initial kernel made orthogonal, as PyTorch's default trivialization
+    does (PyTorch uses the Q factor of the QR decomposition rather than $P$).
+    Leading axes of ``w`` are a batch.
+
+    Args:
+      w: a matrix, ``(..., n, k)``.
+
+    Returns:
+      The base, ``(..., max(n, k), max(n, k))``, float32 (float64 for float64 ``w``).
+
+    References:
+      Higham, 1986, `Computing the Polar Decomposition, with Applications
+      <https://doi.org/10.1137/0907079>`_.
+    """
+    check_ndim("w", w, 2, at_least=True)
+    w = jnp.asarray(w)
+    x, _ = _tall(w.astype(acc_dtype(w.dtype)))
+    k = x.shape[-1]
+    u, _, vt = jnp.linalg.svd(x, full_matrices=True)
+    polar = jnp.matmul(u[..., :k], vt, precision=_HIGHEST)
+    return jnp.concatenate([polar, u[..., k:]], axis=-1)

@@ -1,0 +1,180 @@
+"""orthogonal_map against PyTorch's orthogonal parametrization; the linen and NNX wrappers train orthogonal kernels.
+
+Oracles: ``tests/data/orthogonal_reference.npz``, values and gradients of
+``torch.nn.utils.parametrizations.orthogonal`` (made by ``tests/make_orthogonal_reference.py``;
+torch is not needed here), and the polar factor from NumPy's SVD.
+"""
+
+import pathlib
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import jaxreg
+import jaxreg.linen as jrl
+import jaxreg.nnx as jrx
+
+REFERENCE = pathlib.Path(__file__).resolve().parents[1] / "data" / "orthogonal_reference.npz"
+METHODS = {"cayley": "cayley", "expm": "matrix_exp"}  # jaxreg name: torch name
+
+
+def _polar(w):
+    u, _, vt = np.linalg.svd(np.asarray(w, np.float64), full_matrices=False)
+    return u @ vt
+
+
+def _assert_semi_orthogonal(q, atol):
+    q = np.asarray(q, np.float64)
+    gram = q.T @ q if q.shape[0] >= q.shape[1] else q @ q.T
+    np.testing.assert_allclose(gram, np.eye(gram.shape[0]), atol=atol)
+
+
+def _maps_and_gradients(inputs):
+    """``{key: (q, grad of sum(g * q))}`` for every reference case: one jitted program for them all."""
+    out = {}
+    for tag, (a, g, base) in inputs.items():
+        for method, torch_name in METHODS.items():
+            for kind, b in (("plain", None), ("base", base)):
+
+                def loss(a, g=g, method=method, b=b):
+                    q = jaxreg.orthogonal_map(a, method=method, base=b)
+                    return jnp.sum(g * q), q
+
+                grad, q = jax.grad(loss, has_aux=True)(a)
+                out[f"{tag}/{torch_name}/{kind}"] = (q, grad)
+    return out
+
+
+def test_values_and_gradients_match_pytorch():
+    ref = np.load(REFERENCE)
+    tags = sorted({key.split("/")[0] for key in ref.files if "/" in key})
+    assert tags == ["2x4x3", "3x5", "4x4", "5x3"]
+    with jax.enable_x64(True):
+        inputs = {tag: tuple(jnp.asarray(ref[f"{tag}/{k}"]) for k in ("a", "g", "base")) for tag in tags}
+        got = jax.jit(_maps_and_gradients)(inputs)
+    assert len(got) == 16
+    for key, (q, grad) in got.items():
+        assert q.dtype == jnp.float64
+        np.testing.assert_allclose(q, ref[f"{key}/q"], atol=1e-12, err_msg=key)
+        np.testing.assert_allclose(grad, ref[f"{key}/grad"], atol=1e-12, err_msg=key)
+    # float32: the same matrices to float32 accuracy.
+    q32 = jaxreg.orthogonal_map(jnp.asarray(ref["5x3/a"], jnp.float32), method="expm")
+    assert q32.dtype == jnp.float32
+    np.testing.assert_allclose(q32, ref["5x3/matrix_exp/plain/q"], atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["cayley", "expm"])
+def test_orthonormal_columns_or_rows_in_float32(method):
+    keys = jax.random.split(jax.random.key(0), 4)
+    shapes = [(6, 6), (7, 3), (2, 5), (3, 4, 2)]  # square, tall, wide, a batch of tall
+    maps = jax.jit(
+        lambda ks: [
+            jaxreg.orthogonal_map(0.5 * jax.random.normal(k, s), method=method)
+            for k, s in zip(ks, shapes, strict=True)
+        ]
+    )(keys)
+    for q, shape in zip(maps, shapes, strict=True):
+        assert q.shape == shape and q.dtype == jnp.float32
+        for matrix in q.reshape(-1, *shape[-2:]):
+            _assert_semi_orthogonal(matrix, atol=1e-5)
+
+
+def test_init_gives_the_polar_factor():
+    rng = np.random.default_rng(1)
+    for shape in [(5, 3), (3, 5), (4, 4)]:
+        w = rng.normal(size=shape).astype(np.float32)
+        base = jaxreg.orthogonal_map_init(w)
+        n = max(shape)
+        assert base.shape == (n, n)
+        np.testing.assert_allclose(np.asarray(base).T @ np.asarray(base), np.eye(n), atol=1e-5)
+        for method in METHODS:
+            q = jaxreg.orthogonal_map(jnp.zeros(shape), method=method, base=base)
+            np.testing.assert_allclose(q, _polar(w), atol=1e-5)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="method must be one of"):
+        jaxreg.orthogonal_map(jnp.ones((3, 3)), method="householder")
+    with pytest.raises(ValueError, match=r"base must have shape \(\.\.\., 5, 5\)"):
+        jaxreg.orthogonal_map(jnp.ones((5, 3)), base=jnp.eye(3))
+    with pytest.raises(ValueError, match="a must have at least 2 dimensions"):
+        jaxreg.orthogonal_map(jnp.ones(3))
+    with pytest.raises(ValueError, match='method must be "cayley" or "expm"'):
+        jrx.Orthogonal(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), method="svd")
+
+
+def _regression(seed, n_in, n_out):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(16, n_in)).astype(np.float32)
+    target = x @ np.linalg.qr(rng.normal(size=(max(n_in, n_out),) * 2))[0][:n_in, :n_out]
+    return jnp.asarray(x), jnp.asarray(target, jnp.float32)
+
+
+def test_linen_wrapper_starts_at_the_polar_factor_and_trains_orthogonal():
+    x, target = _regression(2, 5, 3)
+    key = jax.random.key(3)
+    raw = jrl.Orthogonal(nn.Dense(3), orthogonal_init=False).init(key, x)
+    w0 = raw["params"]["layer_instance"]["kernel"]  # the Dense layer's own initial kernel
+    assert "batch_stats" not in raw
+    model = jrl.Orthogonal(nn.Dense(3), method="expm")
+    variables = model.init(key, x)
+    params, bases = variables["params"], variables["batch_stats"]
+    np.testing.assert_array_equal(params["layer_instance"]["kernel"], 0.0)  # stored: unconstrained
+    np.testing.assert_allclose(model.apply(variables, x), x @ _polar(w0), atol=1e-5)  # bias 0 at init
+
+    def loss(p):
+        return jnp.mean((model.apply({"params": p, "batch_stats": bases}, x) - target) ** 2)
+
+    tx = optax.adam(0.05)
+
+    @jax.jit
+    def step(p, s):
+        value, g = jax.value_and_grad(loss)(p)
+        updates, s = tx.update(g, s, p)
+        return optax.apply_updates(p, updates), s, value
+
+    opt_state, losses = tx.init(params), []
+    for _ in range(20):
+        params, opt_state, value = step(params, opt_state)
+        losses.append(float(value))
+    assert losses[-1] < 0.5 * losses[0]
+    a = params["layer_instance"]["kernel"]
+    assert float(jnp.abs(a).max()) > 0
+    kernel = jaxreg.orthogonal_map(a, method="expm", base=bases["layer_instance/kernel/base"])
+    _assert_semi_orthogonal(kernel, atol=1e-5)
+    out = model.apply({"params": params, "batch_stats": bases}, x)
+    np.testing.assert_allclose(out, x @ kernel + params["layer_instance"]["bias"][None], atol=1e-5)
+
+
+def test_nnx_wrapper_starts_at_the_polar_factor_and_trains_orthogonal():
+    x, target = _regression(4, 3, 5)  # wide kernel (3, 5): orthonormal rows
+    bare = nnx.Linear(3, 5, rngs=nnx.Rngs(5))
+    model = jrx.Orthogonal(nnx.Linear(3, 5, rngs=nnx.Rngs(5)))
+    np.testing.assert_allclose(model(x), x @ _polar(bare.kernel[...]), atol=1e-5)
+    base = np.asarray(model.bases["kernel"][...])
+    optimizer = nnx.Optimizer(model, optax.adam(0.05), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, optimizer):
+        value, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x) - target) ** 2))(model)
+        optimizer.update(model, grads)
+        return value
+
+    losses = [float(step(model, optimizer)) for _ in range(20)]
+    assert losses[-1] < 0.5 * losses[0]
+    np.testing.assert_array_equal(model.bases["kernel"][...], base)  # the base is not trained
+    a = model.layer_instance.kernel[...]
+    kernel = jaxreg.orthogonal_map(a, base=base)
+    _assert_semi_orthogonal(kernel, atol=1e-5)
+    np.testing.assert_allclose(model(x), x @ kernel + model.layer_instance.bias[...][None], atol=1e-5)
+    # Without the orthogonal init the stored kernel is the layer's own, mapped as it is.
+    plain = jrx.Orthogonal(nnx.Linear(3, 5, rngs=nnx.Rngs(5)), orthogonal_init=False)
+    np.testing.assert_array_equal(plain.layer_instance.kernel[...], bare.kernel[...])
+    np.testing.assert_allclose(
+        plain(x), x @ jaxreg.orthogonal_map(bare.kernel[...]) + bare.bias[...][None], atol=1e-5
+    )
