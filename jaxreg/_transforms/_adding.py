@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxreg._masking import masked
-from jaxreg._transforms._base import count_init, count_next, require_params, times, value_at
+from jaxreg._transforms._base import (
+    count_init,
+    count_next,
+    masked_with_factors,
+    require_params,
+    scaled,
+    times,
+    value_at,
+)
 from jaxreg._typing import Mask
 from jaxreg._validation import check_non_negative, is_zero
 
 
-def add_l1(strength: optax.ScalarOrSchedule, mask: Mask = None) -> optax.GradientTransformation:
+def add_l1(
+    strength: optax.ScalarOrSchedule, mask: Mask = None, *, factors: Any = None
+) -> optax.GradientTransformation:
     r"""Adds the L1 subgradient: $g \leftarrow g + \lambda\,\mathrm{sign}(w)$, with $\mathrm{sign}(0) = 0$.
 
     This is the subgradient rule $w \leftarrow w - \eta(\partial J/\partial w +
@@ -31,6 +42,10 @@ def add_l1(strength: optax.ScalarOrSchedule, mask: Mask = None) -> optax.Gradien
         step count.
       mask: which leaves to regularize (``optax.masked`` semantics; see
         :mod:`jaxreg.masks`). Non-float leaves always pass through.
+      factors: per-leaf multipliers of the strength: a pytree of non-negative numbers
+        (or a prefix of one) or a callable ``params -> pytree`` such as
+        :func:`jaxreg.masks.factors`; a leaf of factor 0 keeps its update exactly.
+        With factors the state is a tuple of one state per distinct factor.
 
     Returns:
       An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
@@ -50,19 +65,23 @@ def add_l1(strength: optax.ScalarOrSchedule, mask: Mask = None) -> optax.Gradien
     """
     check_non_negative("strength", strength, allow_schedule=True)
 
-    def update_fn(updates, state, params=None):
-        require_params(params, "add_l1")
-        s = value_at(strength, state.count)
-        updates = jax.tree.map(
-            lambda g, w: (g + times(s, jnp.sign(w).astype(g.dtype))).astype(g.dtype), updates, params
-        )
-        return updates, count_next(state)
+    def make(strength):  # the transform with these strengths
 
-    return masked(optax.GradientTransformation(count_init, update_fn), mask)
+        def update_fn(updates, state, params=None):
+            require_params(params, "add_l1")
+            s = value_at(strength, state.count)
+            updates = jax.tree.map(
+                lambda g, w: (g + times(s, jnp.sign(w).astype(g.dtype))).astype(g.dtype), updates, params
+            )
+            return updates, count_next(state)
+
+        return optax.GradientTransformation(count_init, update_fn)
+
+    return masked_with_factors(lambda f: make(scaled(strength, f)), mask, factors)
 
 
 def add_decayed_weights(
-    weight_decay: optax.ScalarOrSchedule = 0.0, mask: Mask = None
+    weight_decay: optax.ScalarOrSchedule = 0.0, mask: Mask = None, *, factors: Any = None
 ) -> optax.GradientTransformation:
     r"""Adds the L2 gradient: $g \leftarrow g + \lambda w$ (``optax.add_decayed_weights``).
 
@@ -83,6 +102,10 @@ def add_decayed_weights(
       weight_decay: $\lambda \ge 0$; a float, a JAX scalar or an optax schedule.
       mask: which leaves to decay (``optax.masked`` semantics), e.g.
         ``jaxreg.masks.weights_only`` to skip biases and norm scales.
+      factors: per-leaf multipliers of the strength: a pytree of non-negative numbers
+        (or a prefix of one) or a callable ``params -> pytree`` such as
+        :func:`jaxreg.masks.factors`; a leaf of factor 0 keeps its update exactly.
+        With factors the state is a tuple of one state per distinct factor.
 
     Returns:
       An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
@@ -101,12 +124,16 @@ def add_decayed_weights(
     """
     check_non_negative("weight_decay", weight_decay, allow_schedule=True)
 
-    def update_fn(updates, state, params=None):
-        require_params(params, "add_decayed_weights")
-        if is_zero(weight_decay):  # as optax: a constant 0 adds nothing (not even 0 * inf)
-            return updates, count_next(state)
-        s = value_at(weight_decay, state.count)
-        updates = jax.tree.map(lambda g, w: (g + times(s, w)).astype(g.dtype), updates, params)
-        return updates, count_next(state)
+    def make(weight_decay):  # the transform with these strengths
 
-    return masked(optax.GradientTransformation(count_init, update_fn), mask)
+        def update_fn(updates, state, params=None):
+            require_params(params, "add_decayed_weights")
+            if is_zero(weight_decay):  # as optax: a constant 0 adds nothing (not even 0 * inf)
+                return updates, count_next(state)
+            s = value_at(weight_decay, state.count)
+            updates = jax.tree.map(lambda g, w: (g + times(s, w)).astype(g.dtype), updates, params)
+            return updates, count_next(state)
+
+        return optax.GradientTransformation(count_init, update_fn)
+
+    return masked_with_factors(lambda f: make(scaled(weight_decay, f)), mask, factors)

@@ -9,14 +9,16 @@ land on a projection or a proximal map of ``params + updates`` are built with
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxreg._masking import key_path_str
-from jaxreg._validation import as_float, is_concrete
+from jaxreg._masking import is_mask_callable, key_path_str, masked, resolve_mask
+from jaxreg._typing import Mask
+from jaxreg._validation import as_float, concrete_float, is_concrete
 
 
 class CountState(NamedTuple):
@@ -91,3 +93,79 @@ def landing_transform(name, prox_leaf, hyperparams) -> optax.GradientTransformat
         return jax.tree_util.tree_map_with_path(leaf, updates, params), count_next(state)
 
     return optax.GradientTransformation(count_init, update_fn)
+
+
+def scaled(value: Any, factor: float) -> Any:
+    """``factor * value`` for a float, a JAX scalar or an optax schedule (``value`` itself for 1)."""
+    if factor == 1.0:
+        return value
+    if callable(value):
+        schedule: Callable[[Any], Any] = value
+        return lambda count: factor * schedule(count)
+    return factor * as_float(value)
+
+
+def _factor_per_leaf(factors: Any, tree: Any) -> Any:
+    """A Python float per leaf of ``tree``: ``factors`` (or ``factors(tree)``) broadcast as a mask is."""
+    if is_mask_callable(factors):
+        factors = factors(tree)
+    try:
+        per_leaf = jax.tree.map(lambda f, sub: jax.tree.map(lambda _: f, sub), factors, tree)
+    except ValueError as e:
+        where = str(e).replace("tree_map tree", "factors")
+        raise ValueError(f"factors does not match the structure of params: {where}") from None
+
+    def check(path, f):
+        name = f"factors at '{key_path_str(path)}'"
+        v = concrete_float(name, f)
+        if v is None:
+            raise TypeError(f"{name} must be a concrete number (it selects the program), got {f!r}")
+        if not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"{name} must be finite and >= 0, got {f!r}")
+        return v
+
+    return jax.tree_util.tree_map_with_path(check, per_leaf)
+
+
+def masked_with_factors(
+    build: Callable[[float], optax.GradientTransformation], mask: Mask, factors: Any
+) -> optax.GradientTransformation:
+    """``masked(build(1.0), mask)``, or with ``factors``, ``build(f)`` on the leaves whose factor is ``f``.
+
+    ``build(f)`` is the transform with every strength multiplied by ``f``
+    (:func:`scaled`). With ``factors`` (a pytree of numbers, a prefix of one, or a
+    callable ``params -> pytree``, e.g. :func:`jaxreg.masks.factors`), the selected
+    leaves are grouped by factor and each group gets ``build(f)`` under its own
+    mask; leaves of factor 0 are in no group, so their updates pass through
+    exactly. The state is then a tuple of the groups' states, in increasing
+    order of factor.
+    """
+    if factors is None:
+        return masked(build(1.0), mask)
+
+    def groups(tree: Any) -> list[tuple[float, Any]]:
+        flags = resolve_mask(mask, tree)
+        per_leaf = _factor_per_leaf(factors, tree)
+        pairs = zip(jax.tree.leaves(flags), jax.tree.leaves(per_leaf), strict=True)
+        values = sorted({f for keep, f in pairs if keep and f != 0.0})
+        return [
+            (v, jax.tree.map(lambda keep, f, v=v: bool(keep) and f == v, flags, per_leaf)) for v in values
+        ]
+
+    def init_fn(params: Any) -> tuple[Any, ...]:
+        return tuple(masked(build(v), group).init(params) for v, group in groups(params))
+
+    def update_fn(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        found = groups(updates if params is None else params)
+        if len(found) != len(state):
+            raise ValueError(
+                f"factors give {len(found)} distinct nonzero factors here but {len(state)} at init: "
+                "the factors of the params must not change between init and update"
+            )
+        new_state = []
+        for (v, group), group_state in zip(found, state, strict=True):
+            updates, group_state = masked(build(v), group).update(updates, group_state, params)
+            new_state.append(group_state)
+        return updates, tuple(new_state)
+
+    return optax.GradientTransformation(init_fn, update_fn)

@@ -16,12 +16,20 @@ step count kept in :class:`CountState` (+1 per update, as in
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxreg._masking import masked
-from jaxreg._transforms._base import count_init, count_next, require_params, value_at
+from jaxreg._transforms._base import (
+    count_init,
+    count_next,
+    masked_with_factors,
+    require_params,
+    scaled,
+    value_at,
+)
 from jaxreg._typing import Mask
 from jaxreg._validation import check_less_equal, check_non_negative, check_positive
 
@@ -36,6 +44,7 @@ def decoupled_weight_decay(
     *,
     schedule: optax.ScalarOrSchedule | None = None,
     mask: Mask = None,
+    factors: Any = None,
 ) -> optax.GradientTransformation:
     r"""Weight decay that does not scale with the learning rate: $u \leftarrow u - \lambda\,s_t\,w$.
 
@@ -67,6 +76,10 @@ def decoupled_weight_decay(
         schedule divided by its peak.
       mask: which leaves to decay (``optax.masked`` semantics; see
         :mod:`jaxreg.masks`). Non-float leaves always pass through.
+      factors: per-leaf multipliers of the strength: a pytree of non-negative numbers
+        (or a prefix of one) or a callable ``params -> pytree`` such as
+        :func:`jaxreg.masks.factors`; a leaf of factor 0 keeps its update exactly.
+        With factors the state is a tuple of one state per distinct factor.
 
     Returns:
       An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
@@ -91,14 +104,18 @@ def decoupled_weight_decay(
     if schedule is not None:
         check_non_negative("schedule", schedule, allow_schedule=True)
 
-    def update_fn(updates, state, params=None):
-        require_params(params, "decoupled_weight_decay")
-        scale = value_at(weight_decay, state.count)
-        if schedule is not None:
-            scale = scale * value_at(schedule, state.count)
-        return _add_scaled_params(updates, params, -scale), count_next(state)
+    def make(weight_decay):  # the transform with these strengths
 
-    return masked(optax.GradientTransformation(count_init, update_fn), mask)
+        def update_fn(updates, state, params=None):
+            require_params(params, "decoupled_weight_decay")
+            scale = value_at(weight_decay, state.count)
+            if schedule is not None:
+                scale = scale * value_at(schedule, state.count)
+            return _add_scaled_params(updates, params, -scale), count_next(state)
+
+        return optax.GradientTransformation(count_init, update_fn)
+
+    return masked_with_factors(lambda f: make(scaled(weight_decay, f)), mask, factors)
 
 
 def corrected_weight_decay(
@@ -107,6 +124,7 @@ def corrected_weight_decay(
     *,
     max_learning_rate: float | jax.Array | None = None,
     mask: Mask = None,
+    factors: Any = None,
 ) -> optax.GradientTransformation:
     r"""Weight decay scaled by the learning rate's fraction of its peak: $u \leftarrow u + \lambda\,(\eta_t / \eta_{\max})\,w$.
 
@@ -150,6 +168,10 @@ def corrected_weight_decay(
         ``learning_rate`` itself (then $\eta_t / \eta_{\max} = 1$).
       mask: which leaves to decay (``optax.masked`` semantics; see
         :mod:`jaxreg.masks`). Non-float leaves always pass through.
+      factors: per-leaf multipliers of the strength: a pytree of non-negative numbers
+        (or a prefix of one) or a callable ``params -> pytree`` such as
+        :func:`jaxreg.masks.factors`; a leaf of factor 0 keeps its update exactly.
+        With factors the state is a tuple of one state per distinct factor.
 
     Returns:
       An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
@@ -194,17 +216,21 @@ def corrected_weight_decay(
             check_less_equal("learning_rate", learning_rate, "max_learning_rate", max_learning_rate)
     lr_max = max_learning_rate
 
-    def update_fn(updates, state, params=None):
-        require_params(params, "corrected_weight_decay")
-        lr = value_at(learning_rate, state.count)
-        scale = value_at(weight_decay, state.count) * (lr / lr_max)
-        return _add_scaled_params(updates, params, scale), count_next(state)
+    def make(weight_decay):  # the transform with these strengths
 
-    return masked(optax.GradientTransformation(count_init, update_fn), mask)
+        def update_fn(updates, state, params=None):
+            require_params(params, "corrected_weight_decay")
+            lr = value_at(learning_rate, state.count)
+            scale = value_at(weight_decay, state.count) * (lr / lr_max)
+            return _add_scaled_params(updates, params, scale), count_next(state)
+
+        return optax.GradientTransformation(count_init, update_fn)
+
+    return masked_with_factors(lambda f: make(scaled(weight_decay, f)), mask, factors)
 
 
 def cautious_weight_decay(
-    weight_decay: optax.ScalarOrSchedule, *, mask: Mask = None
+    weight_decay: optax.ScalarOrSchedule, *, mask: Mask = None, factors: Any = None
 ) -> optax.GradientTransformation:
     r"""Weight decay only where the step direction and the weight agree in sign: $u \leftarrow u + \lambda\,\mathbb{1}[u \odot w \ge 0] \odot w$.
 
@@ -238,6 +264,10 @@ def cautious_weight_decay(
         of the step count.
       mask: which leaves to decay (``optax.masked`` semantics; see
         :mod:`jaxreg.masks`). Non-float leaves always pass through.
+      factors: per-leaf multipliers of the strength: a pytree of non-negative numbers
+        (or a prefix of one) or a callable ``params -> pytree`` such as
+        :func:`jaxreg.masks.factors`; a leaf of factor 0 keeps its update exactly.
+        With factors the state is a tuple of one state per distinct factor.
 
     Returns:
       An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
@@ -257,15 +287,19 @@ def cautious_weight_decay(
     """
     check_non_negative("weight_decay", weight_decay, allow_schedule=True)
 
-    def update_fn(updates, state, params=None):
-        require_params(params, "cautious_weight_decay")
-        lam = value_at(weight_decay, state.count)
+    def make(weight_decay):  # the transform with these strengths
 
-        def leaf(u, w):
-            w = w.astype(u.dtype)
-            agree = jnp.sign(u) * jnp.sign(w) >= 0
-            return u + jnp.asarray(lam, u.dtype) * jnp.where(agree, w, jnp.zeros_like(w))
+        def update_fn(updates, state, params=None):
+            require_params(params, "cautious_weight_decay")
+            lam = value_at(weight_decay, state.count)
 
-        return jax.tree.map(leaf, updates, params), count_next(state)
+            def leaf(u, w):
+                w = w.astype(u.dtype)
+                agree = jnp.sign(u) * jnp.sign(w) >= 0
+                return u + jnp.asarray(lam, u.dtype) * jnp.where(agree, w, jnp.zeros_like(w))
 
-    return masked(optax.GradientTransformation(count_init, update_fn), mask)
+            return jax.tree.map(leaf, updates, params), count_next(state)
+
+        return optax.GradientTransformation(count_init, update_fn)
+
+    return masked_with_factors(lambda f: make(scaled(weight_decay, f)), mask, factors)

@@ -19,9 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxreg._masking import masked
 from jaxreg._norms import group_norms
-from jaxreg._transforms._base import landing_transform
+from jaxreg._transforms._base import landing_transform, masked_with_factors, scaled
 from jaxreg._typing import Mask
 from jaxreg._validation import check_axis, check_float_array, check_non_negative, concrete_float
 
@@ -87,6 +86,8 @@ def prox_l1(
     strength: optax.ScalarOrSchedule,
     learning_rate: optax.ScalarOrSchedule,
     mask: Mask = None,
+    *,
+    factors: Any = None,
 ) -> optax.GradientTransformation:
     r"""Proximal L1 step (ISTA soft-thresholding), placed **last** in the chain.
 
@@ -102,6 +103,10 @@ def prox_l1(
       strength: $\lambda \ge 0$ (float, JAX scalar or optax schedule).
       learning_rate: $\eta \ge 0$ (float, JAX scalar or optax schedule).
       mask: which leaves to threshold (``optax.masked`` semantics).
+      factors: per-leaf multipliers of the strength: a pytree of non-negative numbers
+        (or a prefix of one) or a callable ``params -> pytree`` such as
+        :func:`jaxreg.masks.factors`; a leaf of factor 0 keeps its update exactly.
+        With factors the state is a tuple of one state per distinct factor.
 
     Returns:
       An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
@@ -121,8 +126,13 @@ def prox_l1(
     """
     check_non_negative("strength", strength, allow_schedule=True)
     check_non_negative("learning_rate", learning_rate, allow_schedule=True)
-    inner = landing_transform("prox_l1", lambda z, s, lr: _shrink(z, lr * s), (strength, learning_rate))
-    return masked(inner, mask)
+
+    def make(f: float) -> optax.GradientTransformation:
+        return landing_transform(
+            "prox_l1", lambda z, s, lr: _shrink(z, lr * s), (scaled(strength, f), learning_rate)
+        )
+
+    return masked_with_factors(make, mask, factors)
 
 
 def prox_elastic_net(
@@ -130,6 +140,8 @@ def prox_elastic_net(
     l2: optax.ScalarOrSchedule,
     learning_rate: optax.ScalarOrSchedule,
     mask: Mask = None,
+    *,
+    factors: Any = None,
 ) -> optax.GradientTransformation:
     r"""Proximal elastic-net step, placed **last** in the chain.
 
@@ -142,6 +154,10 @@ def prox_elastic_net(
       l2: L2 strength $\ge 0$ (float, JAX scalar or optax schedule).
       learning_rate: $\eta \ge 0$, the step size that scaled the updates.
       mask: which leaves (``optax.masked`` semantics).
+      factors: per-leaf multipliers of the strength: a pytree of non-negative numbers
+        (or a prefix of one) or a callable ``params -> pytree`` such as
+        :func:`jaxreg.masks.factors`; a leaf of factor 0 keeps its update exactly.
+        With factors the state is a tuple of one state per distinct factor.
 
     Returns:
       An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
@@ -165,7 +181,10 @@ def prox_elastic_net(
     def prox(z, a, b, lr):
         return _shrink(z, lr * a) / jnp.asarray(1 + lr * b, z.dtype)
 
-    return masked(landing_transform("prox_elastic_net", prox, (l1, l2, learning_rate)), mask)
+    def make(f: float) -> optax.GradientTransformation:
+        return landing_transform("prox_elastic_net", prox, (scaled(l1, f), scaled(l2, f), learning_rate))
+
+    return masked_with_factors(make, mask, factors)
 
 
 def prox_group_lasso(
@@ -173,6 +192,8 @@ def prox_group_lasso(
     learning_rate: optax.ScalarOrSchedule,
     axis: int = 0,
     mask: Mask = None,
+    *,
+    factors: Any = None,
 ) -> optax.GradientTransformation:
     r"""Proximal group-lasso step (block soft-thresholding), placed **last** in the chain.
 
@@ -198,6 +219,10 @@ def prox_group_lasso(
         int arguments into arrays, which cannot select an axis (a ``TypeError``
         says so).
       mask: which leaves (``optax.masked`` semantics).
+      factors: per-leaf multipliers of the strength: a pytree of non-negative numbers
+        (or a prefix of one) or a callable ``params -> pytree`` such as
+        :func:`jaxreg.masks.factors`; a leaf of factor 0 keeps its update exactly.
+        With factors the state is a tuple of one state per distinct factor.
 
     Returns:
       An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
@@ -224,4 +249,7 @@ def prox_group_lasso(
         scale = jnp.maximum(1 - t / jnp.where(norms > 0, norms, 1), 0)
         return jnp.where(norms > 0, z * scale, jnp.zeros_like(z))
 
-    return masked(landing_transform("prox_group_lasso", prox, (strength, learning_rate)), mask)
+    def make(f: float) -> optax.GradientTransformation:
+        return landing_transform("prox_group_lasso", prox, (scaled(strength, f), learning_rate))
+
+    return masked_with_factors(make, mask, factors)

@@ -153,3 +153,128 @@ def test_type_errors_and_missing_params():
     for tx in (jaxreg.prox_l1(0.1, 0.1), jaxreg.add_l1(0.1), jaxreg.prox_group_lasso(0.1, 0.1)):
         with pytest.raises(ValueError, match=r"update needs params"):
             tx.update(p, tx.init(p))
+
+
+# --- factors= : per-leaf multipliers of the strength ------------------------------------------------
+
+_FACTOR_PARAMS = {
+    "embed": {"embedding": np.array([[0.5, -2.0], [1.5, 0.0]], np.float32)},
+    "dense": {
+        "kernel": np.array([[1.0, -0.25], [3.0, -4.0]], np.float32),
+        "bias": np.array([0.3, -0.7], np.float32),
+    },
+}
+_FACTOR_UPDATES = {
+    "embed": {"embedding": np.array([[0.1, 0.2], [-0.3, 0.4]], np.float32)},
+    "dense": {
+        "kernel": np.array([[-0.5, 0.05], [0.2, 0.1]], np.float32),
+        "bias": np.array([0.01, 0.02], np.float32),
+    },
+}
+_FACTOR_RULES = [(r"embedding", 0.0), (r"kernel$", 2.0)]  # bias: the default 0.5
+
+
+def _soft(z, t):
+    return np.sign(z) * np.maximum(np.abs(z) - t, 0)
+
+
+# (build(strength, **kw), oracle(u, w, effective strength)), strengths as NumPy formulas of the papers
+_FACTOR_CASES = {
+    "add_l1": (lambda s, **kw: jaxreg.add_l1(s, **kw), lambda u, w, s: u + s * np.sign(w)),
+    "add_decayed_weights": (lambda s, **kw: jaxreg.add_decayed_weights(s, **kw), lambda u, w, s: u + s * w),
+    "decoupled_weight_decay": (
+        lambda s, **kw: jaxreg.decoupled_weight_decay(s, **kw),
+        lambda u, w, s: u - s * w,
+    ),
+    "corrected_weight_decay": (
+        lambda s, **kw: jaxreg.corrected_weight_decay(s, 0.5, **kw),
+        lambda u, w, s: u + s * w,  # constant learning rate: lr / lr_max = 1
+    ),
+    "cautious_weight_decay": (
+        lambda s, **kw: jaxreg.cautious_weight_decay(s, **kw),
+        lambda u, w, s: u + s * np.where(np.sign(u) * np.sign(w) >= 0, w, 0),
+    ),
+    "prox_l1": (lambda s, **kw: jaxreg.prox_l1(s, 0.5, **kw), lambda u, w, s: _soft(w + u, 0.5 * s) - w),
+    "prox_elastic_net": (
+        lambda s, **kw: jaxreg.prox_elastic_net(s, 2 * s, 0.5, **kw),
+        lambda u, w, s: _soft(w + u, 0.5 * s) / (1 + 0.5 * 2 * s) - w,
+    ),
+    "prox_group_lasso": (
+        lambda s, **kw: jaxreg.prox_group_lasso(s, 0.5, axis=0, **kw),
+        lambda u, w, s: (
+            (w + u)
+            * np.maximum(
+                1
+                - 0.5
+                * s
+                / np.maximum(
+                    np.sqrt(
+                        np.sum(
+                            (w + u) ** 2, axis=tuple(range(1, w.ndim)) if w.ndim >= 2 else None, keepdims=True
+                        )
+                    ),
+                    1e-30,
+                ),
+                0,
+            )
+            - w
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_FACTOR_CASES))
+def test_factors_multiply_the_strength_leaf_by_leaf(name):
+    build, oracle = _FACTOR_CASES[name]
+    strength = 0.2
+    factors = jaxreg.masks.factors(_FACTOR_RULES, default=0.5)
+    tx = build(strength, factors=factors)
+    params = jax.tree.map(jnp.asarray, _FACTOR_PARAMS)
+    updates, state = jax.jit(tx.update)(jax.tree.map(jnp.asarray, _FACTOR_UPDATES), tx.init(params), params)
+    assert len(state) == 2  # factors 0.5 and 2: one state per distinct nonzero factor
+    # factor 0: the update comes back exactly as it came in
+    np.testing.assert_array_equal(
+        np.asarray(updates["embed"]["embedding"]), _FACTOR_UPDATES["embed"]["embedding"]
+    )
+    for key, f in (("kernel", 2.0), ("bias", 0.5)):
+        u, w = _FACTOR_UPDATES["dense"][key], _FACTOR_PARAMS["dense"][key]
+        want = oracle(u.astype(np.float64), w.astype(np.float64), strength * f)
+        np.testing.assert_allclose(np.asarray(updates["dense"][key]), want, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_factors_as_a_pytree_prefix_with_a_mask_and_a_schedule():
+    params = jax.tree.map(jnp.asarray, _FACTOR_PARAMS)
+    grads = jax.tree.map(jnp.asarray, _FACTOR_UPDATES)
+    factors = {"embed": 3.0, "dense": {"kernel": 1.0, "bias": 1.0}}  # a prefix: one factor for all of embed
+    mask = jaxreg.masks.by_path(exclude="bias")
+    tx = jaxreg.add_decayed_weights(optax.linear_schedule(0.1, 0.3, 2), mask=mask, factors=factors)
+    state = tx.init(params)
+    for step, lam in enumerate((0.1, 0.2)):
+        out, state = tx.update(grads, state, params)
+        np.testing.assert_allclose(
+            out["embed"]["embedding"],
+            grads["embed"]["embedding"] + 3.0 * lam * params["embed"]["embedding"],
+            rtol=1e-6,
+        )
+        np.testing.assert_allclose(
+            out["dense"]["kernel"],
+            grads["dense"]["kernel"] + lam * params["dense"]["kernel"],
+            rtol=1e-6,
+            atol=1e-7,
+        )
+        np.testing.assert_array_equal(out["dense"]["bias"], grads["dense"]["bias"]), step
+
+
+def test_factors_errors_name_the_leaf():
+    params = {"w": jnp.ones(2), "b": jnp.ones(2)}
+    with pytest.raises(ValueError, match="factors at 'w'"):
+        jaxreg.add_l1(0.1, factors={"w": -1.0, "b": 1.0}).init(params)
+    with pytest.raises(ValueError, match="factors does not match"):
+        jaxreg.add_l1(0.1, factors={"x": 1.0}).init(params)
+
+    @jax.jit
+    def traced(f):
+        return jaxreg.add_l1(0.1, factors={"w": f, "b": 1.0}).init(params)
+
+    with pytest.raises(TypeError, match="concrete number"):
+        traced(jnp.float32(2.0))
