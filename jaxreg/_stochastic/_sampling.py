@@ -177,11 +177,29 @@ def _hash_bits(key: Any, shape: tuple[int, ...], stream: int, limit: int) -> jax
     # jit XLA inlines it and fuses the hash into the consumer. Eagerly, the
     # kernel (and so the random words) lives on jax's default device; under
     # jit with a sharded input XLA partitions the iota like any elementwise op.
-    s0, s1 = seed_words(key, stream)
     lo, hi = _counter_words(shape, limit)
+    return _hash(seed_words(key, stream), lo, hi)
+
+
+def _hash(seeds: tuple[jax.Array, jax.Array], lo: jax.Array, hi: jax.Array | None) -> jax.Array:
+    """The fast hash of the counter words ``lo`` (and ``hi``) under the seed words ``seeds``."""
+    s0, s1 = seeds
     if hi is not None:
         s0 = s0 ^ _mix2(hi + s1)
     return _mix2(_mix1(lo ^ s0) ^ s1)
+
+
+@functools.partial(jax.jit, static_argnums=(3,))
+def hash_at(key: Any, lo: jax.Array, hi: jax.Array | None = None, stream: int = 0) -> jax.Array:
+    """The fast sampler's words at explicit counter words (``uint32`` arrays of one shape).
+
+    ``hash_bits(key, shape)`` is ``hash_at(key, lo, hi)`` with ``lo`` and ``hi``
+    the element's counter words (``hi=None`` below ``2**32`` elements); this
+    evaluates the hash at chosen elements of arrays too large to materialize.
+    """
+    lo = jnp.asarray(lo, jnp.uint32)
+    hi = None if hi is None else jnp.asarray(hi, jnp.uint32)
+    return _hash(seed_words(key, stream), lo, hi)
 
 
 def bits(key: Any, shape: tuple[int, ...], sampler: Sampler = None, stream: int = 0) -> jax.Array:
