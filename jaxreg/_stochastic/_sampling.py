@@ -30,10 +30,23 @@ $|q - p| \le 2^{-25}$). Callers scale kept values by $1/q$, the **quantized**
 probability, so inverted dropout stays exactly unbiased. $q = 1$ keeps every
 element and $q = 0$ none.
 
-Counter range: arrays with fewer than $2^{32}$ elements use one counter word.
-Larger arrays use two, the flat index over the trailing axes and the flat index
-over the leading axes (split at the first axis where both fit in 32 bits); a
-single axis of $2^{32}$ or more elements raises ``ValueError``.
+Counter range: arrays of at most $2^{32}$ elements use one counter word, $i$
+above. Larger arrays use two: $c_0$, the flat index over the trailing axes, and
+$c_1$, the flat index over the leading axes (split at the first axis where both
+fit in 32 bits). The high word enters as one more word of the key would: the
+seed words come from the key's words $w$ by the recurrence
+$a \leftarrow m_1(a \oplus w)$, $b \leftarrow m_2\big((b + w) \oplus a\big)$, and
+one more step of it, from $(s_0, s_1)$ with $w = c_1$, gives the seed words of the
+element's row, then its word:
+
+.. math::  s_0' = m_1(s_0 \oplus c_1), \quad s_1' = m_2\big((s_1 + c_1) \oplus s_0'\big),
+           \quad h = m_2\big(m_1(c_0 \oplus s_0') \oplus s_1'\big),
+
+so each value of $c_1$ (each row of a ``(rows, 2**32)`` mask) gets its own seed
+words and its words are as unrelated to another row's as to another key's
+(tested at indices above $2^{32}$), for two more mixer calls per element. A
+shape with no such split (an axis of more than $2^{32}$ elements, for one)
+raises ``ValueError``.
 
 Uniforms are $u = \lfloor h / 2^8 \rfloor \cdot 2^{-24} \in [0, 1)$; normals use
 Box-Muller on two uniforms from independent streams (different seed words),
@@ -158,7 +171,10 @@ def _counter_words(shape: tuple[int, ...], limit: int) -> tuple[jax.Array, jax.A
     for k in range(len(shape)):
         if math.prod(shape[k:]) <= limit and math.prod(shape[:k]) <= limit:
             return _flat_index(shape, range(k, len(shape))), _flat_index(shape, range(k))
-    raise ValueError(f"the fast sampler cannot index shape {shape}: an axis has >= 2**32 elements")
+    raise ValueError(
+        f"the fast sampler cannot index shape {shape}: no split of its axes leaves at most 2**32 "
+        "elements on each side (an axis has more than 2**32 elements, or the array more than 2**64)"
+    )
 
 
 def hash_bits(key: Any, shape: tuple[int, ...], stream: int = 0) -> jax.Array:
@@ -185,7 +201,10 @@ def _hash(seeds: tuple[jax.Array, jax.Array], lo: jax.Array, hi: jax.Array | Non
     """The fast hash of the counter words ``lo`` (and ``hi``) under the seed words ``seeds``."""
     s0, s1 = seeds
     if hi is not None:
-        s0 = s0 ^ _mix2(hi + s1)
+        # One more round of the seed recurrence of `seed_words`, with the high
+        # word as the extra key word: each value of it gets its own seed words.
+        s0 = _mix1(s0 ^ hi)
+        s1 = _mix2((s1 + hi) ^ s0)
     return _mix2(_mix1(lo ^ s0) ^ s1)
 
 
@@ -194,7 +213,7 @@ def hash_at(key: Any, lo: jax.Array, hi: jax.Array | None = None, stream: int = 
     """The fast sampler's words at explicit counter words (``uint32`` arrays of one shape).
 
     ``hash_bits(key, shape)`` is ``hash_at(key, lo, hi)`` with ``lo`` and ``hi``
-    the element's counter words (``hi=None`` below ``2**32`` elements); this
+    the element's counter words (``hi=None`` up to ``2**32`` elements); this
     evaluates the hash at chosen elements of arrays too large to materialize.
     """
     lo = jnp.asarray(lo, jnp.uint32)
