@@ -7,7 +7,13 @@ Two samplers:
   bit-identical to ``flax.linen.Dropout`` for the same key (tested). Haiku's
   ``hk.dropout`` computes ``keep * x / keep_rate`` instead of a select, so its
   values agree up to the sign of zero (``-0.0`` for dropped negatives) and NaN
-  for dropped infinities (not tested: Haiku is not a dependency).
+  for dropped infinities (not tested: Haiku is not a dependency). Memory: on
+  CPU, jax lowers threefry as a loop over its rounds whose state (two ``uint32``
+  words per element) XLA cannot fuse into the consumer, so dropout with this
+  sampler needs about four times the memory of ``x * 2``, eagerly and under
+  ``jit``, as ``flax.linen.Dropout`` under ``jit`` does (1024 MiB against 256 MiB
+  at $2^{26}$ float32 elements, ``python -m benchmarks.memory``). Staying
+  bit-identical to ``jax.random`` rules out computing its words another way.
 * ``"fast"`` (the default, ``sampler=None``): a counter-based hash. The 32-bit
   word of an element is
 
@@ -22,6 +28,8 @@ Two samplers:
   xor-shift; constants by Chris Wellons, "Prospecting for hash functions").
   Everything is elementwise integer arithmetic that XLA fuses into the
   consumer (the ``select`` of dropout): no random-bits buffer is written.
+  Called eagerly, a mask or a batch of normals is one compiled kernel that
+  writes only its result, not the words.
 
 Quantization of the fast keep decision: an element is kept when the top 24 bits
 of $h$ are below $t = \mathrm{round}(p \cdot 2^{24})$, so the keep probability
@@ -243,6 +251,37 @@ def quantize_keep_prob(keep_prob: Any) -> tuple[Any, Any]:
     return t, t.astype(jnp.float32) / _ONE
 
 
+def keep_threshold(keep_prob: Any, sampler: Sampler = None) -> tuple[Any, Any]:
+    """Returns ``(threshold, q)``: what `keep_mask_at` compares against, and the keep probability used.
+
+    ``sampler="jax"``: ``(keep_prob, keep_prob)``; ``"fast"``: `quantize_keep_prob`.
+    """
+    if resolve_sampler(sampler) == "jax":
+        return keep_prob, keep_prob
+    return quantize_keep_prob(keep_prob)
+
+
+def keep_mask_at(
+    key: Any, shape: tuple[int, ...], threshold: Any, sampler: Sampler = None, stream: int = 0
+) -> jax.Array:
+    """The boolean keep mask for a threshold from `keep_threshold` (a number or an array)."""
+    shape = tuple(int(d) for d in shape)
+    if resolve_sampler(sampler) == "jax":
+        return jax.random.bernoulli(key, threshold, shape)
+    if key is None:
+        key_words(key)  # raises the missing-key error
+    return _fast_keep_mask(key, shape, jnp.asarray(threshold, jnp.uint32), stream, _COUNTER_LIMIT)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 3, 4))
+def _fast_keep_mask(
+    key: Any, shape: tuple[int, ...], threshold: jax.Array, stream: int, limit: int
+) -> jax.Array:
+    # Jitted so that an eager call writes only the mask, not the words.
+    h = _hash_bits(key, shape, stream, limit)
+    return lax.shift_right_logical(h, _u32(32 - KEEP_BITS)) < threshold
+
+
 def keep_mask(
     key: Any, shape: tuple[int, ...], keep_prob: Any, sampler: Sampler = None, stream: int = 0
 ) -> tuple[jax.Array, Any]:
@@ -253,12 +292,8 @@ def keep_mask(
     and ``q`` the quantized probability (see the module docstring). Scale kept
     values by ``1 / q`` for an unbiased inverted mask.
     """
-    shape = tuple(int(d) for d in shape)
-    if resolve_sampler(sampler) == "jax":
-        return jax.random.bernoulli(key, keep_prob, shape), keep_prob
-    t, q = quantize_keep_prob(keep_prob)
-    h = hash_bits(key, shape, stream)
-    return lax.shift_right_logical(h, _u32(32 - KEEP_BITS)) < jnp.asarray(t, jnp.uint32), q
+    threshold, q = keep_threshold(keep_prob, sampler)
+    return keep_mask_at(key, shape, threshold, sampler, stream), q
 
 
 def _unit_float(h: jax.Array) -> jax.Array:
@@ -273,6 +308,15 @@ def normal(
     shape = tuple(int(d) for d in shape)
     if resolve_sampler(sampler) == "jax":
         return jax.random.normal(key, shape, dtype)
+    if key is None:
+        key_words(key)  # raises the missing-key error
+    return _fast_normal(key, shape, jnp.dtype(dtype), stream)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _fast_normal(key: Any, shape: tuple[int, ...], dtype: Any, stream: int) -> jax.Array:
+    # Jitted so that an eager call writes only the normals (not the words,
+    # uniforms and intermediate floats); under an outer jit XLA inlines it.
     u1 = _unit_float(hash_bits(key, shape, 2 * stream + 1))
     u2 = _unit_float(hash_bits(key, shape, 2 * stream + 2))
     radius = jnp.sqrt(-2.0 * jnp.log(1.0 - u1))  # 1 - u1 in [2**-24, 1], exact in float32
