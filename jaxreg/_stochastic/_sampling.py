@@ -310,15 +310,15 @@ def normal(
         return jax.random.normal(key, shape, dtype)
     if key is None:
         key_words(key)  # raises the missing-key error
-    return _fast_normal(key, shape, jnp.dtype(dtype), stream)
+    return _fast_normal(key, shape, jnp.dtype(dtype), stream, _COUNTER_LIMIT)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3))
-def _fast_normal(key: Any, shape: tuple[int, ...], dtype: Any, stream: int) -> jax.Array:
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _fast_normal(key: Any, shape: tuple[int, ...], dtype: Any, stream: int, limit: int) -> jax.Array:
     # Jitted so that an eager call writes only the normals (not the words,
     # uniforms and intermediate floats); under an outer jit XLA inlines it.
-    u1 = _unit_float(hash_bits(key, shape, 2 * stream + 1))
-    u2 = _unit_float(hash_bits(key, shape, 2 * stream + 2))
+    u1 = _unit_float(_hash_bits(key, shape, 2 * stream + 1, limit))
+    u2 = _unit_float(_hash_bits(key, shape, 2 * stream + 2, limit))
     radius = jnp.sqrt(-2.0 * jnp.log(1.0 - u1))  # 1 - u1 in [2**-24, 1], exact in float32
     return (radius * _cos_2pi(u2)).astype(dtype)
 
