@@ -11,4 +11,6 @@ Modules:
   cases_dropout, cases_attention, cases_optim, cases_compile: the cases.
   readme: renders a results JSON as the README's performance section.
   dieharder: streams the mask sampler's raw words into dieharder (issue 4).
+  memory: peak memory of one call per case, each in its own subprocess
+    (``python -m benchmarks.memory``).
 """

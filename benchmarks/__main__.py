@@ -1,4 +1,9 @@
-"""Command line: ``python -m benchmarks [--quick] [--json PATH] [--filter SUBSTRING] [--repeats N]``."""
+"""Command line: ``python -m benchmarks [--quick] [--json PATH] [--filter SUBSTRING] [--repeats N]``.
+
+``--json PATH`` is checked before any case runs (one line on stderr, status 2,
+if the file cannot be written); if writing fails at the end all the same, the
+results go to a temporary file, named on stderr (status 2).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,10 @@ import argparse
 import datetime
 import json
 import math
+import os
 import shlex
 import sys
+import tempfile
 import time
 import traceback
 from typing import Any
@@ -53,6 +60,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--sizes: each log2 size must be in [14, 30], got {args.sizes!r}")
         args.sizes = tuple(2**k for k in exponents)
     return args
+
+
+def json_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be written, or ``None``: checked before any case runs.
+
+    Opens the file itself for appending (no folder is created); a file that
+    did not exist is removed again, an existing one is left as it was.
+    """
+    if os.path.isdir(path):
+        return "it is a folder"
+    existed = os.path.exists(path)
+    try:
+        with open(path, "a"):
+            pass
+        if not existed:
+            os.unlink(path)
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
+def write_json(path: str, doc: dict[str, Any]) -> str | None:
+    """Writes ``doc`` to ``path``; if that fails, to a temporary file. Returns the error line, or ``None``."""
+    text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
+    try:
+        with open(path, "w") as f:
+            f.write(text)
+        return None
+    except OSError as e:
+        reason = e.strerror or str(e)
+    fd, fallback = tempfile.mkstemp(prefix="benchmarks-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return (
+        f"python -m benchmarks: error: cannot write --json {path!r}: {reason}; the results are in {fallback}"
+    )
 
 
 def make_config(args: argparse.Namespace) -> _harness.Config:
@@ -128,6 +171,9 @@ def table(env: dict[str, Any], rows: list[dict[str, Any]]) -> Table:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.json and (problem := json_path_problem(args.json)) is not None:
+        print(f"python -m benchmarks: error: cannot write --json {args.json!r}: {problem}", file=sys.stderr)
+        return 2
     cfg = make_config(args)
     console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
     out_console = Console(width=None if sys.stdout.isatty() else 200)
@@ -187,9 +233,9 @@ def main(argv: list[str] | None = None) -> int:
             "skipped": skipped,
             "errors": errors,
         }
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=1, allow_nan=False)
-            f.write("\n")
+        if (error := write_json(args.json, doc)) is not None:
+            print(error, file=sys.stderr)
+            return 2
         out_console.print(f"wrote {args.json}")
     return 1 if errors else 0
 

@@ -70,9 +70,9 @@ def dropout(
     not a parameter. Rates within $2^{-25}$ of 1 quantize to $q = 0$ and give
     zeros, as ``rate == 1``.
 
-    Called eagerly (outside ``jit``) the mask is computed by a jitted kernel on
-    jax's default device, so for a sharded ``x`` it is materialized on one
-    device; call dropout inside ``jax.jit`` to let XLA shard (and fuse) it.
+    Called eagerly (outside ``jit``), mask and select still run as one compiled
+    kernel: the call writes only its output, as under ``jit``, and for a sharded
+    ``x`` it runs sharded like ``x``.
 
     Args:
       key: a ``jax.random`` key (typed or legacy); may be ``None`` when

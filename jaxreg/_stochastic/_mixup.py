@@ -10,8 +10,17 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.core import Tracer
 
-from jaxreg._validation import check_count, check_positive
+from jaxreg._validation import check_count, check_positive, concrete_float
+
+# The concentrations jax.random.beta draws from without NaN in float32. Its
+# Gamma(a) draws for a < 1 are log G(a + 1) - E / a, E ~ Exponential(1) drawn
+# from a float32 uniform, so E <= 24 ln 2 ~ 16.6: E / a overflows once
+# a < 16.6 / 3.4e38 ~ 4.9e-38 (both draws overflowing give NaN), and a above the
+# float32 maximum 3.4e38 is inf. The range keeps a factor 2 (3.4) from the limits.
+ALPHA_MIN, ALPHA_MAX = 1e-37, 1e38
 
 
 def mixup(
@@ -34,7 +43,7 @@ def mixup(
     one. Small $\alpha$ (0.1 to 0.4 in the paper) keeps $\lambda$ near 0 or 1.
 
     Integer labels ``y`` of shape ``(batch,)`` are one-hot encoded with
-    ``num_classes`` first; float labels of shape ``(batch, ...)`` (one-hot, or
+    ``num_classes`` first (labels in ``[0, num_classes)``); float labels of shape ``(batch, ...)`` (one-hot, or
     already smoothed with ``optax.smooth_labels``) are mixed as they are. Train
     with a loss that accepts soft labels, e.g.
     ``optax.softmax_cross_entropy(logits, y_mixed)``.
@@ -42,8 +51,16 @@ def mixup(
     Args:
       key: a ``jax.random`` key (split internally for $\lambda$ and $\pi$).
       x: inputs, float, batch on axis 0.
-      y: integer class labels ``(batch,)`` or float labels ``(batch, ...)``.
-      alpha: the Beta concentration $\alpha > 0$ (float or JAX scalar).
+      y: integer class labels ``(batch,)`` in ``[0, num_classes)``, or float
+        labels ``(batch, ...)``. Concrete integer labels outside that range
+        raise ``ValueError``. Traced labels (under ``jit``) are not checked: an
+        out-of-range label one-hot encodes to a row of zeros (as
+        ``jax.nn.one_hot``), so a mixed label row that involves it sums to
+        $\lambda$, $1 - \lambda$ or 0 instead of 1.
+      alpha: the Beta concentration $\alpha$, in ``[1e-37, 1e38]`` (float or
+        JAX scalar): the range in which ``jax.random.beta`` draws $\lambda$
+        without NaN in float32. Concrete values outside it raise
+        ``ValueError``; a traced $\alpha$ outside it gives NaN.
       num_classes: required for integer labels; for float labels, if given, it
         must equal ``y.shape[-1]``.
       deterministic: if true, no mixing: returns ``x`` and the (one-hot encoded)
@@ -65,6 +82,12 @@ def mixup(
       Minimization <https://arxiv.org/abs/1710.09412>`_.
     """
     check_positive("alpha", alpha)
+    a = concrete_float("alpha", alpha)
+    if a is not None and not ALPHA_MIN <= a <= ALPHA_MAX:
+        raise ValueError(
+            f"alpha must lie in [{ALPHA_MIN:g}, {ALPHA_MAX:g}], the range in which jax.random.beta "
+            f"draws lambda without NaN in float32, got {alpha!r}"
+        )
     x, y = jnp.asarray(x), jnp.asarray(y)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"x must have a floating dtype to be mixed, got {x.dtype}")
@@ -78,6 +101,7 @@ def mixup(
         num_classes = check_count("num_classes", num_classes, minimum=1)
         if y.ndim != 1:
             raise ValueError(f"integer labels y must have shape (batch,), got {y.shape}")
+        _check_labels(y, num_classes)
         y = jax.nn.one_hot(y, num_classes, dtype=x.dtype)
     elif jnp.issubdtype(y.dtype, jnp.floating):
         if num_classes is not None and (y.ndim < 2 or y.shape[-1] != num_classes):
@@ -94,3 +118,16 @@ def mixup(
     x_mixed = lam.astype(x.dtype) * x + (1 - lam).astype(x.dtype) * x[perm]
     y_mixed = lam.astype(y.dtype) * y + (1 - lam).astype(y.dtype) * y[perm]
     return x_mixed, y_mixed
+
+
+def _check_labels(y: jax.Array, num_classes: int) -> None:
+    """Raises for concrete integer labels outside ``[0, num_classes)``; traced labels pass unchecked."""
+    if isinstance(y, Tracer) or not y.is_fully_addressable:
+        return
+    labels = np.asarray(y)
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if bad.size:
+        raise ValueError(
+            f"y must hold class labels in [0, num_classes) = [0, {num_classes}), "
+            f"got {bad.size} outside it, e.g. {bad[0].item()}"
+        )

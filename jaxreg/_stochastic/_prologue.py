@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.core import Tracer
 
 from jaxreg._norms import acc_dtype
 from jaxreg._stochastic import _sampling
@@ -112,13 +113,20 @@ def safe_divide(x: jax.Array, q: Any, sampler: Sampler = None) -> jax.Array:
     ``2**-9`` in bfloat16). ``sampler="jax"`` divides in ``x``'s dtype, as
     ``flax.linen.Dropout`` does, for bit-identical results.
     """
+    return _divide(x, _divisor(q, x.dtype, sampler))
+
+
+def _divisor(q: Any, dtype: Any, sampler: Sampler) -> jax.Array:
+    """``safe_keep_prob(q)`` as an array of the dtype that `safe_divide` divides in."""
     qs = safe_keep_prob(q)
-    if _sampling.resolve_sampler(sampler) == "jax":
-        return x / jnp.asarray(qs, x.dtype)
-    wide = acc_dtype(x.dtype)
-    if wide == x.dtype:
-        return x / jnp.asarray(qs, x.dtype)
-    return (x.astype(wide) / jnp.asarray(qs, wide)).astype(x.dtype)
+    wide = dtype if _sampling.resolve_sampler(sampler) == "jax" else acc_dtype(dtype)
+    return jnp.asarray(qs, wide)
+
+
+def _divide(x: jax.Array, divisor: jax.Array) -> jax.Array:
+    if divisor.dtype == x.dtype:
+        return x / divisor
+    return (x.astype(divisor.dtype) / divisor).astype(x.dtype)
 
 
 def zero_where_nothing_kept(q: Any, y: jax.Array) -> jax.Array:
@@ -164,11 +172,33 @@ def apply_keep_mask(
     With ``scale=True`` kept values are divided by the keep probability the
     sampler actually used (unbiased). This is the core of ``dropout``,
     ``spatial_dropout`` and ``drop_path``.
+
+    Called eagerly (no tracer among ``key``, ``x`` and ``rate``) the mask and
+    the select run as one compiled kernel, as they do under ``jit``, so that
+    XLA fuses them instead of writing the random words, the mask and the
+    scaled input as separate arrays; the threshold and divisor enter it as
+    arguments (the values the traced path uses), so new rates compile nothing.
     """
-    keep, q = _sampling.keep_mask(key, mask_shape, keep_prob_of(rate), sampler)
-    keep = jnp.broadcast_to(keep, x.shape)
-    kept = safe_divide(x, q, sampler) if scale else x
-    return zero_where_nothing_kept(q, lax.select(keep, kept, jnp.zeros_like(x)))
+    sampler = _sampling.resolve_sampler(sampler)  # a name, no longer None
+    threshold, q = _sampling.keep_threshold(keep_prob_of(rate), sampler)
+    divisor = _divisor(q, x.dtype, sampler) if scale else None
+    if is_concrete(q) and not isinstance(x, Tracer) and not isinstance(key, Tracer):
+        if float(q) == 0.0:
+            return jnp.zeros_like(x)
+        threshold = jnp.asarray(threshold) if sampler == "jax" else jnp.asarray(threshold, jnp.uint32)
+        return _masked_select_kernel(key, x, threshold, divisor, mask_shape, sampler)
+    return zero_where_nothing_kept(q, _masked_select(key, x, threshold, divisor, mask_shape, sampler))
+
+
+def _masked_select(
+    key: Any, x: jax.Array, threshold: Any, divisor: Any, mask_shape: tuple[int, ...], sampler: Sampler
+) -> jax.Array:
+    keep = jnp.broadcast_to(_sampling.keep_mask_at(key, mask_shape, threshold, sampler), x.shape)
+    kept = x if divisor is None else _divide(x, divisor)
+    return lax.select(keep, kept, jnp.zeros_like(x))
+
+
+_masked_select_kernel = jax.jit(_masked_select, static_argnums=(4, 5))
 
 
 def zero_where_rate_is_one(rate: Any, y: jax.Array) -> jax.Array:

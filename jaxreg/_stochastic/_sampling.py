@@ -7,7 +7,13 @@ Two samplers:
   bit-identical to ``flax.linen.Dropout`` for the same key (tested). Haiku's
   ``hk.dropout`` computes ``keep * x / keep_rate`` instead of a select, so its
   values agree up to the sign of zero (``-0.0`` for dropped negatives) and NaN
-  for dropped infinities (not tested: Haiku is not a dependency).
+  for dropped infinities (not tested: Haiku is not a dependency). Memory: on
+  CPU, jax lowers threefry as a loop over its rounds whose state (two ``uint32``
+  words per element) XLA cannot fuse into the consumer, so dropout with this
+  sampler needs about four times the memory of ``x * 2``, eagerly and under
+  ``jit``, as ``flax.linen.Dropout`` under ``jit`` does (1024 MiB against 256 MiB
+  at $2^{26}$ float32 elements, ``python -m benchmarks.memory``). Staying
+  bit-identical to ``jax.random`` rules out computing its words another way.
 * ``"fast"`` (the default, ``sampler=None``): a counter-based hash. The 32-bit
   word of an element is
 
@@ -22,6 +28,8 @@ Two samplers:
   xor-shift; constants by Chris Wellons, "Prospecting for hash functions").
   Everything is elementwise integer arithmetic that XLA fuses into the
   consumer (the ``select`` of dropout): no random-bits buffer is written.
+  Called eagerly, a mask or a batch of normals is one compiled kernel that
+  writes only its result, not the words.
 
 Quantization of the fast keep decision: an element is kept when the top 24 bits
 of $h$ are below $t = \mathrm{round}(p \cdot 2^{24})$, so the keep probability
@@ -30,10 +38,23 @@ $|q - p| \le 2^{-25}$). Callers scale kept values by $1/q$, the **quantized**
 probability, so inverted dropout stays exactly unbiased. $q = 1$ keeps every
 element and $q = 0$ none.
 
-Counter range: arrays with fewer than $2^{32}$ elements use one counter word.
-Larger arrays use two, the flat index over the trailing axes and the flat index
-over the leading axes (split at the first axis where both fit in 32 bits); a
-single axis of $2^{32}$ or more elements raises ``ValueError``.
+Counter range: arrays of at most $2^{32}$ elements use one counter word, $i$
+above. Larger arrays use two: $c_0$, the flat index over the trailing axes, and
+$c_1$, the flat index over the leading axes (split at the first axis where both
+fit in 32 bits). The high word enters as one more word of the key would: the
+seed words come from the key's words $w$ by the recurrence
+$a \leftarrow m_1(a \oplus w)$, $b \leftarrow m_2\big((b + w) \oplus a\big)$, and
+one more step of it, from $(s_0, s_1)$ with $w = c_1$, gives the seed words of the
+element's row, then its word:
+
+.. math::  s_0' = m_1(s_0 \oplus c_1), \quad s_1' = m_2\big((s_1 + c_1) \oplus s_0'\big),
+           \quad h = m_2\big(m_1(c_0 \oplus s_0') \oplus s_1'\big),
+
+so each value of $c_1$ (each row of a ``(rows, 2**32)`` mask) gets its own seed
+words and its words are as unrelated to another row's as to another key's
+(tested at indices above $2^{32}$), for two more mixer calls per element. A
+shape with no such split (an axis of more than $2^{32}$ elements, for one)
+raises ``ValueError``.
 
 Uniforms are $u = \lfloor h / 2^8 \rfloor \cdot 2^{-24} \in [0, 1)$; normals use
 Box-Muller on two uniforms from independent streams (different seed words),
@@ -46,7 +67,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -69,7 +90,7 @@ _SEED_A = 0x243F6A88
 _SEED_B = 0x85A308D3
 
 
-def resolve_sampler(sampler: Sampler) -> str:
+def resolve_sampler(sampler: Sampler) -> Literal["fast", "jax"]:
     """Returns the sampler name, ``"fast"`` for ``None``; raises on unknown names."""
     if sampler is None:
         return DEFAULT_SAMPLER
@@ -184,7 +205,10 @@ def _counter_words(shape: tuple[int, ...], limit: int) -> tuple[jax.Array, jax.A
     for k in range(len(shape)):
         if math.prod(shape[k:]) <= limit and math.prod(shape[:k]) <= limit:
             return _flat_index(shape, range(k, len(shape))), _flat_index(shape, range(k))
-    raise ValueError(f"the fast sampler cannot index shape {shape}: an axis has >= 2**32 elements")
+    raise ValueError(
+        f"the fast sampler cannot index shape {shape}: no split of its axes leaves at most 2**32 "
+        "elements on each side (an axis has more than 2**32 elements, or the array more than 2**64)"
+    )
 
 
 def hash_bits(key: Any, shape: tuple[int, ...], stream: int = 0) -> jax.Array:
@@ -203,11 +227,32 @@ def _hash_bits(key: Any, shape: tuple[int, ...], stream: int, limit: int) -> jax
     # jit XLA inlines it and fuses the hash into the consumer. Eagerly, the
     # kernel (and so the random words) lives on jax's default device; under
     # jit with a sharded input XLA partitions the iota like any elementwise op.
-    s0, s1 = seed_words(key, stream)
     lo, hi = _counter_words(shape, limit)
+    return _hash(seed_words(key, stream), lo, hi)
+
+
+def _hash(seeds: tuple[jax.Array, jax.Array], lo: jax.Array, hi: jax.Array | None) -> jax.Array:
+    """The fast hash of the counter words ``lo`` (and ``hi``) under the seed words ``seeds``."""
+    s0, s1 = seeds
     if hi is not None:
-        s0 = s0 ^ _mix2(hi + s1)
+        # One more round of the seed recurrence of `seed_words`, with the high
+        # word as the extra key word: each value of it gets its own seed words.
+        s0 = _mix1(s0 ^ hi)
+        s1 = _mix2((s1 + hi) ^ s0)
     return _mix2(_mix1(lo ^ s0) ^ s1)
+
+
+@functools.partial(jax.jit, static_argnums=(3,))
+def hash_at(key: Any, lo: jax.Array, hi: jax.Array | None = None, stream: int = 0) -> jax.Array:
+    """The fast sampler's words at explicit counter words (``uint32`` arrays of one shape).
+
+    ``hash_bits(key, shape)`` is ``hash_at(key, lo, hi)`` with ``lo`` and ``hi``
+    the element's counter words (``hi=None`` up to ``2**32`` elements); this
+    evaluates the hash at chosen elements of arrays too large to materialize.
+    """
+    lo = jnp.asarray(lo, jnp.uint32)
+    hi = None if hi is None else jnp.asarray(hi, jnp.uint32)
+    return _hash(seed_words(key, stream), lo, hi)
 
 
 def bits(key: Any, shape: tuple[int, ...], sampler: Sampler = None, stream: int = 0) -> jax.Array:
@@ -232,6 +277,37 @@ def quantize_keep_prob(keep_prob: Any) -> tuple[Any, Any]:
     return t, t.astype(jnp.float32) / _ONE
 
 
+def keep_threshold(keep_prob: Any, sampler: Sampler = None) -> tuple[Any, Any]:
+    """Returns ``(threshold, q)``: what `keep_mask_at` compares against, and the keep probability used.
+
+    ``sampler="jax"``: ``(keep_prob, keep_prob)``; ``"fast"``: `quantize_keep_prob`.
+    """
+    if resolve_sampler(sampler) == "jax":
+        return keep_prob, keep_prob
+    return quantize_keep_prob(keep_prob)
+
+
+def keep_mask_at(
+    key: Any, shape: tuple[int, ...], threshold: Any, sampler: Sampler = None, stream: int = 0
+) -> jax.Array:
+    """The boolean keep mask for a threshold from `keep_threshold` (a number or an array)."""
+    shape = tuple(int(d) for d in shape)
+    if resolve_sampler(sampler) == "jax":
+        return jax.random.bernoulli(key, threshold, shape)
+    if key is None:
+        key_words(key)  # raises the missing-key error
+    return _fast_keep_mask(key, shape, jnp.asarray(threshold, jnp.uint32), stream, _COUNTER_LIMIT)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 3, 4))
+def _fast_keep_mask(
+    key: Any, shape: tuple[int, ...], threshold: jax.Array, stream: int, limit: int
+) -> jax.Array:
+    # Jitted so that an eager call writes only the mask, not the words.
+    h = _hash_bits(key, shape, stream, limit)
+    return lax.shift_right_logical(h, _u32(32 - KEEP_BITS)) < threshold
+
+
 def keep_mask(
     key: Any, shape: tuple[int, ...], keep_prob: Any, sampler: Sampler = None, stream: int = 0
 ) -> tuple[jax.Array, Any]:
@@ -242,12 +318,8 @@ def keep_mask(
     and ``q`` the quantized probability (see the module docstring). Scale kept
     values by ``1 / q`` for an unbiased inverted mask.
     """
-    shape = tuple(int(d) for d in shape)
-    if resolve_sampler(sampler) == "jax":
-        return jax.random.bernoulli(key, keep_prob, shape), keep_prob
-    t, q = quantize_keep_prob(keep_prob)
-    h = hash_bits(key, shape, stream)
-    return lax.shift_right_logical(h, _u32(32 - KEEP_BITS)) < jnp.asarray(t, jnp.uint32), q
+    threshold, q = keep_threshold(keep_prob, sampler)
+    return keep_mask_at(key, shape, threshold, sampler, stream), q
 
 
 def _unit_float(h: jax.Array) -> jax.Array:
@@ -262,8 +334,17 @@ def normal(
     shape = tuple(int(d) for d in shape)
     if resolve_sampler(sampler) == "jax":
         return jax.random.normal(key, shape, dtype)
-    u1 = _unit_float(hash_bits(key, shape, 2 * stream + 1))
-    u2 = _unit_float(hash_bits(key, shape, 2 * stream + 2))
+    if key is None:
+        key_words(key)  # raises the missing-key error
+    return _fast_normal(key, shape, jnp.dtype(dtype), stream, _COUNTER_LIMIT)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _fast_normal(key: Any, shape: tuple[int, ...], dtype: Any, stream: int, limit: int) -> jax.Array:
+    # Jitted so that an eager call writes only the normals (not the words,
+    # uniforms and intermediate floats); under an outer jit XLA inlines it.
+    u1 = _unit_float(_hash_bits(key, shape, 2 * stream + 1, limit))
+    u2 = _unit_float(_hash_bits(key, shape, 2 * stream + 2, limit))
     radius = jnp.sqrt(-2.0 * jnp.log(1.0 - u1))  # 1 - u1 in [2**-24, 1], exact in float32
     return (radius * _cos_2pi(u2)).astype(dtype)
 

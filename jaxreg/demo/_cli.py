@@ -18,6 +18,7 @@ NUM_DIGITS = 1797  # sklearn.datasets.load_digits
 MIN_TEST = 100  # digits kept out of the training split, at least
 DEFAULT_OUT = "demo-out"
 DEMO_MODULES = ("sklearn", "matplotlib", "rich")  # installed by the demo extra
+MAX_SEED = 2**63 - 1  # jax.random.key takes a C long
 
 
 class UsageError(Exception):
@@ -39,13 +40,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _non_negative_int(text: str) -> int:
+def _seed(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**63 - 1], got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63 - 1], got {value}")
     return value
 
 
@@ -85,10 +86,10 @@ def _parser(configs: dict[str, str], defaults: dict) -> _Parser:
     )
     demo.add_argument(
         "--seed",
-        type=_non_negative_int,
+        type=_seed,
         default=0,
         metavar="S",
-        help="seed of split, labels, init, batches, masks (default 0)",
+        help="seed of split, labels, init, batches, masks, in [0, 2**63 - 1] (default 0)",
     )
     demo.add_argument(
         "--label-noise",
@@ -121,6 +122,24 @@ def _parser(configs: dict[str, str], defaults: dict) -> _Parser:
     return parser
 
 
+def _check_writable_file(path: Path, what: str) -> None:
+    """Proves ``path`` writable by opening it for appending (creating its folder if needed).
+
+    A file that did not exist is removed again; an existing one is left as it was.
+    """
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a"):
+            pass
+        if not existed:
+            path.unlink()
+    except OSError as e:
+        raise UsageError(
+            f"jaxreg demo: error: cannot write to {what} {str(path)!r}: {e.strerror or e}"
+        ) from None
+
+
 def _check_writable_folder(folder: Path, what: str) -> None:
     """Creates ``folder`` if needed and proves it writable by writing a probe file."""
     try:
@@ -149,10 +168,15 @@ def _parse(argv: list[str] | None):
     defaults = {"epochs": _demo.EPOCHS, "label_noise": _demo.LABEL_NOISE, "train_size": _demo.TRAIN_SIZE}
     args = _parser(descriptions, defaults).parse_args(argv)
     _require_demo_extra()
-    names = [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = [c for c in names if c not in configs]
-    if unknown or not names:
-        what = f"unknown configuration {unknown[0]!r}" if unknown else "no configuration given"
+    names = [c.strip() for c in args.configs.split(",")] if args.configs.strip() else []
+    unknown = [c for c in names if c and c not in configs]
+    if unknown or not names or "" in names:
+        if unknown:
+            what = f"unknown configuration {unknown[0]!r}"
+        elif names:
+            what = f"empty configuration name in {args.configs!r}"
+        else:
+            what = "no configuration given"
         raise UsageError(f"jaxreg demo: error: --configs: {what} (choose from {', '.join(configs)})")
     args.configs = list(dict.fromkeys(names))
     if args.train_size < 10 or args.train_size > NUM_DIGITS - MIN_TEST:
@@ -165,7 +189,7 @@ def _parse(argv: list[str] | None):
         args.json_path = Path(args.json_path)
         if args.json_path.is_dir():
             raise UsageError(f"jaxreg demo: error: --json {str(args.json_path)!r} is a folder")
-        _check_writable_folder(args.json_path.parent, "the folder of --json")
+        _check_writable_file(args.json_path, "--json")
     return args
 
 
@@ -183,7 +207,7 @@ def _run_demo(args) -> None:
         f"{len(data.y_train)} training digits ({data.num_noisy} labels random), {len(data.y_test)} test digits, "
         f"MLP 64-{_demo.HIDDEN}-{_demo.HIDDEN}-10, {args.epochs} epochs, seed {args.seed}"
     )
-    err.print(title, soft_wrap=True)
+    out.print(title, soft_wrap=True)  # the table's header, printed once, before the progress bars
     results = []
     columns = (
         TextColumn("{task.description:>16}"),
@@ -215,7 +239,6 @@ def _run_demo(args) -> None:
             f"{r.zero_fraction:.1%}",
             f"{r.seconds:.1f}",
         )
-    out.print(title, soft_wrap=True)
     out.print(table)
 
     records = [r.as_json() for r in results]

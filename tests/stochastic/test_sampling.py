@@ -153,8 +153,9 @@ def test_fast_depends_on_global_flat_index_only():
 # finalizers of Chris Wellons ("Prospecting for hash functions"):
 #   m1: x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16
 #   m2: x ^= x >> 16; x *= 0x21f0aaad; x ^= x >> 15; x *= 0x735a2d97; x ^= x >> 15
-# Two counter words (lo over the trailing axes, hi over the leading ones):
-# s0 is replaced by s0 ^ m2(hi + s1). All arithmetic mod 2**32 in uint64.
+# Two counter words (lo over the trailing axes, hi over the leading ones): the
+# seed words are first replaced by s0 <- m1(s0 ^ hi), then s1 <- m2((s1 + hi) ^ s0).
+# All arithmetic mod 2**32 in uint64.
 
 _M32 = np.uint64(0xFFFFFFFF)
 
@@ -179,7 +180,9 @@ def _np_m2(x):
 def _np_hash(index, s0, s1, hi=None):
     s0, s1 = np.uint64(s0), np.uint64(s1)
     if hi is not None:
-        s0 = s0 ^ _np_m2((np.asarray(hi, np.uint64) + s1) & _M32)
+        hi = np.asarray(hi, np.uint64)
+        s0 = _np_m1(s0 ^ hi)
+        s1 = _np_m2(((s1 + hi) & _M32) ^ s0)
     return _np_m2(_np_m1(np.asarray(index, np.uint64) ^ s0) ^ s1).astype(np.uint32)
 
 

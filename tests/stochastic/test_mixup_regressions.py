@@ -1,0 +1,101 @@
+"""mixup: labels outside [0, num_classes) and concentrations the Beta sampler cannot draw from.
+
+Oracles: NumPy one-hot encoding and convex combinations; the range of alpha is
+derived from ``jax.random.beta``'s algorithm (see the last tests).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxreg
+
+KEY = jax.random.key(0)
+X = jnp.eye(4)  # row i is e_i, so x_mixed reveals lambda and the permutation
+
+
+def _onehot(labels, classes):
+    """NumPy one-hot; a label outside [0, classes) gives a zero row (jax.nn.one_hot's convention)."""
+    labels = np.asarray(labels)
+    return (labels[:, None] == np.arange(classes)[None, :]).astype(np.float64)
+
+
+@pytest.mark.parametrize("bad", [7, 3, -1, -(2**31)])
+@pytest.mark.parametrize("kind", ["jax", "numpy", "list"])
+def test_concrete_labels_out_of_range_are_rejected(bad, kind):
+    labels = [0, 1, bad, 2]
+    y = {"jax": jnp.asarray(labels, jnp.int32), "numpy": np.asarray(labels), "list": labels}[kind]
+    with pytest.raises(ValueError, match=rf"^y .*\[0, 3\).*{bad}"):
+        jaxreg.mixup(KEY, X, y, 0.4, num_classes=3)
+    with pytest.raises(ValueError, match=rf"^y .*{bad}"):  # also when deterministic
+        jaxreg.mixup(KEY, X, y, 0.4, num_classes=3, deterministic=True)
+
+
+def test_labels_in_range_are_mixed_as_one_hot_rows():
+    labels = np.array([0, 1, 2, 2])
+    xm, ym = (
+        np.asarray(a, np.float64) for a in jaxreg.mixup(KEY, X, jnp.asarray(labels), 0.4, num_classes=3)
+    )
+    lam, perm = _lambda_and_perm(xm)
+    want = lam * _onehot(labels, 3) + (1 - lam) * _onehot(labels, 3)[perm]
+    np.testing.assert_allclose(ym, want, atol=1e-6)
+
+
+def _lambda_and_perm(xm):
+    # x_mixed[i] = lam e_i + (1 - lam) e_perm(i); rows with perm(i) == i are e_i.
+    n = xm.shape[0]
+    diag = xm[np.arange(n), np.arange(n)]
+    off = xm.copy()
+    off[np.arange(n), np.arange(n)] = 0.0
+    moved = ~np.isclose(off.sum(axis=1), 0.0)
+    lam = float(diag[moved][0]) if moved.any() else 1.0
+    perm = np.where(moved, off.argmax(axis=1), np.arange(n))
+    return lam, perm
+
+
+def test_traced_labels_out_of_range_give_the_documented_zero_rows():
+    # Under jit the labels are not inspected: an out-of-range label one-hot
+    # encodes to a zero row, so its mixed row sums to lam, 1 - lam or 0.
+    labels = np.array([0, 7, -1, 2])
+    mix = jax.jit(lambda k, y: jaxreg.mixup(k, X, y, 0.4, num_classes=3))
+    for seed in range(4):
+        xm, ym = (np.asarray(a, np.float64) for a in mix(jax.random.key(seed), jnp.asarray(labels)))
+        lam, perm = _lambda_and_perm(xm)
+        want = lam * _onehot(labels, 3) + (1 - lam) * _onehot(labels, 3)[perm]
+        np.testing.assert_allclose(ym, want, atol=1e-6)
+
+
+# ---- alpha -----------------------------------------------------------------------------------
+# jax.random.beta(key, a, a) is G_a / (G_a + G_b) from two log-gamma draws. For
+# a < 1 each is log G(a + 1) - E / a with E ~ Exponential(1), drawn as
+# -log1p(-u) from a float32 uniform u <= 1 - 2**-24, so E <= 24 ln 2 = 16.64.
+# In float32, E / a overflows to inf once a < 16.64 / 3.4e38 = 4.9e-38 (and a
+# below 2**-126 is flushed to 0 on CPU): when both draws overflow, the ratio is
+# NaN. Above the float32 maximum 3.4e38, a itself is inf. Documented range:
+# [1e-37, 1e38], a factor 2 and 3.4 inside those limits.
+
+
+@pytest.mark.parametrize("alpha", [1e-46, 1e-40, 1e-38, 4e-38, 5e38, 1e39])
+def test_alpha_outside_the_sampler_range_is_rejected(alpha):
+    with pytest.raises(ValueError, match=r"^alpha must lie in \[1e-37, 1e\+?38\]"):
+        jaxreg.mixup(KEY, X, jnp.array([0, 1, 2, 0]), alpha, num_classes=3)
+    # As a JAX scalar (float32: the smallest round to 0, the largest to inf; both rejected too).
+    with np.errstate(over="ignore"):
+        alpha32 = jnp.asarray(np.float32(alpha))
+    with pytest.raises(ValueError, match=r"^alpha "):
+        jaxreg.mixup(KEY, X, jnp.array([0, 1, 2, 0]), alpha32, num_classes=3)
+
+
+@pytest.mark.parametrize("alpha", [1e-37, 1e-20, 0.2, 1e38])
+def test_alpha_at_the_edges_of_the_range_gives_convex_labels(alpha):
+    # 2000 keys: every lambda is a number in [0, 1] and every label row sums to 1.
+    y = jnp.eye(4)
+    keys = jax.random.split(jax.random.key(1), 2000)
+    _, ym = jax.jit(jax.vmap(lambda k: jaxreg.mixup(k, X, y, alpha)))(keys)
+    ym = np.asarray(ym, np.float64)
+    assert np.isfinite(ym).all()
+    assert (ym >= 0).all() and (ym <= 1).all()
+    np.testing.assert_allclose(ym.sum(axis=-1), 1.0, atol=1e-6)
