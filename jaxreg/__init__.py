@@ -25,12 +25,15 @@ from jaxreg._reparam import weight_norm_init as weight_norm_init
 from jaxreg._reparam import weight_normalize as weight_normalize
 from jaxreg._stochastic import alpha_dropout as alpha_dropout
 from jaxreg._stochastic import drop_path as drop_path
+from jaxreg._stochastic import drop_path_rates as drop_path_rates
 from jaxreg._stochastic import dropblock as dropblock
 from jaxreg._stochastic import dropblock_gamma as dropblock_gamma
 from jaxreg._stochastic import dropconnect as dropconnect
 from jaxreg._stochastic import dropout as dropout
+from jaxreg._stochastic import early_dropout as early_dropout
 from jaxreg._stochastic import gaussian_dropout as gaussian_dropout
 from jaxreg._stochastic import gaussian_noise as gaussian_noise
+from jaxreg._stochastic import late_dropout as late_dropout
 from jaxreg._stochastic import mixup as mixup
 from jaxreg._stochastic import spatial_dropout as spatial_dropout
 from jaxreg._transforms import CountState as CountState
@@ -67,16 +70,19 @@ __all__ = [
     "add_l1",
     "alpha_dropout",
     "drop_path",
+    "drop_path_rates",
     "dropblock",
     "dropblock_gamma",
     "dropconnect",
     "dropout",
+    "early_dropout",
     "elastic_net_penalty",
     "gaussian_dropout",
     "gaussian_noise",
     "group_lasso_penalty",
     "l1_penalty",
     "l2_penalty",
+    "late_dropout",
     "linen",
     "masks",
     "max_norm",

@@ -313,6 +313,6 @@ def test_readme_flax_module_examples_run():
     readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme.split("### Flax modules", 1)[1].split("<!-- END dropout -->", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert len(blocks) == 2
+    assert len(blocks) == 3  # linen, NNX, per-layer rates in a stacked NNX model
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {"__name__": "readme_example"})

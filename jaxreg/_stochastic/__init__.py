@@ -10,3 +10,6 @@ from jaxreg._stochastic._mixup import mixup as mixup
 from jaxreg._stochastic._noise import alpha_dropout as alpha_dropout
 from jaxreg._stochastic._noise import gaussian_dropout as gaussian_dropout
 from jaxreg._stochastic._noise import gaussian_noise as gaussian_noise
+from jaxreg._stochastic._schedules import drop_path_rates as drop_path_rates
+from jaxreg._stochastic._schedules import early_dropout as early_dropout
+from jaxreg._stochastic._schedules import late_dropout as late_dropout

@@ -49,6 +49,13 @@ class StochasticModule(nnx.Module):
         else:
             raise TypeError(f"rngs must be an nnx.Rngs, an nnx.RngStream or None, got {type(rngs)}")
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # A strength given as a JAX array is pytree data, not a static attribute: built
+        # under nnx.vmap (one rate per stacked layer) it is stacked, and nnx.scan slices it.
+        if name == self.strength_field and isinstance(value, jax.Array):
+            value = nnx.data(value)
+        super().__setattr__(name, value)
+
     def set_view(self, deterministic: bool | None = None) -> None:
         """Used by ``nnx.view``.
 
