@@ -2,7 +2,8 @@
 
 The public API is flat: every name below is ``jaxreg.<name>``. The Flax modules
 live in ``jaxreg.linen`` and ``jaxreg.nnx``, which import Flax when first used,
-so ``import jaxreg`` needs only JAX and optax.
+and the Equinox modules in ``jaxreg.equinox`` (the ``equinox`` extra), so
+``import jaxreg`` needs only JAX and optax.
 """
 
 from __future__ import annotations
@@ -49,12 +50,13 @@ from jaxreg._transforms import soft_threshold as soft_threshold
 from jaxreg._transforms import unit_norm as unit_norm
 
 if TYPE_CHECKING:
+    from jaxreg import equinox as equinox
     from jaxreg import linen as linen
     from jaxreg import nnx as nnx
 
 __version__ = "0.1.0"
 
-_LAZY_SUBMODULES = ("linen", "nnx")  # import Flax: loaded on first attribute access
+_LAZY_SUBMODULES = ("equinox", "linen", "nnx")  # import Flax or Equinox: loaded on first attribute access
 
 
 def __getattr__(name: str) -> Any:
@@ -77,6 +79,7 @@ __all__ = [
     "dropout",
     "early_dropout",
     "elastic_net_penalty",
+    "equinox",
     "gaussian_dropout",
     "gaussian_noise",
     "group_lasso_penalty",
