@@ -25,6 +25,7 @@ from jaxreg._reparam import spectral_normalize as spectral_normalize
 from jaxreg._reparam import weight_norm_init as weight_norm_init
 from jaxreg._reparam import weight_normalize as weight_normalize
 from jaxreg._stochastic import alpha_dropout as alpha_dropout
+from jaxreg._stochastic import cutmix as cutmix
 from jaxreg._stochastic import drop_path as drop_path
 from jaxreg._stochastic import drop_path_rates as drop_path_rates
 from jaxreg._stochastic import dropblock as dropblock
@@ -36,6 +37,8 @@ from jaxreg._stochastic import gaussian_dropout as gaussian_dropout
 from jaxreg._stochastic import gaussian_noise as gaussian_noise
 from jaxreg._stochastic import late_dropout as late_dropout
 from jaxreg._stochastic import mixup as mixup
+from jaxreg._stochastic import mixup_or_cutmix as mixup_or_cutmix
+from jaxreg._stochastic import random_erasing as random_erasing
 from jaxreg._stochastic import spatial_dropout as spatial_dropout
 from jaxreg._transforms import CountState as CountState
 from jaxreg._transforms import add_decayed_weights as add_decayed_weights
@@ -71,6 +74,7 @@ __all__ = [
     "add_decayed_weights",
     "add_l1",
     "alpha_dropout",
+    "cutmix",
     "drop_path",
     "drop_path_rates",
     "dropblock",
@@ -91,12 +95,14 @@ __all__ = [
     "max_norm",
     "min_max_norm",
     "mixup",
+    "mixup_or_cutmix",
     "nnx",
     "non_negative",
     "orthogonal_penalty",
     "prox_elastic_net",
     "prox_group_lasso",
     "prox_l1",
+    "random_erasing",
     "soft_orthogonal_penalty",
     "soft_threshold",
     "spatial_dropout",

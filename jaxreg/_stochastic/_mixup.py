@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxreg._stochastic._pairing import Pairing, beta, check_pairing, mix, partners
 from jaxreg._validation import check_count, check_positive
 
 
@@ -22,6 +23,8 @@ def mixup(
     *,
     num_classes: int | None = None,
     deterministic: bool = False,
+    per_example: bool = False,
+    pairing: Pairing = "permutation",
 ) -> tuple[jax.Array, jax.Array]:
     r"""Mixup: $\tilde x = \lambda x + (1 - \lambda) x_{\pi}$, $\tilde y = \lambda y + (1 - \lambda) y_{\pi}$.
 
@@ -30,6 +33,10 @@ def mixup(
     ``jax.random.permutation``, as in the paper's reference implementation (and
     timm's ``Mixup(mode="batch")``): each example is mixed with a partner from the
     same batch. Small $\alpha$ (0.1 to 0.4 in the paper) keeps $\lambda$ near 0 or 1.
+    ``per_example=True`` draws one $\lambda_i$ per example instead (timm's
+    ``mode="elem"``); ``pairing="flip"`` (timm) or ``"roll"`` (torchvision)
+    replace the permutation by a fixed pairing that is cheaper on a sharded
+    batch (see `jaxreg.cutmix` for what each costs on a mesh).
 
     Integer labels ``y`` of shape ``(batch,)`` are one-hot encoded with
     ``num_classes`` first; float labels of shape ``(batch, ...)`` (one-hot, or
@@ -46,6 +53,9 @@ def mixup(
         must equal ``y.shape[-1]``.
       deterministic: if true, no mixing: returns ``x`` and the (one-hot encoded)
         labels, so training and evaluation see labels of the same shape.
+      per_example: one $\lambda$ per example instead of one per batch.
+      pairing: ``"permutation"`` (random partner), ``"flip"`` (example
+        ``B - 1 - i``) or ``"roll"`` (example ``i - 1``).
 
     Returns:
       ``(x_mixed, y_mixed)``: ``x_mixed`` has the shape and dtype of ``x``;
@@ -84,11 +94,10 @@ def mixup(
             )
     else:
         raise TypeError(f"y must hold integer class labels or float labels, got dtype {y.dtype}")
+    check_pairing(pairing)
     if deterministic:
         return x, y
     key_lam, key_perm = jax.random.split(key)
-    lam = jax.random.beta(key_lam, alpha, alpha)
-    perm = jax.random.permutation(key_perm, x.shape[0])
-    x_mixed = lam.astype(x.dtype) * x + (1 - lam).astype(x.dtype) * x[perm]
-    y_mixed = lam.astype(y.dtype) * y + (1 - lam).astype(y.dtype) * y[perm]
-    return x_mixed, y_mixed
+    lam = beta(key_lam, alpha, x.shape[0], per_example)
+    x_partner, y_partner = partners(key_perm, pairing, x, y)
+    return mix(lam, x, x_partner), mix(lam, y, y_partner)
