@@ -28,6 +28,7 @@ from jaxreg._stochastic import alpha_dropout as alpha_dropout
 from jaxreg._stochastic import cutmix as cutmix
 from jaxreg._stochastic import drop_path as drop_path
 from jaxreg._stochastic import drop_path_rates as drop_path_rates
+from jaxreg._stochastic import drop_path_subset as drop_path_subset
 from jaxreg._stochastic import dropblock as dropblock
 from jaxreg._stochastic import dropblock_gamma as dropblock_gamma
 from jaxreg._stochastic import dropconnect as dropconnect
@@ -77,6 +78,7 @@ __all__ = [
     "cutmix",
     "drop_path",
     "drop_path_rates",
+    "drop_path_subset",
     "dropblock",
     "dropblock_gamma",
     "dropconnect",

@@ -1,5 +1,6 @@
 """Random regularizers with explicit keys: the dropout family, noise, DropBlock, mixing augmentations and rate schedules."""
 
+from jaxreg._stochastic._depth import drop_path_subset as drop_path_subset
 from jaxreg._stochastic._dropblock import dropblock as dropblock
 from jaxreg._stochastic._dropblock import dropblock_gamma as dropblock_gamma
 from jaxreg._stochastic._dropout import drop_path as drop_path

@@ -34,6 +34,7 @@ Examples:
 """
 
 from jaxreg.linen._base import StochasticModule as StochasticModule
+from jaxreg.linen._depth import DropPathSubset as DropPathSubset
 from jaxreg.linen._reparam import SpectralNorm as SpectralNorm
 from jaxreg.linen._reparam import WeightNorm as WeightNorm
 from jaxreg.linen._stochastic import AlphaDropout as AlphaDropout
@@ -48,6 +49,7 @@ __all__ = [
     "AlphaDropout",
     "DropBlock",
     "DropPath",
+    "DropPathSubset",
     "Dropout",
     "GaussianDropout",
     "GaussianNoise",

@@ -37,6 +37,7 @@ Examples:
 """
 
 from jaxreg.nnx._base import StochasticModule as StochasticModule
+from jaxreg.nnx._depth import DropPathSubset as DropPathSubset
 from jaxreg.nnx._reparam import SpectralNorm as SpectralNorm
 from jaxreg.nnx._reparam import WeightNorm as WeightNorm
 from jaxreg.nnx._stochastic import AlphaDropout as AlphaDropout
@@ -51,6 +52,7 @@ __all__ = [
     "AlphaDropout",
     "DropBlock",
     "DropPath",
+    "DropPathSubset",
     "Dropout",
     "GaussianDropout",
     "GaussianNoise",
