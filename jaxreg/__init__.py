@@ -24,6 +24,7 @@ from jaxreg._reparam import spectral_norm_init as spectral_norm_init
 from jaxreg._reparam import spectral_normalize as spectral_normalize
 from jaxreg._reparam import weight_norm_init as weight_norm_init
 from jaxreg._reparam import weight_normalize as weight_normalize
+from jaxreg._stochastic import MCDropoutPrediction as MCDropoutPrediction
 from jaxreg._stochastic import alpha_dropout as alpha_dropout
 from jaxreg._stochastic import cutmix as cutmix
 from jaxreg._stochastic import drop_path as drop_path
@@ -37,6 +38,7 @@ from jaxreg._stochastic import early_dropout as early_dropout
 from jaxreg._stochastic import gaussian_dropout as gaussian_dropout
 from jaxreg._stochastic import gaussian_noise as gaussian_noise
 from jaxreg._stochastic import late_dropout as late_dropout
+from jaxreg._stochastic import mc_dropout as mc_dropout
 from jaxreg._stochastic import mixup as mixup
 from jaxreg._stochastic import mixup_or_cutmix as mixup_or_cutmix
 from jaxreg._stochastic import random_erasing as random_erasing
@@ -71,6 +73,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CountState",
+    "MCDropoutPrediction",
     "SpectralNormState",
     "add_decayed_weights",
     "add_l1",
@@ -95,6 +98,7 @@ __all__ = [
     "linen",
     "masks",
     "max_norm",
+    "mc_dropout",
     "min_max_norm",
     "mixup",
     "mixup_or_cutmix",

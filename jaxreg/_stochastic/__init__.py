@@ -7,6 +7,8 @@ from jaxreg._stochastic._dropout import drop_path as drop_path
 from jaxreg._stochastic._dropout import dropconnect as dropconnect
 from jaxreg._stochastic._dropout import dropout as dropout
 from jaxreg._stochastic._dropout import spatial_dropout as spatial_dropout
+from jaxreg._stochastic._mc import MCDropoutPrediction as MCDropoutPrediction
+from jaxreg._stochastic._mc import mc_dropout as mc_dropout
 from jaxreg._stochastic._mixing import cutmix as cutmix
 from jaxreg._stochastic._mixing import mixup_or_cutmix as mixup_or_cutmix
 from jaxreg._stochastic._mixing import random_erasing as random_erasing

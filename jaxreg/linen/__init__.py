@@ -35,6 +35,7 @@ Examples:
 
 from jaxreg.linen._base import StochasticModule as StochasticModule
 from jaxreg.linen._depth import DropPathSubset as DropPathSubset
+from jaxreg.linen._mc import mc_dropout as mc_dropout
 from jaxreg.linen._reparam import SpectralNorm as SpectralNorm
 from jaxreg.linen._reparam import WeightNorm as WeightNorm
 from jaxreg.linen._stochastic import AlphaDropout as AlphaDropout
@@ -57,4 +58,5 @@ __all__ = [
     "SpectralNorm",
     "StochasticModule",
     "WeightNorm",
+    "mc_dropout",
 ]

@@ -38,6 +38,7 @@ Examples:
 
 from jaxreg.nnx._base import StochasticModule as StochasticModule
 from jaxreg.nnx._depth import DropPathSubset as DropPathSubset
+from jaxreg.nnx._mc import mc_dropout as mc_dropout
 from jaxreg.nnx._reparam import SpectralNorm as SpectralNorm
 from jaxreg.nnx._reparam import WeightNorm as WeightNorm
 from jaxreg.nnx._stochastic import AlphaDropout as AlphaDropout
@@ -60,4 +61,5 @@ __all__ = [
     "SpectralNorm",
     "StochasticModule",
     "WeightNorm",
+    "mc_dropout",
 ]
