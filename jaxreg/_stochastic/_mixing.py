@@ -8,6 +8,7 @@ from the family's sampler.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Literal
 
@@ -67,6 +68,7 @@ def cutmix_box(
     return top, bottom, left, right, lam_c
 
 
+@functools.partial(jax.jit, static_argnames=("per_example_lam", "pairing"))
 def _mix_or_cut(
     key: jax.Array,
     x: jax.Array,
@@ -78,7 +80,11 @@ def _mix_or_cut(
     per_example_lam: bool,
     pairing: Pairing,
 ) -> tuple[jax.Array, jax.Array]:
-    """CutMix with probability ``switch_prob`` (per batch or per example), else mixup (if ``mixup_alpha``)."""
+    """CutMix with probability ``switch_prob`` (per batch or per example), else mixup (if ``mixup_alpha``).
+
+    Jitted so that eager calls run as one compiled program (the hyperparameters
+    are traced: one compilation serves every value); under an outer ``jit`` it is inlined.
+    """
     batch, h, w, _ = x.shape
     k_switch, k_mix, k_cut, k_box, k_pair = jax.random.split(key, 5)
     shape = (batch,) if per_example_lam else ()
@@ -359,6 +365,21 @@ def random_erasing(
     if deterministic or is_zero(probability):
         return x
     require_key(key, "random_erasing")
+    return _erase(key, x, probability, scale=tuple(scale), ratio=tuple(ratio), value=value, sampler=sampler)
+
+
+@functools.partial(jax.jit, static_argnames=("scale", "ratio", "value", "sampler"))
+def _erase(
+    key: Any,
+    x: jax.Array,
+    probability: Any,
+    *,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    value: Any,
+    sampler: Sampler,
+) -> jax.Array:
+    """The sampling part of `random_erasing`, jitted (one compiled program for eager calls)."""
     batch, h, w, _ = x.shape
     k_apply, k_box, k_noise = jax.random.split(key, 3)
     u_area, u_ratio = jax.random.uniform(k_box, (2, batch, ERASE_ATTEMPTS))

@@ -18,7 +18,7 @@ Each example $i$ is mixed with a partner $\pi(i)$ from the same batch (axis 0):
 
 ``"flip"`` and ``"roll"`` pair examples by position, so the batch must already
 be shuffled (a shuffling data loader); the permutation does not need it.
-The collectives above are those of the compiled programs on 8 simulated
+The collectives above are those of the compiled pairing on 8 simulated
 devices (tested).
 """
 

@@ -17,6 +17,9 @@ parameters, and each layer must get its own key:
   JAX array: the NNX modules store an array strength as pytree data, so
   ``nnx.vmap`` stacks it and ``nnx.scan`` hands each layer its own slice (and
   its own rng stream).
+* ``jaxreg.equinox``: build the stack with ``eqx.filter_vmap`` over the rates
+  (the strength is a regular field, so it is stacked), then ``lax.scan`` over
+  the array part (``eqx.partition(stack, eqx.is_array)``) and one key per layer.
 * ``jaxreg.linen``: pass the rates as a scanned input of ``nn.scan``
   (``in_axes=0``) with ``split_rngs={"params": True, "dropout": True}`` and
   build ``DropPath(rate)`` inside the scanned block.

@@ -22,6 +22,8 @@ class StochasticModule(nnx.Module):
     precedence. Keys come from an ``nnx.RngStream`` forked at construction from
     ``rngs[rng_collection]``; an ``nnx.Rngs``, ``nnx.RngStream`` or key passed as
     ``rngs=`` at call time takes precedence. A concrete strength of 0 draws no key.
+    A strength given as a JAX array is pytree data (a Python number stays a
+    static attribute), so stacks built with ``nnx.vmap`` get one rate per layer.
 
     A subclass's ``__init__`` calls ``super().__init__(deterministic=...,
     rng_collection=..., rngs=...)`` and stores its strength (the attribute named
