@@ -22,9 +22,17 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import _harness, cases_attention, cases_compile, cases_dropout, cases_loss, cases_optim
+from benchmarks import (
+    _harness,
+    cases_attention,
+    cases_compile,
+    cases_depth,
+    cases_dropout,
+    cases_loss,
+    cases_optim,
+)
 
-MODULES = (cases_dropout, cases_attention, cases_optim, cases_compile, cases_loss)
+MODULES = (cases_dropout, cases_attention, cases_depth, cases_optim, cases_compile, cases_loss)
 FULL_SIZES = tuple(2**k for k in (16, 18, 20, 22, 24))
 QUICK_SIZES = (2**16,)
 

@@ -2,7 +2,8 @@
 
 The public API is flat: every name below is ``jaxreg.<name>``. The Flax modules
 live in ``jaxreg.linen`` and ``jaxreg.nnx``, which import Flax when first used,
-so ``import jaxreg`` needs only JAX and optax.
+and the Equinox modules in ``jaxreg.equinox`` (the ``equinox`` extra), so
+``import jaxreg`` needs only JAX and optax.
 """
 
 from __future__ import annotations
@@ -34,15 +35,24 @@ from jaxreg._reparam import spectral_norm_init as spectral_norm_init
 from jaxreg._reparam import spectral_normalize as spectral_normalize
 from jaxreg._reparam import weight_norm_init as weight_norm_init
 from jaxreg._reparam import weight_normalize as weight_normalize
+from jaxreg._stochastic import MCDropoutPrediction as MCDropoutPrediction
 from jaxreg._stochastic import alpha_dropout as alpha_dropout
+from jaxreg._stochastic import cutmix as cutmix
 from jaxreg._stochastic import drop_path as drop_path
+from jaxreg._stochastic import drop_path_rates as drop_path_rates
+from jaxreg._stochastic import drop_path_subset as drop_path_subset
 from jaxreg._stochastic import dropblock as dropblock
 from jaxreg._stochastic import dropblock_gamma as dropblock_gamma
 from jaxreg._stochastic import dropconnect as dropconnect
 from jaxreg._stochastic import dropout as dropout
+from jaxreg._stochastic import early_dropout as early_dropout
 from jaxreg._stochastic import gaussian_dropout as gaussian_dropout
 from jaxreg._stochastic import gaussian_noise as gaussian_noise
+from jaxreg._stochastic import late_dropout as late_dropout
+from jaxreg._stochastic import mc_dropout as mc_dropout
 from jaxreg._stochastic import mixup as mixup
+from jaxreg._stochastic import mixup_or_cutmix as mixup_or_cutmix
+from jaxreg._stochastic import random_erasing as random_erasing
 from jaxreg._stochastic import spatial_dropout as spatial_dropout
 from jaxreg._transforms import CountState as CountState
 from jaxreg._transforms import add_decayed_weights as add_decayed_weights
@@ -60,12 +70,13 @@ from jaxreg._transforms import soft_threshold as soft_threshold
 from jaxreg._transforms import unit_norm as unit_norm
 
 if TYPE_CHECKING:
+    from jaxreg import equinox as equinox
     from jaxreg import linen as linen
     from jaxreg import nnx as nnx
 
 __version__ = "0.1.0"
 
-_LAZY_SUBMODULES = ("linen", "nnx")  # import Flax: loaded on first attribute access
+_LAZY_SUBMODULES = ("equinox", "linen", "nnx")  # import Flax or Equinox: loaded on first attribute access
 
 
 def __getattr__(name: str) -> Any:
@@ -77,6 +88,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ConvSpectralNormState",
     "CountState",
+    "MCDropoutPrediction",
     "SpectralNormState",
     "add_decayed_weights",
     "add_l1",
@@ -86,13 +98,18 @@ __all__ = [
     "conv_spectral_norm_init",
     "conv_spectral_normalize",
     "corrected_weight_decay",
+    "cutmix",
     "decoupled_weight_decay",
     "drop_path",
+    "drop_path_rates",
+    "drop_path_subset",
     "dropblock",
     "dropblock_gamma",
     "dropconnect",
     "dropout",
+    "early_dropout",
     "elastic_net_penalty",
+    "equinox",
     "gaussian_dropout",
     "gaussian_noise",
     "gradient_penalty",
@@ -101,11 +118,14 @@ __all__ = [
     "jacobian_penalty",
     "l1_penalty",
     "l2_penalty",
+    "late_dropout",
     "linen",
     "masks",
     "max_norm",
+    "mc_dropout",
     "min_max_norm",
     "mixup",
+    "mixup_or_cutmix",
     "nnx",
     "non_negative",
     "orthogonal_map",
@@ -115,6 +135,7 @@ __all__ = [
     "prox_group_lasso",
     "prox_l1",
     "r1_penalty",
+    "random_erasing",
     "soft_orthogonal_penalty",
     "soft_threshold",
     "spatial_dropout",

@@ -95,7 +95,8 @@ def test_constraints_example():
 
 
 def test_flax_examples():
-    assert len(_python_blocks(_page("guides/flax.md"))) == 2  # linen and NNX; they assert their claims
+    # linen, NNX, and per-layer drop-path rates in an NNX stack; they assert their claims
+    assert len(_python_blocks(_page("guides/flax.md"))) == 3
 
 
 # --- generated content -----------------------------------------------------------------------------
@@ -180,17 +181,19 @@ def _autosummary_entries(rst: Path) -> set[str]:
 
 
 def test_every_public_name_has_an_api_entry():
+    import jaxreg.equinox
     import jaxreg.linen
     import jaxreg.masks
     import jaxreg.nnx
 
-    subpackages = {"linen", "masks", "nnx"}
+    subpackages = {"equinox", "linen", "masks", "nnx"}
     assert _autosummary_entries(API / "jaxreg.rst") == set(jaxreg.__all__) - subpackages
     assert _autosummary_entries(API / "masks.rst") == set(jaxreg.masks.__all__)
     assert _autosummary_entries(API / "linen.rst") == set(jaxreg.linen.__all__)
     assert _autosummary_entries(API / "nnx.rst") == set(jaxreg.nnx.__all__)
+    assert _autosummary_entries(API / "equinox.rst") == set(jaxreg.equinox.__all__)
     index = (API / "index.md").read_text()
-    for page in ("jaxreg", "masks", "linen", "nnx"):
+    for page in ("jaxreg", "masks", "linen", "nnx", "equinox"):
         assert f"\n{page}\n" in index, page
 
 

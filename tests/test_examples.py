@@ -111,3 +111,10 @@ def test_r1_pulls_the_critic_gradient_at_the_data_towards_zero():
     rows = _gan("--penalty", "r1", "--steps", "60", "--log-every", "30", "--hidden", "32")
     assert len(rows) == 3 and all(math.isfinite(p) and math.isfinite(g) for p, g in rows)
     assert rows[-1][1] < 0.5 * rows[0][1]
+
+
+def test_digits_example_uncertainty_is_higher_on_mistakes():
+    stdout = _run("mc_dropout_digits.py", "--epochs", "8", "--samples", "16")
+    values = dict(re.findall(r"^(\w[\w ]*?): (\S+)", stdout, re.M))
+    assert float(values["test accuracy"]) > 0.85
+    assert float(values["entropy misclassified"]) > float(values["entropy correct"])

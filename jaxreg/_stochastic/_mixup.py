@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.core import Tracer
 
+from jaxreg._stochastic._pairing import Pairing, beta, check_pairing, mix, partners
 from jaxreg._validation import check_count, check_positive, concrete_float
 
 # The concentrations jax.random.beta draws from without NaN in float32. Its
@@ -31,6 +32,8 @@ def mixup(
     *,
     num_classes: int | None = None,
     deterministic: bool = False,
+    per_example: bool = False,
+    pairing: Pairing = "permutation",
 ) -> tuple[jax.Array, jax.Array]:
     r"""Mixup: $\tilde x = \lambda x + (1 - \lambda) x_{\pi}$, $\tilde y = \lambda y + (1 - \lambda) y_{\pi}$.
 
@@ -40,7 +43,11 @@ def mixup(
     (``torch.randperm``): each example is mixed with a partner from the same
     batch. timm's ``Mixup`` pairs the batch with its reverse (``x.flip(0)``),
     torchvision's ``MixUp`` and big_vision's ``mixup`` with itself rolled by
-    one. Small $\alpha$ (0.1 to 0.4 in the paper) keeps $\lambda$ near 0 or 1.
+    one: ``pairing="flip"`` or ``"roll"`` replace the permutation by these fixed
+    pairings, which are cheaper on a sharded batch (see `jaxreg.cutmix` for what
+    each costs on a mesh). ``per_example=True`` draws one $\lambda_i$ per example
+    instead (timm's ``mode="elem"``). Small $\alpha$ (0.1 to 0.4 in the paper)
+    keeps $\lambda$ near 0 or 1.
 
     Integer labels ``y`` of shape ``(batch,)`` are one-hot encoded with
     ``num_classes`` first (labels in ``[0, num_classes)``); float labels of shape ``(batch, ...)`` (one-hot, or
@@ -65,6 +72,9 @@ def mixup(
         must equal ``y.shape[-1]``.
       deterministic: if true, no mixing: returns ``x`` and the (one-hot encoded)
         labels, so training and evaluation see labels of the same shape.
+      per_example: one $\lambda$ per example instead of one per batch.
+      pairing: ``"permutation"`` (random partner), ``"flip"`` (example
+        ``B - 1 - i``) or ``"roll"`` (example ``i - 1``).
 
     Returns:
       ``(x_mixed, y_mixed)``: ``x_mixed`` has the shape and dtype of ``x``;
@@ -110,14 +120,13 @@ def mixup(
             )
     else:
         raise TypeError(f"y must hold integer class labels or float labels, got dtype {y.dtype}")
+    check_pairing(pairing)
     if deterministic:
         return x, y
     key_lam, key_perm = jax.random.split(key)
-    lam = jax.random.beta(key_lam, alpha, alpha)
-    perm = jax.random.permutation(key_perm, x.shape[0])
-    x_mixed = lam.astype(x.dtype) * x + (1 - lam).astype(x.dtype) * x[perm]
-    y_mixed = lam.astype(y.dtype) * y + (1 - lam).astype(y.dtype) * y[perm]
-    return x_mixed, y_mixed
+    lam = beta(key_lam, alpha, x.shape[0], per_example)
+    x_partner, y_partner = partners(key_perm, pairing, x, y)
+    return mix(lam, x, x_partner), mix(lam, y, y_partner)
 
 
 def _check_labels(y: jax.Array, num_classes: int) -> None:

@@ -34,6 +34,8 @@ Examples:
 """
 
 from jaxreg.linen._base import StochasticModule as StochasticModule
+from jaxreg.linen._depth import DropPathSubset as DropPathSubset
+from jaxreg.linen._mc import mc_dropout as mc_dropout
 from jaxreg.linen._orthogonal import Orthogonal as Orthogonal
 from jaxreg.linen._reparam import SpectralNorm as SpectralNorm
 from jaxreg.linen._reparam import WeightNorm as WeightNorm
@@ -49,6 +51,7 @@ __all__ = [
     "AlphaDropout",
     "DropBlock",
     "DropPath",
+    "DropPathSubset",
     "Dropout",
     "GaussianDropout",
     "GaussianNoise",
@@ -57,4 +60,5 @@ __all__ = [
     "SpectralNorm",
     "StochasticModule",
     "WeightNorm",
+    "mc_dropout",
 ]

@@ -37,6 +37,8 @@ Examples:
 """
 
 from jaxreg.nnx._base import StochasticModule as StochasticModule
+from jaxreg.nnx._depth import DropPathSubset as DropPathSubset
+from jaxreg.nnx._mc import mc_dropout as mc_dropout
 from jaxreg.nnx._orthogonal import Orthogonal as Orthogonal
 from jaxreg.nnx._reparam import SpectralNorm as SpectralNorm
 from jaxreg.nnx._reparam import WeightNorm as WeightNorm
@@ -52,6 +54,7 @@ __all__ = [
     "AlphaDropout",
     "DropBlock",
     "DropPath",
+    "DropPathSubset",
     "Dropout",
     "GaussianDropout",
     "GaussianNoise",
@@ -60,4 +63,5 @@ __all__ = [
     "SpectralNorm",
     "StochasticModule",
     "WeightNorm",
+    "mc_dropout",
 ]

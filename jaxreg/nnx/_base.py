@@ -22,6 +22,8 @@ class StochasticModule(nnx.Module):
     precedence. Keys come from an ``nnx.RngStream`` forked at construction from
     ``rngs[rng_collection]``; an ``nnx.Rngs``, ``nnx.RngStream`` or key passed as
     ``rngs=`` at call time takes precedence. A concrete strength of 0 draws no key.
+    A strength given as a JAX array is pytree data (a Python number stays a
+    static attribute), so stacks built with ``nnx.vmap`` get one rate per layer.
 
     A subclass's ``__init__`` calls ``super().__init__(deterministic=...,
     rng_collection=..., rngs=...)`` and stores its strength (the attribute named
@@ -48,6 +50,13 @@ class StochasticModule(nnx.Module):
             self.rngs = nnx.data(None)
         else:
             raise TypeError(f"rngs must be an nnx.Rngs, an nnx.RngStream or None, got {type(rngs)}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # A strength given as a JAX array is pytree data, not a static attribute: built
+        # under nnx.vmap (one rate per stacked layer) it is stacked, and nnx.scan slices it.
+        if name == self.strength_field and isinstance(value, jax.Array):
+            value = nnx.data(value)
+        super().__setattr__(name, value)
 
     def set_view(self, deterministic: bool | None = None) -> None:
         """Used by ``nnx.view``.
