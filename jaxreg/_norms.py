@@ -52,13 +52,14 @@ def norm_parts(
 
     $p = 2^e$ is the power of two just above $\max|x|$ (clipped to the normal
     range, see :func:`power_of_two`, and held constant for differentiation) and
-    $r = \|x / p\|_2$: $r = 0$ for $x = 0$, else $r \le 8\sqrt{N}$ ($N$ entries
-    per norm) and $r \ge 1/2$ unless every entry is subnormal. The squares are summed in the scaled
-    variable, as LAPACK's ``nrm2`` does: they neither overflow (entries of 1e20
-    in float32) nor underflow (entries of 1e-25). Scaling by a power of two is
-    exact, so for values whose squares are representable $p\,r$ has the same
-    bits as ``jnp.sqrt(jnp.sum(x**2))``. Callers that divide by the norm divide
-    $x / p$ by $r$, which stays finite even where $p\,r$ overflows.
+    $r = \|x / p\|_2$: $r = 0$ for $x = 0$, else $r \le 8\sqrt{N}$ ($N$
+    entries per norm) and $r \ge 1/2$ unless every entry is subnormal. The
+    squares are summed in the scaled variable, as LAPACK's ``nrm2`` does: they
+    neither overflow (entries of 1e20 in float32) nor underflow (entries of
+    1e-25). Scaling by a power of two is exact, so for values whose squares are
+    representable $p\,r$ has the same bits as ``jnp.sqrt(jnp.sum(x**2))``.
+    Callers that divide by the norm divide $x / p$ by $r$, which stays finite
+    even where $p\,r$ overflows.
 
     Cost: one more reduction (the max of $|x|$) before the sum of squares. The
     gradient of $r$ is $x / (p^2 r)$ where $x \ne 0$ and 0 at $x = 0$.

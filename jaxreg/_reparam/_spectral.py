@@ -145,10 +145,10 @@ def spectral_normalize(
     that row's indicator, so $u$ becomes the row's direction and $\|M u\| \ge
     \max_i \|M_i\|$, which the following steps do not decrease (in exact
     arithmetic). A step where $\|M^\top v\| \le \epsilon$ ($M = 0$) keeps $u$.
-    Where the norms exceed $\epsilon$ this is
-    PyTorch's step $x / \max(\|x\|, \epsilon)$. Then $\sigma = \|M u\|_2 = v^\top M u$
-    with $v = Mu / \|Mu\|$ (a lower bound on $\sigma_{\max}$, exact when $u$ is
-    the top right singular vector), and the result is $W / \hat\sigma$ in the
+    Where the norms exceed $\epsilon$ this is PyTorch's step $x / \max(\|x\|,
+    \epsilon)$. Then $\sigma = \|M u\|_2 = v^\top M u$ with $v = Mu / \|Mu\|$
+    (a lower bound on $\sigma_{\max}$, exact when $u$ is the top right
+    singular vector), and the result is $W / \hat\sigma$ in the
     dtype of ``w``, with $\hat\sigma = \max(\sigma, \epsilon)$ for $\sigma > 0$
     and $\hat\sigma = 1$ for $\sigma = 0$ (a zero weight, e.g. a zero-initialized
     attention bias: Flax's convention, so the gradient there is that of the
@@ -164,9 +164,9 @@ def spectral_normalize(
 
     With ``update=False`` (evaluation) no iteration runs: $\sigma$ is computed from
     the stored $u$ and the state is returned unchanged, so the output is
-    deterministic, as PyTorch's ``spectral_norm`` in ``eval()`` mode (a stored
-    $u$ with $M u = 0$ gives $\hat\sigma = 1$ until a training call restarts it). (Flax's
-    ``SpectralNorm`` still iterates from the stored ``u`` when
+    deterministic, as PyTorch's ``spectral_norm`` in ``eval()`` mode; a stored
+    $u$ with $M u = 0$ gives $\hat\sigma = 1$ until a training call restarts it.
+    (Flax's ``SpectralNorm`` still iterates from the stored ``u`` when
     ``update_stats=False``, without storing the result.)
 
     Args:
@@ -212,7 +212,7 @@ def spectral_normalize(
         u = _power_iteration(m, u, n_steps, eps)
     u = jax.lax.stop_gradient(u)
     sigma = safe_norm(_matvec(m, u), keepdims=False)  # ||M u||, with a zero gradient at W = 0
-    # max(sigma, eps), and 1 (that is, p in units of p) where sigma = 0.
+    # max(sigma, eps) for sigma > 0, and 1 (1 / p in units of p) for sigma = 0.
     divisor = jnp.where(sigma > eps, sigma, jnp.where(sigma > 0, eps, 1 / p))
     w_normalized = (m / divisor).reshape(w.shape).astype(w.dtype)
     return w_normalized, SpectralNormState(u=u) if update else state

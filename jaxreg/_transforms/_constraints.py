@@ -35,8 +35,8 @@ accurately as entries of 1. The scaling costs one max-reduction per norm
 before the sum of squares.
 
 **What is exact, and what holds up to rounding.** Write $N$ for the number of
-entries per norm, $u = 2^{-24}$ for the float32 arithmetic (also used for
-float16 and bfloat16 leaves; $2^{-53}$ for float64 leaves) and $u_w$ for the
+entries per norm, $\delta = 2^{-24}$ for the float32 arithmetic (also used for
+float16 and bfloat16 leaves; $2^{-53}$ for float64 leaves) and $\delta_w$ for the
 unit roundoff of the params' dtype ($2^{-24}$ float32, $2^{-11}$ float16,
 $2^{-8}$ bfloat16, $2^{-53}$ float64).
 
@@ -44,17 +44,17 @@ $2^{-8}$ bfloat16, $2^{-53}$ float64).
   is returned bit for bit, so params that satisfy the constraint and receive a
   zero update do not move.
 - *Idempotent up to rounding only.* A projected vector has norm $d(1 + \eta)$
-  with $|\eta| \le (N/2 + 3)u$ (to first order in $u$; plus $u_w$ for a
+  with $|\eta| \le (N/2 + 3)\delta$ (to first order in $\delta$; plus $\delta_w$ for a
   float16/bfloat16 leaf), $d$ the target norm, so it may be infeasible by that
-  much: projecting it again moves each entry by at most a relative $(N + 6)u$
-  (plus $2u_w$ for a float16/bfloat16 leaf).
+  much: projecting it again moves each entry by at most a relative $(N + 6)\delta$
+  (plus $2\delta_w$ for a float16/bfloat16 leaf).
 - *Not idempotent below the floor.* A norm $n < 10^{-7}$ is scaled by
   $d / 10^{-7}$, not $d / n$: :func:`unit_norm` lands on norm $n / 10^{-7} < 1$
   and a second step on norm 1 (:func:`min_max_norm` likewise, towards
   ``min_value``).
 - *Landing.* The update $P(z) - w$ is rounded to the params' dtype and
   ``optax.apply_updates`` adds it to $w$ with one more rounding, so each entry
-  lands within $u_w(|w| + 2|P(z)|)(1 + u_w)$ of $P(z)$. When $|w|$ is many
+  lands within $\delta_w(|w| + 2|P(z)|)(1 + \delta_w)$ of $P(z)$. When $|w|$ is many
   orders of magnitude above $|P(z)|$ this is up to an ulp of $w$:
   ``max_norm(1e-4)`` on the column ``[3000, 4000]`` lands on ``[0, 0]`` (float32
   spacing at 4000 is 2.4e-4), not on ``[6e-5, 8e-5]``.
@@ -131,15 +131,16 @@ def max_norm(
     see the module notes for the epsilon. Srivastava et al. pair it with dropout
     (their $c$ is typically 3 to 4).
 
-    **Rounding** (module notes, with $N$ entries per norm): a vector with $n \le
-    c$ is returned bit for bit; a projected one has norm $c(1 + \eta)$, $|\eta|
-    \le (N/2 + 3)2^{-24}$, so a second projection moves entries by at most a
-    relative $(N + 6)2^{-24}$ (float32 arithmetic; plus roundings to a
+    **Rounding** (module notes; $N$ entries per norm, $\delta = 2^{-24}$, or
+    $2^{-53}$ for float64 leaves, and $\delta_w$ the unit roundoff of the params'
+    dtype): a vector with $n \le c$ is returned bit for bit; a projected one has
+    norm $c(1 + \eta)$, $|\eta| \le (N/2 + 3)\delta$, so a second projection
+    moves entries by at most a relative $(N + 6)\delta$ (plus $2\delta_w$ for a
     float16/bfloat16 leaf): idempotent up to rounding. The params land within
-    $u_w(|w| + 2|P(z)|)(1 + u_w)$ of $P(z)$, $u_w$ the unit roundoff of their
-    dtype: up to an ulp of $w$ when $|w| \gg |P(z)|$ (``max_norm(1e-4)`` on the
-    column ``[3000, 4000]`` lands on ``[0, 0]``). For $c < 10^{-7}$ the floor
-    lands a norm $n < 10^{-7}$ on $c\,n / 10^{-7} < c$ (feasible).
+    $\delta_w(|w| + 2|P(z)|)(1 + \delta_w)$ of $P(z)$: up to an ulp of $w$ when
+    $|w| \gg |P(z)|$ (``max_norm(1e-4)`` on the column ``[3000, 4000]`` lands
+    on ``[0, 0]``). For $c < 10^{-7}$ the floor lands a norm $n < 10^{-7}$ on
+    $c\,n / 10^{-7} < c$ (feasible).
 
     Args:
       max_value: the radius $c > 0$ (float, JAX scalar or optax schedule).
@@ -185,15 +186,16 @@ def unit_norm(axis: Axis = 0, mask: Mask = None) -> optax.GradientTransformation
     $z / (\epsilon + n)$). A zero vector stays zero: it has no unit-norm
     projection.
 
-    **Rounding** (module notes, with $N$ entries per norm): a vector of computed
-    norm exactly 1 is returned bit for bit; a projected one has norm $1 + \eta$,
-    $|\eta| \le (N/2 + 3)2^{-24}$, so a second projection moves entries by at
-    most a relative $(N + 6)2^{-24}$ (float32 arithmetic; plus roundings to a
-    float16/bfloat16 leaf). Below the floor it is not idempotent: a norm $n <
-    \epsilon = 10^{-7}$ lands on norm $n / \epsilon < 1$ (``[3e-9, 4e-9]`` on
-    ``[0.03, 0.04]``), and a second step on norm 1. The params land within
-    $u_w(|w| + 2|P(z)|)(1 + u_w)$ of $P(z)$, $u_w$ the unit roundoff of their
-    dtype: up to an ulp of $w$ when $|w| \gg 1$ (``[5e7]`` in float32 lands on 0).
+    **Rounding** (module notes; $N$ entries per norm, $\delta = 2^{-24}$, or
+    $2^{-53}$ for float64 leaves, and $\delta_w$ the unit roundoff of the params'
+    dtype): a vector of computed norm exactly 1 is returned bit for bit; a
+    projected one has norm $1 + \eta$, $|\eta| \le (N/2 + 3)\delta$, so a
+    second projection moves entries by at most a relative $(N + 6)\delta$ (plus
+    $2\delta_w$ for a float16/bfloat16 leaf). Below the floor it is not
+    idempotent: a norm $n < \epsilon = 10^{-7}$ lands on norm $n / \epsilon < 1$
+    (``[3e-9, 4e-9]`` on ``[0.03, 0.04]``), and a second step on norm 1. The
+    params land within $\delta_w(|w| + 2|P(z)|)(1 + \delta_w)$ of $P(z)$: up to
+    an ulp of $w$ when $|w| \gg 1$ (``[5e7]`` in float32 lands on 0).
 
     Args:
       axis: the axes the norm is taken over, as in :func:`max_norm` (with
@@ -235,17 +237,18 @@ def min_max_norm(
     with $d = r \cdot \mathrm{clip}(n, a, b) + (1 - r) \cdot n$: ``rate=1`` enforces
     $a \le n \le b$ strictly, ``rate < 1`` moves the norm part of the way towards
     the interval at each step. A zero vector stays zero (it cannot be scaled up).
-
-    **Rounding** (module notes, with $N$ entries per norm): with ``rate=1`` a
-    vector with $a \le n \le b$ is returned bit for bit, a projected one has norm
-    $d(1 + \eta)$, $|\eta| \le (N/2 + 3)2^{-24}$, and a second projection moves
-    entries by at most a relative $(N + 6)2^{-24}$ (float32 arithmetic; plus
-    roundings to a float16/bfloat16 leaf). Below the floor a norm $n <
-    \epsilon = 10^{-7}$ lands on $n\,d / \epsilon < d$ with $d = r a + (1 - r) n$,
-    not on $d$. The params land within $u_w(|w| + 2|P(z)|)(1 + u_w)$ of $P(z)$,
-    $u_w$ the unit roundoff of their dtype.
     ``min_value``, ``max_value`` and ``rate`` may be floats, JAX scalars or optax
     schedules.
+
+    **Rounding** (module notes; $N$ entries per norm, $\delta = 2^{-24}$, or
+    $2^{-53}$ for float64 leaves, and $\delta_w$ the unit roundoff of the params'
+    dtype): with ``rate=1`` a vector with $a \le n \le b$ is returned bit for
+    bit, a projected one has norm $d(1 + \eta)$, $|\eta| \le (N/2 + 3)\delta$,
+    and a second projection moves entries by at most a relative $(N + 6)\delta$
+    (plus $2\delta_w$ for a float16/bfloat16 leaf). Below the floor a norm $n <
+    \epsilon = 10^{-7}$ lands on $n\,d / \epsilon < d$ with $d = r a + (1 - r)
+    n$, not on $d$. The params land within $\delta_w(|w| + 2|P(z)|)(1 +
+    \delta_w)$ of $P(z)$.
 
     Args:
       min_value: the lower bound $a \ge 0$ on the norm.

@@ -7,8 +7,8 @@ to zero land on exactly ``0.0`` (``w + (-w)`` is exact in floating point).
 
 **Landing bound.** The update is $\mathrm{prox}(z) - w$ rounded to the params'
 dtype and ``optax.apply_updates`` adds it with one more rounding, so every
-other entry lands within $u_w(|w| + 2|\mathrm{prox}(z)|)(1 + u_w)$ of
-$\mathrm{prox}(z)$, $u_w$ the unit roundoff of the params' dtype ($2^{-24}$
+other entry lands within $\delta_w(|w| + 2|\mathrm{prox}(z)|)(1 + \delta_w)$ of
+$\mathrm{prox}(z)$, $\delta_w$ the unit roundoff of the params' dtype ($2^{-24}$
 float32, $2^{-11}$ float16, $2^{-8}$ bfloat16, $2^{-53}$ float64). When $|w|$ is
 many orders of magnitude above $|\mathrm{prox}(z)|$ that is up to an ulp of
 $w$: a float32 entry at 3000 whose prox value is 6e-5 lands on 0 (the spacing
@@ -78,7 +78,7 @@ def prox_l1(
     optimizer (Adam) the step is a heuristic, not a true proximal step.
 
     Entries with $|z| \le \eta\lambda$ land on exactly 0; the others within
-    $u_w(|w| + 2|S|)(1 + u_w)$ of their soft-threshold value $S$, $u_w$ the unit
+    $\delta_w(|w| + 2|S|)(1 + \delta_w)$ of their soft-threshold value $S$, $\delta_w$ the unit
     roundoff of the params' dtype (the landing bound of the module notes: up to
     an ulp of $w$ when $|w| \gg |S|$).
 
@@ -122,8 +122,8 @@ def prox_elastic_net(
     Lands on $S(z, \eta l_1) / (1 + \eta l_2)$ with $z = w + u$: the prox of
     $\eta(l_1\|w\|_1 + \frac{l_2}{2}\|w\|_2^2)$, the same convention as
     :func:`elastic_net_penalty`. Entries with $|z| \le \eta l_1$ land on exactly
-    0; the others within $u_w(|w| + 2|P|)(1 + u_w)$ of their prox value $P$,
-    $u_w$ the unit roundoff of the params' dtype (up to an ulp of $w$ when $|w|
+    0; the others within $\delta_w(|w| + 2|P|)(1 + \delta_w)$ of their prox value $P$,
+    $\delta_w$ the unit roundoff of the params' dtype (up to an ulp of $w$ when $|w|
     \gg |P|$).
 
     Args:
@@ -174,7 +174,7 @@ def prox_group_lasso(
     on values scaled by a power of two, so they neither overflow nor underflow
     (float32 groups of entries 1e20 or 1e-25 are thresholded correctly).
     Groups with $\|z_g\| \le \eta\lambda$ land on exactly 0; the other entries
-    within $u_w(|w| + 2|P|)(1 + u_w)$ of their prox value $P$, $u_w$ the unit
+    within $\delta_w(|w| + 2|P|)(1 + \delta_w)$ of their prox value $P$, $\delta_w$ the unit
     roundoff of the params' dtype (up to an ulp of $w$ when $|w| \gg |P|$).
 
     Sharded params: a leaf sharded only along ``axis`` keeps each group on one

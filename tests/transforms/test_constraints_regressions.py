@@ -153,33 +153,43 @@ def test_feasible_params_stay_bit_identical(dtype):
 
 
 def _idempotence_cases():
-    for dtype in (jnp.float32, jnp.bfloat16, jnp.float16):
+    for dtype in (jnp.float32, jnp.bfloat16, jnp.float16, jnp.float64):
         for n in (1, 3, 64, 1000):
             yield dtype, n
 
 
 @pytest.mark.parametrize(("dtype", "n"), list(_idempotence_cases()))
 def test_projection_applied_twice_moves_entries_by_at_most_the_stated_bound(dtype, n):
-    # Stated: the projected vector has norm d (1 + eta), |eta| <= (N/2 + 3) u, and projecting it
-    # again moves each entry by at most (N + 6) u relative, u = 2^-24 (float32 arithmetic), plus
-    # two roundings to a half-precision leaf dtype (2 u_leaf).
-    u, u_leaf = 2.0**-24, (UNIT_ROUNDOFF[dtype] if dtype != jnp.float32 else 0.0)
+    # Stated: the projected vector has norm d (1 + eta), |eta| <= (N/2 + 3) delta, and projecting it
+    # again moves each entry by at most (N + 6) delta relative; delta = 2^-24 (float32 arithmetic,
+    # also for half-precision leaves, plus 1 and 2 roundings to the leaf dtype) or 2^-53 (float64).
+    # The norms of the results are measured in extended precision.
+    u = 2.0**-53 if dtype == jnp.float64 else 2.0**-24
+    u_leaf = UNIT_ROUNDOFF[dtype] if dtype in (jnp.float16, jnp.bfloat16) else 0.0
     rng = np.random.default_rng(n)
-    z = jnp.asarray(rng.standard_normal((n, 200)) * rng.uniform(0.5, 50.0, 200), dtype)
-    for tx, desired in (
-        (jaxreg.max_norm(0.75), lambda nn: np.minimum(nn, 0.75)),
-        (jaxreg.unit_norm(), lambda nn: np.ones_like(nn)),
-        (jaxreg.min_max_norm(2.0, 3.0), lambda nn: np.clip(nn, 2.0, 3.0)),
-    ):
-        once = _project(tx, z)
-        z64 = np.asarray(z.astype(jnp.float32), np.float64)
-        once64 = np.asarray(once.astype(jnp.float32), np.float64)
-        d = desired(np.linalg.norm(z64, axis=0))
-        eta = np.linalg.norm(once64, axis=0) / d - 1
-        assert np.all(np.abs(eta) <= (n / 2 + 3) * u + u_leaf), np.abs(eta).max()
-        twice = _land(tx, {"w": once}, {"w": jnp.zeros_like(once)})["w"]
-        moved = np.abs(np.asarray(twice.astype(jnp.float32), np.float64) - once64)
-        assert np.all(moved <= ((n + 6) * u + 2 * u_leaf) * np.abs(once64)), (moved / np.abs(once64)).max()
+    z_np = rng.standard_normal((n, 200)) * rng.uniform(0.5, 50.0, 200)
+    with jax.enable_x64(dtype == jnp.float64):
+        z = jnp.asarray(z_np, dtype)
+        z_ext = np.asarray(z.astype(jnp.float32) if dtype != jnp.float64 else z).astype(np.longdouble)
+        for tx, desired in (
+            (jaxreg.max_norm(0.75), lambda nn: np.minimum(nn, 0.75)),
+            (jaxreg.unit_norm(), lambda nn: np.ones_like(nn)),
+            (jaxreg.min_max_norm(2.0, 3.0), lambda nn: np.clip(nn, 2.0, 3.0)),
+        ):
+            once = _project(tx, z)
+            once_ext = np.asarray(once.astype(jnp.float32) if dtype != jnp.float64 else once).astype(
+                np.longdouble
+            )
+            d = desired(np.sqrt(np.sum(z_ext**2, axis=0)))
+            eta = np.sqrt(np.sum(once_ext**2, axis=0)) / d - 1
+            assert np.all(np.abs(eta) <= (n / 2 + 3) * u + u_leaf), float(np.abs(eta).max())
+            twice = _land(tx, {"w": once}, {"w": jnp.zeros_like(once)})["w"]
+            twice_ext = np.asarray(twice.astype(jnp.float32) if dtype != jnp.float64 else twice).astype(
+                np.longdouble
+            )
+            moved = np.abs(twice_ext - once_ext)
+            bound = ((n + 6) * u + 2 * u_leaf) * np.abs(once_ext)
+            assert np.all(moved <= bound), float((moved / np.abs(once_ext)).max())
 
 
 def test_below_the_floor_unit_norm_takes_two_steps():
