@@ -4,12 +4,14 @@ The one accumulation dtype (:func:`acc_dtype`), the one gradient-safe
 Euclidean norm (:func:`safe_norm`), the group norms of the group lasso
 (:func:`group_norms`), "every axis except these" (:func:`axes_except`) and the
 ``(-1, out)`` matrix view of a kernel (:func:`as_matrix`). Low-precision leaves
-get float32 arithmetic and no norm has a NaN gradient at zero.
+get float32 arithmetic, no norm has a NaN gradient at zero, and no norm
+overflows or underflows before the result itself does (:func:`norm_parts`).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import jax
@@ -28,6 +30,58 @@ def acc_dtype(*dtypes: Any) -> jnp.dtype:
     return functools.reduce(jnp.promote_types, dtypes, jnp.dtype(jnp.float32))
 
 
+def power_of_two(m: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(2**e, 2**-e)`` with ``m = f * 2**e``, ``f`` in [0.5, 1): the scale that brings ``m`` near 1.
+
+    ``e`` is clipped to ``[minexp + 1, -(minexp + 1)]`` of the dtype (``[-125, 125]`` in float32), so
+    that both factors are normal numbers (no subnormal multiplier, which hardware that flushes
+    subnormals would turn into 0) and ``m / 2**e < 8``. ``m`` of 0, inf or NaN gives ``(1, 1)``.
+    Multiplying by either factor is exact (barring underflow of entries far below ``m``).
+    """
+    _, e = jnp.frexp(m)
+    lo = jnp.finfo(m.dtype).minexp + 1
+    e = jnp.clip(e, lo, -lo)
+    one = jnp.ones((), m.dtype)
+    return jnp.ldexp(one, e), jnp.ldexp(one, -e)
+
+
+def norm_parts(
+    x: jax.Array, axis: int | tuple[int, ...] | None = None, *, keepdims: bool = True
+) -> tuple[jax.Array, jax.Array]:
+    r"""$\|x\|_2$ over ``axis`` as ``(r, p)`` with $\|x\|_2 = p\,r$, free of overflow and underflow.
+
+    $p = 2^e$ is the power of two just above $\max|x|$ (clipped to the normal
+    range, see :func:`power_of_two`, and held constant for differentiation) and
+    $r = \|x / p\|_2$: $r = 0$ for $x = 0$, else $r \le 8\sqrt{N}$ ($N$
+    entries per norm) and $r \ge 1/2$ unless every entry is subnormal. The
+    squares are summed in the scaled variable, as LAPACK's ``nrm2`` does: they
+    neither overflow (entries of 1e20 in float32) nor underflow (entries of
+    1e-25). Scaling by a power of two is exact, so for values whose squares are
+    representable $p\,r$ has the same bits as ``jnp.sqrt(jnp.sum(x**2))``.
+    Callers that divide by the norm divide $x / p$ by $r$, which stays finite
+    even where $p\,r$ overflows.
+
+    Cost: one more reduction (the max of $|x|$) before the sum of squares. The
+    gradient of $r$ is $x / (p^2 r)$ where $x \ne 0$ and 0 at $x = 0$.
+
+    Returns:
+      ``(r, p)``, both in ``acc_dtype(x.dtype)``, with the reduced axes kept (size 1) if
+      ``keepdims``.
+    """
+    x = jnp.asarray(x)
+    x = x.astype(acc_dtype(x.dtype))
+    # initial=0: zero-size inputs have norm 0 (|x| >= 0, so it changes nothing otherwise).
+    m = jax.lax.stop_gradient(jnp.max(jnp.abs(x), axis=axis, keepdims=True, initial=0))
+    p, inv_p = power_of_two(m)
+    sq = jnp.sum(jnp.square(x * inv_p), axis=axis, keepdims=keepdims)
+    # sqrt with a zero gradient at 0 (jnp.sqrt alone gives NaN there); NaN and inf pass through.
+    zero = sq == 0
+    r = jnp.where(zero, 0, jnp.sqrt(jnp.where(zero, 1, sq)))
+    if not keepdims:
+        p = p.reshape(r.shape)
+    return r, p
+
+
 def safe_norm(
     x: jax.Array, axis: int | tuple[int, ...] | None = None, *, eps: float = 0.0, keepdims: bool = True
 ) -> jax.Array:
@@ -37,7 +91,10 @@ def safe_norm(
     particular at $x = 0$, where ``jnp.sqrt`` alone gives a NaN gradient). With
     ``eps=0`` it is the exact norm; with ``eps > 0`` it is the floored norm that
     normalizations divide by, written as ``optax.safe_norm`` does (which only
-    reduces over one or two axes).
+    reduces over one or two axes). The squares are summed after scaling by a
+    power of two (:func:`norm_parts`), so no entry overflows or underflows: the
+    result is inf only where the norm itself exceeds the dtype's largest value.
+    A NaN entry gives a NaN norm.
 
     Args:
       x: a real array.
@@ -48,11 +105,22 @@ def safe_norm(
     Returns:
       The norms, in ``acc_dtype(x.dtype)``.
     """
-    x = jnp.asarray(x)
-    x = x.astype(acc_dtype(x.dtype))
-    sq = jnp.sum(jnp.square(x), axis=axis, keepdims=keepdims)
-    above = sq > eps * eps
-    return jnp.where(above, jnp.sqrt(jnp.where(above, sq, 1)), jnp.asarray(eps, sq.dtype))
+    r, p = norm_parts(x, axis, keepdims=keepdims)
+    n = p * r
+    return jnp.where(n <= eps, jnp.asarray(eps, n.dtype), n)
+
+
+def normalize(x: jax.Array, axis: int | tuple[int, ...] | None = None, *, eps: float) -> jax.Array:
+    r"""$x / \max(\|x\|_2, \epsilon)$ over ``axis``, in :func:`acc_dtype`, for any finite $x$.
+
+    Computed as $(x / p) / \max(r, \epsilon / p)$ with $\|x\|_2 = p\,r$
+    (:func:`norm_parts`): the same value, finite even where $\|x\|_2$ overflows,
+    and a zero vector stays zero (also for an ``eps`` that rounds to 0 in the dtype).
+    """
+    r, p = norm_parts(x, axis)
+    x = jnp.asarray(x).astype(r.dtype)
+    divisor = jnp.maximum(r, eps / p)
+    return (x / p) / jnp.where(divisor == 0, 1, divisor)
 
 
 def axes_except(ndim: int, kept: tuple[int, ...]) -> tuple[int, ...]:
@@ -62,7 +130,8 @@ def axes_except(ndim: int, kept: tuple[int, ...]) -> tuple[int, ...]:
 
 def as_matrix(w: jax.Array) -> jax.Array:
     """``w`` as the ``(-1, w.shape[-1])`` matrix (inputs x outputs of a kernel), in :func:`acc_dtype`."""
-    return w.astype(acc_dtype(w.dtype)).reshape(-1, w.shape[-1])
+    # The row count spelled out: reshape(-1, 0) cannot infer it for a zero-size w.
+    return w.astype(acc_dtype(w.dtype)).reshape(math.prod(w.shape[:-1]), w.shape[-1])
 
 
 def group_norms(w: jax.Array, axis: int, where: str = "") -> jax.Array:

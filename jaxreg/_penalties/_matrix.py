@@ -35,7 +35,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxreg._norms import acc_dtype, as_matrix, safe_norm
+from jaxreg._norms import acc_dtype, as_matrix, normalize
 from jaxreg._validation import check_ndim
 
 _HIGHEST = jax.lax.Precision.HIGHEST  # full f32 matmuls on GPU/TPU too (no TF32/bf16 passes)
@@ -69,7 +69,9 @@ def orthogonal_penalty(w: jax.Array, mode: str = "rows") -> jax.Array:
 
     a value in $[0, 1]$, zero exactly when the nonzero rows are mutually
     orthogonal. ``mode="columns"`` applies it to the columns. A matrix with a
-    single row (or column) has no pairs: the penalty is 0.
+    single row (or column) has no pairs: the penalty is 0. The row norms are
+    computed on rows scaled by a power of two, so the cosines are right for
+    any finite ``w`` (rows of 1e20 in float32, whose squares overflow, included).
 
     **Gradient.** $|\cdot|$ is differentiated with the subgradient
     $\mathrm{sign}(0) = 0$ (as :func:`jaxreg.l1_penalty`), and the norm is
@@ -109,7 +111,7 @@ def orthogonal_penalty(w: jax.Array, mode: str = "rows") -> jax.Array:
     n = m.shape[0]
     if n < 2:
         return jnp.zeros((), m.dtype)
-    m_hat = m / safe_norm(m, axis=1, eps=1e-7)
+    m_hat = normalize(m, axis=1, eps=1e-7)  # scaled: rows of 1e20 in float32 do not overflow
     gram = jnp.matmul(m_hat, m_hat.T, precision=_HIGHEST)
     # sign(g) * g is |g| with the subgradient sign(0) = 0 at g = 0 (jnp.abs has 1): a zero row has
     # zero cosines with every other row, so it gets no gradient (and gives none) instead of ~1/eps.
@@ -160,7 +162,9 @@ def spectral_penalty(w: jax.Array) -> jax.Array:
     $\frac{\lambda}{2}\sigma(W)^2$ per layer to the loss, i.e.
     ``lam / 2 * spectral_penalty(w)``; they estimate $\sigma$ by one power
     iteration per step, while this exact SVD costs $O(\min(m, n)\, m n)$ per call,
-    fine for the matrices of most layers.
+    fine for the matrices of most layers. A zero-size ``w`` (the zero map) gives
+    0. The result is $\sigma^2$ itself, so it overflows where $\sigma$ exceeds the
+    square root of the dtype's largest value (about 1.8e19 in float32).
 
     Args:
       w: a weight with ``ndim >= 2``.
@@ -179,4 +183,6 @@ def spectral_penalty(w: jax.Array) -> jax.Array:
     """
     check_ndim("w", w, 2, at_least=True)
     m = as_matrix(replicated_acc(w))
+    if m.size == 0:  # the zero map: sigma_max = 0
+        return jnp.zeros((), m.dtype)
     return jnp.max(jnp.linalg.svd(m, compute_uv=False)) ** 2

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxreg._norms import as_matrix, safe_norm
+from jaxreg._norms import as_matrix, power_of_two, safe_norm
 from jaxreg._validation import check_count, check_float_array, check_ndim, check_positive
 
 
@@ -23,11 +23,6 @@ class SpectralNormState(NamedTuple):
     """State of :func:`spectral_normalize`: the power-iteration vector."""
 
     u: jax.Array  # shape (w.shape[-1],), unit norm, float32 (float64 if w is): right singular vector estimate
-
-
-def _normalize(x: jax.Array, eps: float) -> jax.Array:
-    # x / max(||x||, eps), as torch.nn.functional.normalize.
-    return x / safe_norm(x, eps=eps)
 
 
 def _matvec(m: jax.Array, x: jax.Array) -> jax.Array:
@@ -38,10 +33,56 @@ def _matvec(m: jax.Array, x: jax.Array) -> jax.Array:
     return jnp.sum(m * x, axis=-1)
 
 
-def _power_iteration(m: jax.Array, u: jax.Array, n_steps: int, eps: float) -> jax.Array:
+def _scaled(w: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(M / p, p)``: the ``(-1, out)`` matrix ``M`` of ``w`` over a power of two ``p`` near ``max|M|``.
+
+    Exact (a power-of-two scaling), and it keeps every product and norm of the
+    iteration inside the dtype's range. ``p`` is held constant for differentiation:
+    ``W / sigma(W)`` does not change when ``W`` is scaled.
+    """
+    m = as_matrix(w)
+    p, _ = power_of_two(jax.lax.stop_gradient(jnp.max(jnp.abs(m), initial=0)))
+    return m / p, p
+
+
+def _sharded_like(x: jax.Array, ref: jax.Array) -> jax.Array:
+    """``x`` resharded as ``ref`` if ``ref`` is sharded along explicit mesh axes, else ``x``.
+
+    With explicit axes (``jax.sharding.AxisType.Explicit``) the two branches of a
+    ``jnp.where`` must have the same sharding; resharding a replicated vector to
+    a sharded one only slices it (no communication).
+    """
+    sharding = jax.typeof(ref).sharding
+    if any(entry is not None for entry in getattr(sharding, "spec", ())):
+        return jax.sharding.reshard(x, sharding)
+    return x
+
+
+def _power_iteration(m: jax.Array, u: jax.Array, n_steps: int, eps: jax.Array) -> jax.Array:
+    """``n_steps`` power iterations on the matrix ``m`` from ``u``; ``eps`` in the units of ``m``.
+
+    A step where ``||M u|| <= eps`` (u = 0, or orthogonal to the rows of M)
+    restarts from the row of M of largest norm: ``v`` is that row's index vector,
+    so ``u`` becomes the row's direction and ``||M u|| >= max_i ||M_i||``. A step
+    where ``||M^T v|| <= eps`` (M is 0 or below eps) keeps ``u``. Otherwise the
+    Rayleigh quotient ``||M u||`` does not decrease from step to step, so one
+    restart is enough.
+    """
+
     def step(_, u):
-        v = _normalize(_matvec(m, u), eps)
-        return _normalize(_matvec(m.T, v), eps)
+        mu = _matvec(m, u)
+        rows = jnp.sum(m * m, axis=-1)  # the same pass over M as M u
+        mu_norm = safe_norm(mu, keepdims=False)
+        # The indicator of the first row of largest norm, from a max and a min (on a mesh: all-reduces
+        # of one element, where an argmax would all-gather its partial results).
+        index = _sharded_like(jnp.arange(rows.shape[0]), rows)
+        first = jnp.min(jnp.where(rows == jnp.max(rows), index, rows.shape[0]))
+        restart = (index == first).astype(m.dtype)
+        v = jnp.where(mu_norm > eps, mu / jnp.where(mu_norm > eps, mu_norm, 1), restart)
+        mtv = _matvec(m.T, v)
+        mtv_norm = safe_norm(mtv, keepdims=False)
+        u = _sharded_like(u, mtv)
+        return jnp.where(mtv_norm > eps, mtv / jnp.where(mtv_norm > eps, mtv_norm, 1), u)
 
     return jax.lax.fori_loop(0, n_steps, step, u)
 
@@ -54,13 +95,16 @@ def spectral_norm_init(
     ``u`` is drawn from a standard normal of shape ``(w.shape[-1],)``, normalized,
     then refined by ``n_steps`` power iterations on ``w`` (15 by default, as
     ``torch.nn.utils.parametrizations.spectral_norm`` does when it is registered),
-    so that the first call already sees an accurate $\sigma$.
+    so that the first call already sees an accurate $\sigma$. On a zero weight
+    the iteration keeps the random ``u`` (see the safeguards of
+    :func:`spectral_normalize`), so the state is ready when the weight becomes
+    nonzero. A zero-size ``w`` keeps the random ``u`` without iterating.
 
     Args:
       key: a ``jax.random`` key.
       w: the weight to be normalized (``ndim >= 2``; see :func:`spectral_normalize`).
       n_steps: power iterations run at initialization (``>= 0``).
-      eps: lower bound on norms in the iteration.
+      eps: the norm at or below which the iteration's safeguards apply.
 
     Returns:
       A :class:`SpectralNormState`.
@@ -69,9 +113,12 @@ def spectral_norm_init(
     check_float_array("w", w)
     n_steps = check_count("n_steps", n_steps)
     eps = check_positive("eps", eps)
-    m = as_matrix(w)
-    u = _normalize(jax.random.normal(key, (m.shape[1],), m.dtype), eps)
-    return SpectralNormState(u=jax.lax.stop_gradient(_power_iteration(m, u, n_steps, eps)))
+    m, p = _scaled(w)
+    u = jax.random.normal(key, (m.shape[1],), m.dtype)
+    u = u / safe_norm(u, eps=eps)
+    if m.size:  # a zero-size weight keeps the random u (of shape (0,) if w.shape[-1] == 0)
+        u = _power_iteration(m, u, n_steps, eps / p)
+    return SpectralNormState(u=jax.lax.stop_gradient(u))
 
 
 def spectral_normalize(
@@ -90,19 +137,37 @@ def spectral_normalize(
     singular values). With ``update=True`` the state vector $u$ (unit, in the
     output space) is refined by ``n_steps`` power iterations
 
-    $$v \leftarrow \frac{M u}{\max(\|M u\|, \epsilon)}, \qquad
-      u \leftarrow \frac{M^\top v}{\max(\|M^\top v\|, \epsilon)},$$
+    $$v \leftarrow \frac{M u}{\|M u\|}, \qquad u \leftarrow \frac{M^\top v}{\|M^\top v\|},$$
 
-    under ``jax.lax.stop_gradient``, and $\sigma = \|M u\|_2 = v^\top M u$ with
-    $v = Mu / \|Mu\|$ (a lower bound on $\sigma_{\max}$, exact when $u$ is the top
-    right singular vector). The result is $W / \max(\sigma, \epsilon)$, in the
-    dtype of ``w``. Gradients flow through $\sigma$ with $u$ held fixed, as in
-    Miyato et al. and PyTorch.
+    under ``jax.lax.stop_gradient``, with two safeguards that keep $u$ a unit
+    vector. A step where $\|M u\| \le \epsilon$ ($u = 0$, or $u$ orthogonal to
+    every row of $M$, as for a state initialized on a zero weight that has
+    since become nonzero) restarts from the row of $M$ of largest norm: $v$ is
+    that row's indicator, so $u$ becomes the row's direction and $\|M u\| \ge
+    \max_i \|M_i\|$, which the following steps do not decrease (in exact
+    arithmetic). A step where $\|M^\top v\| \le \epsilon$ ($M = 0$) keeps $u$.
+    Where the norms exceed $\epsilon$ this is PyTorch's step $x / \max(\|x\|,
+    \epsilon)$. Then $\sigma = \|M u\|_2 = v^\top M u$ with $v = Mu / \|Mu\|$
+    (a lower bound on $\sigma_{\max}$, exact when $u$ is the top right
+    singular vector), and the result is $W / \hat\sigma$ in the
+    dtype of ``w``, with $\hat\sigma = \max(\sigma, \epsilon)$ for $\sigma > 0$
+    and $\hat\sigma = 1$ for $\sigma = 0$ (a zero weight, e.g. a zero-initialized
+    attention bias: Flax's convention, so the gradient there is that of the
+    identity, not $1/\epsilon$). Gradients flow through $\sigma$ with $u$ held
+    fixed, as in Miyato et al. and PyTorch.
+
+    Everything is computed on $M / p$ for a power of two $p$ near
+    $\max_{ij}|M_{ij}|$ (an exact scaling, which leaves $W / \sigma$ unchanged),
+    so no product or norm overflows or underflows: a float32 ``w`` of entries
+    1e20 or 3e38 is normalized as accurately as one of entries 1. This costs one
+    max-reduction over ``w`` per call. A zero-size ``w`` is returned as it is,
+    with the state unchanged.
 
     With ``update=False`` (evaluation) no iteration runs: $\sigma$ is computed from
     the stored $u$ and the state is returned unchanged, so the output is
-    deterministic, as PyTorch's ``spectral_norm`` in ``eval()`` mode. (Flax's
-    ``SpectralNorm`` still iterates from the stored ``u`` when
+    deterministic, as PyTorch's ``spectral_norm`` in ``eval()`` mode; a stored
+    $u$ with $M u = 0$ gives $\hat\sigma = 1$ until a training call restarts it.
+    (Flax's ``SpectralNorm`` still iterates from the stored ``u`` when
     ``update_stats=False``, without storing the result.)
 
     Args:
@@ -111,7 +176,8 @@ def spectral_normalize(
       state: from :func:`spectral_norm_init` or a previous call.
       n_steps: power iterations per call when ``update`` (``>= 0``).
       update: whether to iterate and return the refined ``u``.
-      eps: lower bound on norms (and on $\sigma$): nothing divides by zero.
+      eps: lower bound on $\sigma$, and the norm at or below which the iteration's
+        safeguards apply: nothing divides by zero.
 
     Returns:
       ``(w_normalized, new_state)``.
@@ -139,12 +205,17 @@ def spectral_normalize(
             f"state.u must have shape ({w.shape[-1]},) for w of shape {w.shape}, got {u.shape}; "
             "create it with spectral_norm_init(key, w)"
         )
-    m = as_matrix(w)
+    if w.size == 0:
+        return w, state
+    # Everything in units of p (a power of two near max|W|): M / p and eps / p.
+    m, p = _scaled(w)
+    eps_scaled = eps / p
     u = u.astype(m.dtype)
     if update:
-        u = _power_iteration(m, u, n_steps, eps)
+        u = _power_iteration(m, u, n_steps, eps_scaled)
     u = jax.lax.stop_gradient(u)
-    # max(||M u||, eps), with a finite gradient at W = 0.
-    sigma = safe_norm(_matvec(m, u), eps=eps, keepdims=False)
-    w_normalized = (m / sigma).reshape(w.shape).astype(w.dtype)
+    sigma = safe_norm(_matvec(m, u), keepdims=False)  # ||M u||, with a zero gradient at W = 0
+    # max(sigma, eps) for sigma > 0, and 1 (1 / p in units of p) for sigma = 0.
+    divisor = jnp.where(sigma > eps_scaled, sigma, jnp.where(sigma > 0, eps_scaled, 1 / p))
+    w_normalized = (m / divisor).reshape(w.shape).astype(w.dtype)
     return w_normalized, SpectralNormState(u=u) if update else state

@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxreg._norms import axes_except, safe_norm
+from jaxreg._norms import axes_except, norm_parts, safe_norm
 from jaxreg._typing import FeatureAxes
 from jaxreg._validation import check_axes, check_positive
 
@@ -58,7 +58,11 @@ def weight_normalize(
     ``feature_axes=-1`` here, as in ``flax.linen.WeightNorm``. ``feature_axes=None``
     uses one norm and one scalar ``g`` for the whole tensor (torch ``dim=None``).
 
-    Gradients reach both ``v`` and ``g``; they are finite at $v = 0$.
+    Gradients reach both ``v`` and ``g``; they are finite at $v = 0$. The norm
+    is computed on ``v`` scaled by a power of two (an exact scaling), so it
+    neither overflows nor underflows: float32 entries of 1e20, or 3e38 (whose
+    norm is above the float32 maximum), are normalized as accurately as entries
+    of 1. This costs one max-reduction over ``v`` per call.
 
     Args:
       v: the direction parameter.
@@ -96,6 +100,9 @@ def weight_normalize(
     broadcast = [1] * v.ndim
     for a in kept:
         broadcast[a] = v.shape[a]
-    norms = safe_norm(v, reduce, eps=eps)  # max(||v||, eps), finite gradient at v = 0
-    w = v.astype(norms.dtype) * (jnp.reshape(g, broadcast).astype(norms.dtype) / norms)
-    return w.astype(v.dtype)
+    # ||v|| = p * r with p a power of two (norm_parts): v * g / max(||v||, eps) is evaluated as
+    # (v / p) * (g / max(r, eps / p)), the same value with no overflow or underflow of the norm,
+    # and a finite gradient at v = 0.
+    r, p = norm_parts(v, reduce)
+    scale = jnp.reshape(g, broadcast).astype(r.dtype) / jnp.maximum(r, eps / p)
+    return ((v.astype(r.dtype) / p) * scale).astype(v.dtype)

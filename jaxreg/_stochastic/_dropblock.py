@@ -11,7 +11,7 @@ from jax import lax
 from jaxreg._stochastic import _sampling
 from jaxreg._stochastic._prologue import checked_input, result_without_sampling, zero_where_rate_is_one
 from jaxreg._typing import Sampler
-from jaxreg._validation import check_count, is_concrete
+from jaxreg._validation import check_count, check_rate, is_concrete
 
 
 def dropblock_gamma(rate: Any, block_size: int, height: int, width: int) -> Any:
@@ -22,8 +22,16 @@ def dropblock_gamma(rate: Any, block_size: int, height: int, width: int) -> Any:
     clipped to [0, 1]. (timm 1.0.23 and later clip each side on its own,
     $\min(\text{block\_size}, H)$ and $\min(\text{block\_size}, W)$: the same
     $\gamma$ when the block fits the map or the map is square.)
+
+    ``rate`` must lie in [0, 1] (checked when it is a concrete number; a traced
+    rate is clipped through $\gamma$); ``block_size``, ``height`` and ``width``
+    are ints $\ge 1$. A ``ValueError`` names the argument otherwise.
     """
-    b = min(int(block_size), height, width)
+    check_rate("rate", rate)
+    block_size = check_count("block_size", block_size, minimum=1)
+    height = check_count("height", height, minimum=1)
+    width = check_count("width", width, minimum=1)
+    b = min(block_size, height, width)
     factor = height * width / (b * b * (height - b + 1) * (width - b + 1))
     if is_concrete(rate):
         return min(max(float(rate) * factor, 0.0), 1.0)
@@ -96,6 +104,8 @@ def dropblock(
         raise ValueError(f"dropblock expects NHWC input (4-D), got x of shape {x.shape}")
     if (out := result_without_sampling("dropblock", key, x, rate, deterministic)) is not None:
         return out
+    if x.size == 0:  # nothing to drop (and no map to place blocks on)
+        return x
     _, height, width, _ = x.shape
     b = min(block_size, height, width)
     gamma = dropblock_gamma(rate, b, height, width)

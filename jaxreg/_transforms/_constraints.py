@@ -24,11 +24,40 @@ which ``axis`` is out of range (a bias under ``axis=(0, 1, 2)``) raises a
 ``kernel_constraint=`` does, pass ``mask=jaxreg.masks.weights_only``.
 
 **Epsilon.** Keras divides by ``norm + epsilon`` (``epsilon = 1e-7``), which
-shrinks every vector slightly and is not idempotent. Here the rescaling factor
-is ``desired / max(norm, 1e-7)``, and exactly 1 where the norm is already
-feasible: the result differs from Keras's by a relative ``1e-7 / norm``, the
-projection is idempotent, a zero vector stays zero and nothing divides by zero.
-Norms are computed in float32 for low-precision leaves (float64 for float64 leaves).
+shrinks every vector slightly. Here the rescaling factor is ``desired /
+max(norm, 1e-7)``, and exactly 1 where the norm is already feasible: the result
+differs from Keras's by a relative ``1e-7 / norm``, a zero vector stays zero
+and nothing divides by zero. Norms are computed in float32 for low-precision
+leaves (float64 for float64 leaves), on values scaled by a power of two (an
+exact scaling), so they neither overflow nor underflow: float32 or bfloat16
+entries of 1e20, or a norm above the dtype's largest value, are projected as
+accurately as entries of 1. The scaling costs one max-reduction per norm
+before the sum of squares.
+
+**What is exact, and what holds up to rounding.** Write $N$ for the number of
+entries per norm, $\delta = 2^{-24}$ for the float32 arithmetic (also used for
+float16 and bfloat16 leaves; $2^{-53}$ for float64 leaves) and $\delta_w$ for the
+unit roundoff of the params' dtype ($2^{-24}$ float32, $2^{-11}$ float16,
+$2^{-8}$ bfloat16, $2^{-53}$ float64).
+
+- *Feasible vectors are exact.* A vector whose computed norm is already feasible
+  is returned bit for bit, so params that satisfy the constraint and receive a
+  zero update do not move.
+- *Idempotent up to rounding only.* A projected vector has norm $d(1 + \eta)$
+  with $|\eta| \le (N/2 + 3)\delta$ (to first order in $\delta$; plus $\delta_w$ for a
+  float16/bfloat16 leaf), $d$ the target norm, so it may be infeasible by that
+  much: projecting it again moves each entry by at most a relative $(N + 6)\delta$
+  (plus $2\delta_w$ for a float16/bfloat16 leaf).
+- *Not idempotent below the floor.* A norm $n < 10^{-7}$ is scaled by
+  $d / 10^{-7}$, not $d / n$: :func:`unit_norm` lands on norm $n / 10^{-7} < 1$
+  and a second step on norm 1 (:func:`min_max_norm` likewise, towards
+  ``min_value``).
+- *Landing.* The update $P(z) - w$ is rounded to the params' dtype and
+  ``optax.apply_updates`` adds it to $w$ with one more rounding, so each entry
+  lands within $\delta_w(|w| + 2|P(z)|)(1 + \delta_w)$ of $P(z)$. When $|w|$ is many
+  orders of magnitude above $|P(z)|$ this is up to an ulp of $w$:
+  ``max_norm(1e-4)`` on the column ``[3000, 4000]`` lands on ``[0, 0]`` (float32
+  spacing at 4000 is 2.4e-4), not on ``[6e-5, 8e-5]``.
 """
 
 from __future__ import annotations
@@ -38,7 +67,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxreg._masking import masked
-from jaxreg._norms import acc_dtype, safe_norm
+from jaxreg._norms import acc_dtype, norm_parts
 from jaxreg._transforms._base import count_init, count_next, landing_transform, require_params
 from jaxreg._typing import Axis, Mask
 from jaxreg._validation import (
@@ -65,22 +94,25 @@ def _leaf_axes(axis: Axis, z: jax.Array) -> tuple[int, ...] | None:
 
 
 def rescale_norms(z: jax.Array, axis: Axis, desired_norm) -> jax.Array:
-    r"""Rescales ``z`` so that each norm over ``axis`` becomes ``desired_norm(norm)``.
+    r"""Rescales ``z`` so that each norm $n$ over ``axis`` becomes $d$ = ``desired_norm(r, p)``.
 
-    Returns $z \cdot d(n) / \max(n, \epsilon)$ with $n = \|z\|_2$ over ``axis``
-    (kept dims), and exactly $z$ where $d(n) = n$. Computed in float32 or wider,
-    returned in the dtype of ``z``.
+    Returns $z \cdot d / \max(n, \epsilon)$ with $n = \|z\|_2$ over ``axis``
+    (kept dims), and exactly $z$ where $d = n$. The norm is passed in parts, $n
+    = p\,r$ with $p$ a power of two (:func:`jaxreg._norms.norm_parts`), and the
+    result is evaluated as $(z / p) \cdot d / \max(r, \epsilon / p)$: the same
+    value, with no overflow for any finite ``z``, even where $n$ itself exceeds
+    the dtype's largest value. Computed in float32 or wider, returned in the
+    dtype of ``z``.
     """
     axes = _leaf_axes(axis, z)
     acc = acc_dtype(z.dtype)
     z_acc = z.astype(acc)
+    r, p = norm_parts(z_acc, axes)
     # The exact norm n (not floored: desired_norm and the "already feasible" test need it), and
-    # the floor max(n, eps) only as the divisor. No gradient flows here (a projection of the
-    # parameters after the step), but safe_norm is the one norm of the package.
-    norms = safe_norm(z_acc, axes)
-    desired = jnp.asarray(desired_norm(norms), acc)
-    scale = jnp.where(desired == norms, 1, desired / jnp.maximum(norms, EPSILON))
-    return (z_acc * scale).astype(z.dtype)
+    # the floor max(n, eps) only as the divisor.
+    desired = jnp.asarray(desired_norm(r, p), acc)
+    factor = desired / jnp.maximum(r, EPSILON / p)
+    return jnp.where(desired == p * r, z_acc, (z_acc / p) * factor).astype(z.dtype)
 
 
 def _check_axis_spec(axis: Axis) -> None:
@@ -98,6 +130,17 @@ def max_norm(
     onto the ball). Keras computes $z \cdot \mathrm{clip}(n, 0, c) / (\epsilon + n)$;
     see the module notes for the epsilon. Srivastava et al. pair it with dropout
     (their $c$ is typically 3 to 4).
+
+    **Rounding** (module notes; $N$ entries per norm, $\delta = 2^{-24}$, or
+    $2^{-53}$ for float64 leaves, and $\delta_w$ the unit roundoff of the params'
+    dtype): a vector with $n \le c$ is returned bit for bit; a projected one has
+    norm $c(1 + \eta)$, $|\eta| \le (N/2 + 3)\delta$, so a second projection
+    moves entries by at most a relative $(N + 6)\delta$ (plus $2\delta_w$ for a
+    float16/bfloat16 leaf): idempotent up to rounding. The params land within
+    $\delta_w(|w| + 2|P(z)|)(1 + \delta_w)$ of $P(z)$: up to an ulp of $w$ when
+    $|w| \gg |P(z)|$ (``max_norm(1e-4)`` on the column ``[3000, 4000]`` lands
+    on ``[0, 0]``). For $c < 10^{-7}$ the floor lands a norm $n < 10^{-7}$ on
+    $c\,n / 10^{-7} < c$ (feasible).
 
     Args:
       max_value: the radius $c > 0$ (float, JAX scalar or optax schedule).
@@ -131,7 +174,7 @@ def max_norm(
     _check_axis_spec(axis)
 
     def project(z, c):
-        return rescale_norms(z, axis, lambda n: jnp.clip(n, 0, c))
+        return rescale_norms(z, axis, lambda r, p: jnp.minimum(p * r, c))
 
     return masked(landing_transform("max_norm", project, (max_value,)), mask)
 
@@ -142,6 +185,17 @@ def unit_norm(axis: Axis = 0, mask: Mask = None) -> optax.GradientTransformation
     Lands on $z / \max(n, \epsilon)$ per norm $n = \|z\|_2$ over ``axis`` (Keras:
     $z / (\epsilon + n)$). A zero vector stays zero: it has no unit-norm
     projection.
+
+    **Rounding** (module notes; $N$ entries per norm, $\delta = 2^{-24}$, or
+    $2^{-53}$ for float64 leaves, and $\delta_w$ the unit roundoff of the params'
+    dtype): a vector of computed norm exactly 1 is returned bit for bit; a
+    projected one has norm $1 + \eta$, $|\eta| \le (N/2 + 3)\delta$, so a
+    second projection moves entries by at most a relative $(N + 6)\delta$ (plus
+    $2\delta_w$ for a float16/bfloat16 leaf). Below the floor it is not
+    idempotent: a norm $n < \epsilon = 10^{-7}$ lands on norm $n / \epsilon < 1$
+    (``[3e-9, 4e-9]`` on ``[0.03, 0.04]``), and a second step on norm 1. The
+    params land within $\delta_w(|w| + 2|P(z)|)(1 + \delta_w)$ of $P(z)$: up to
+    an ulp of $w$ when $|w| \gg 1$ (``[5e7]`` in float32 lands on 0).
 
     Args:
       axis: the axes the norm is taken over, as in :func:`max_norm` (with
@@ -165,7 +219,7 @@ def unit_norm(axis: Axis = 0, mask: Mask = None) -> optax.GradientTransformation
     _check_axis_spec(axis)
 
     def project(z):
-        return rescale_norms(z, axis, lambda n: jnp.ones_like(n))
+        return rescale_norms(z, axis, lambda r, p: jnp.ones_like(r))
 
     return masked(landing_transform("unit_norm", project, ()), mask)
 
@@ -185,6 +239,16 @@ def min_max_norm(
     the interval at each step. A zero vector stays zero (it cannot be scaled up).
     ``min_value``, ``max_value`` and ``rate`` may be floats, JAX scalars or optax
     schedules.
+
+    **Rounding** (module notes; $N$ entries per norm, $\delta = 2^{-24}$, or
+    $2^{-53}$ for float64 leaves, and $\delta_w$ the unit roundoff of the params'
+    dtype): with ``rate=1`` a vector with $a \le n \le b$ is returned bit for
+    bit, a projected one has norm $d(1 + \eta)$, $|\eta| \le (N/2 + 3)\delta$,
+    and a second projection moves entries by at most a relative $(N + 6)\delta$
+    (plus $2\delta_w$ for a float16/bfloat16 leaf). Below the floor a norm $n <
+    \epsilon = 10^{-7}$ lands on $n\,d / \epsilon < d$ with $d = r a + (1 - r)
+    n$, not on $d$. The params land within $\delta_w(|w| + 2|P(z)|)(1 +
+    \delta_w)$ of $P(z)$.
 
     Args:
       min_value: the lower bound $a \ge 0$ on the norm.
@@ -215,7 +279,8 @@ def min_max_norm(
     _check_axis_spec(axis)
 
     def project(z, a, b, r):
-        return rescale_norms(z, axis, lambda n: r * jnp.clip(n, a, b) + (1 - r) * n)
+        # r * clip(n, a, b) + (1 - r) * n with n = p * s in parts: no overflow, and no 0 * inf at r = 1.
+        return rescale_norms(z, axis, lambda s, p: r * jnp.clip(p * s, a, b) + ((1 - r) * p) * s)
 
     return masked(landing_transform("min_max_norm", project, (min_value, max_value, rate)), mask)
 
@@ -225,7 +290,9 @@ def non_negative(mask: Mask = None) -> optax.GradientTransformation:
 
     Lands on $\max(z, 0)$ elementwise: this is ``optax.keep_params_nonnegative``
     (reused, not rewritten) restricted to the float leaves that ``mask`` selects.
-    Entries that would go negative land on exactly ``0.0``.
+    Entries that would go negative land on exactly ``0.0`` (the update is
+    ``-w``); the others keep the incoming update and land where the plain step
+    does, on ``w + u`` rounded once: exactly idempotent.
 
     Args:
       mask: which leaves (``optax.masked`` semantics).

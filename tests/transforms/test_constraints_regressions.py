@@ -1,0 +1,282 @@
+"""Constraints and the group-lasso prox at the ends of each dtype's range, what is exact and what is
+only up to rounding (the bounds stated in the docstrings), and zero-size leaves.
+
+Oracles: the formulas evaluated in float64 NumPy (norms with ``np.linalg.norm`` on values scaled
+to order 1 where the squares would leave float64's range).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxreg
+
+EPS = 1e-7  # the constraints' floor on the divisor
+UNIT_ROUNDOFF = {jnp.float16: 2.0**-11, jnp.bfloat16: 2.0**-8, jnp.float32: 2.0**-24, jnp.float64: 2.0**-53}
+
+
+def _land(tx, params, updates):
+    """Where ``params`` land after one (jitted) ``tx`` step with incoming ``updates``."""
+
+    @jax.jit
+    def step(params, updates):
+        new_updates, _ = tx.update(updates, tx.init(params), params)
+        return optax.apply_updates(params, new_updates)
+
+    return step(params, updates)
+
+
+def _project(tx, z):
+    """``P(z)``: the landing from params 0 with the update ``z`` (``0 + (P(z) - 0)`` is exact)."""
+    return _land(tx, {"w": jnp.zeros_like(z)}, {"w": z})["w"]
+
+
+def _np_norms(z, axis):
+    z = np.asarray(z, np.float64)
+    m = np.max(np.abs(z), axis=axis, keepdims=True)
+    m = np.where(m > 0, m, 1.0)
+    return m * np.sqrt(np.sum((z / m) ** 2, axis=axis, keepdims=True))
+
+
+def _np_rescale(z, axis, desired):
+    z = np.asarray(z, np.float64)
+    n = _np_norms(z, axis)
+    d = desired(n)
+    return np.where(d == n, z, z * (d / np.maximum(n, EPS)))
+
+
+ORACLES = {
+    "max_norm": (lambda: jaxreg.max_norm(1.0), lambda z: _np_rescale(z, 0, lambda n: np.minimum(n, 1.0))),
+    "unit_norm": (lambda: jaxreg.unit_norm(), lambda z: _np_rescale(z, 0, lambda n: np.ones_like(n))),
+    "min_max_norm": (
+        lambda: jaxreg.min_max_norm(0.5, 2.0),
+        lambda z: _np_rescale(z, 0, lambda n: np.clip(n, 0.5, 2.0)),
+    ),
+    "min_max_norm_rate": (
+        lambda: jaxreg.min_max_norm(0.5, 2.0, rate=0.5),
+        lambda z: _np_rescale(z, 0, lambda n: 0.5 * np.clip(n, 0.5, 2.0) + 0.5 * n),
+    ),
+}
+
+
+def _column(scale, n=5, seed=0):
+    return np.random.default_rng(seed).uniform(0.5, 1.0, (n, 3)) * scale
+
+
+# --- overflow and underflow of the norm -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(ORACLES))
+@pytest.mark.parametrize(
+    ("dtype", "scale"),
+    [
+        (jnp.float32, 1e20),  # squares overflow float32
+        (jnp.float32, 3e38),  # the norm itself is above float32's maximum
+        (jnp.float32, 1e-25),  # squares underflow float32
+        (jnp.bfloat16, 1e20),
+        (jnp.bfloat16, 3e38),
+        (jnp.float16, 6e4),
+        (jnp.float16, 1e-7),  # subnormal float16 entries, normal float32 ones
+    ],
+)
+def test_constraints_at_the_ends_of_the_range(name, dtype, scale):
+    make, oracle = ORACLES[name]
+    z = jnp.asarray(_column(scale), dtype)
+    got = _project(make(), z)
+    assert got.dtype == dtype
+    expected = oracle(np.asarray(z.astype(jnp.float32), np.float64))
+    # One rounding to the leaf dtype (exact-ish float32 arithmetic underneath); for float16
+    # outputs below its normal range the spacing of subnormals (2^-24) is the absolute error.
+    u = UNIT_ROUNDOFF[dtype]
+    got64 = np.asarray(got.astype(jnp.float32), np.float64)
+    np.testing.assert_allclose(got64, expected, rtol=4 * u, atol=2.0**-24 if dtype == jnp.float16 else 0)
+
+
+@pytest.mark.parametrize("name", list(ORACLES))
+@pytest.mark.parametrize("scale", [1e200, 1e-200])
+def test_constraints_float64_at_the_ends_of_the_range(name, scale):
+    make, oracle = ORACLES[name]
+    with jax.enable_x64(True):
+        z = jnp.asarray(_column(scale), jnp.float64)
+        got = _project(make(), z)
+        assert got.dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(got), oracle(np.asarray(z)), rtol=1e-14)
+
+
+def test_min_max_norm_is_not_nan_where_the_norm_overflows():
+    z = jnp.full((4, 2), 3e38, jnp.float32)  # column norm 6e38 > float32 max
+    got = np.asarray(_project(jaxreg.min_max_norm(0.5, 2.0), z))
+    np.testing.assert_allclose(got, np.full((4, 2), 1.0), rtol=1e-6)
+
+
+@pytest.mark.parametrize(("scale", "t"), [(1e20, 3e20), (1e-25, 3e-26), (1.0, 0.5)])
+def test_prox_group_lasso_norms_neither_overflow_nor_underflow(scale, t):
+    z = _column(scale, n=4, seed=1).T  # 3 groups of 4 along axis 0
+    got = _project(jaxreg.prox_group_lasso(t, 1.0, axis=0), jnp.asarray(z, jnp.float32))
+    z64 = np.asarray(jnp.asarray(z, jnp.float32), np.float64)
+    n = _np_norms(z64, 1)
+    expected = z64 * np.maximum(1 - t / n, 0)
+    np.testing.assert_allclose(np.asarray(got, np.float64), expected, rtol=1e-5)
+
+
+def test_gradients_of_weight_norms_stay_finite_at_zero_and_at_large_values():
+    # The norm of the constraints is the package's one norm: gradient 0 at 0, x / ||x|| elsewhere.
+    from jaxreg._norms import safe_norm
+
+    for x, expected in ((np.zeros(3), np.zeros(3)), (np.array([3e20, 4e20, 0.0]), np.array([0.6, 0.8, 0.0]))):
+        g = jax.grad(lambda x: safe_norm(x, keepdims=False))(jnp.asarray(x, jnp.float32))
+        np.testing.assert_allclose(np.asarray(g), expected, rtol=1e-6)
+
+
+# --- what is exact, what holds up to rounding (the docstrings' statements) ------------------------
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+def test_feasible_params_stay_bit_identical(dtype):
+    w = np.zeros((3, 4))
+    w[:, 0] = [0.1, 0.2, 0.2]  # norm 0.3 <= 1 (max_norm(1))
+    w[:, 1] = [0.6, 0.0, 0.0]  # in [0.5, 2] (min_max_norm)
+    w[:, 2] = [0.0, 1.0, 0.0]  # exactly unit (unit_norm)
+    w = jnp.asarray(w, dtype)
+    zeros = jnp.zeros_like(w)
+    for tx, cols in (
+        (jaxreg.max_norm(1.0), [0, 1, 2]),
+        (jaxreg.min_max_norm(0.5, 2.0), [1, 2]),
+        (jaxreg.unit_norm(), [2]),
+    ):
+        got = _land(tx, {"w": w}, {"w": zeros})["w"]
+        np.testing.assert_array_equal(np.asarray(got[:, cols]), np.asarray(w[:, cols]))
+
+
+def _idempotence_cases():
+    for dtype in (jnp.float32, jnp.bfloat16, jnp.float16, jnp.float64):
+        for n in (1, 3, 64, 1000):
+            yield dtype, n
+
+
+@pytest.mark.parametrize(("dtype", "n"), list(_idempotence_cases()))
+def test_projection_applied_twice_moves_entries_by_at_most_the_stated_bound(dtype, n):
+    # Stated: the projected vector has norm d (1 + eta), |eta| <= (N/2 + 3) delta, and projecting it
+    # again moves each entry by at most (N + 6) delta relative; delta = 2^-24 (float32 arithmetic,
+    # also for half-precision leaves, plus 1 and 2 roundings to the leaf dtype) or 2^-53 (float64).
+    # The norms of the results are measured in extended precision.
+    u = 2.0**-53 if dtype == jnp.float64 else 2.0**-24
+    u_leaf = UNIT_ROUNDOFF[dtype] if dtype in (jnp.float16, jnp.bfloat16) else 0.0
+    rng = np.random.default_rng(n)
+    z_np = rng.standard_normal((n, 200)) * rng.uniform(0.5, 50.0, 200)
+    with jax.enable_x64(dtype == jnp.float64):
+        z = jnp.asarray(z_np, dtype)
+        z_ext = np.asarray(z.astype(jnp.float32) if dtype != jnp.float64 else z).astype(np.longdouble)
+        for tx, desired in (
+            (jaxreg.max_norm(0.75), lambda nn: np.minimum(nn, 0.75)),
+            (jaxreg.unit_norm(), lambda nn: np.ones_like(nn)),
+            (jaxreg.min_max_norm(2.0, 3.0), lambda nn: np.clip(nn, 2.0, 3.0)),
+        ):
+            once = _project(tx, z)
+            once_ext = np.asarray(once.astype(jnp.float32) if dtype != jnp.float64 else once).astype(
+                np.longdouble
+            )
+            d = desired(np.sqrt(np.sum(z_ext**2, axis=0)))
+            eta = np.sqrt(np.sum(once_ext**2, axis=0)) / d - 1
+            assert np.all(np.abs(eta) <= (n / 2 + 3) * u + u_leaf), float(np.abs(eta).max())
+            twice = _land(tx, {"w": once}, {"w": jnp.zeros_like(once)})["w"]
+            twice_ext = np.asarray(twice.astype(jnp.float32) if dtype != jnp.float64 else twice).astype(
+                np.longdouble
+            )
+            moved = np.abs(twice_ext - once_ext)
+            bound = ((n + 6) * u + 2 * u_leaf) * np.abs(once_ext)
+            assert np.all(moved <= bound), float((moved / np.abs(once_ext)).max())
+
+
+def test_below_the_floor_unit_norm_takes_two_steps():
+    # Stated: a norm n < eps = 1e-7 is scaled by 1 / eps (not 1 / n): the first projection lands on
+    # norm n / eps < 1, a second one on norm 1.
+    z = jnp.asarray([[3e-9], [4e-9]], jnp.float32)  # n = 5e-9
+    tx = jaxreg.unit_norm()
+    once = _project(tx, z)
+    np.testing.assert_allclose(np.asarray(once, np.float64), np.asarray(z, np.float64) / EPS, rtol=1e-6)
+    twice = _land(tx, {"w": once}, {"w": jnp.zeros_like(once)})["w"]
+    np.testing.assert_allclose(np.asarray(twice), [[0.6], [0.8]], rtol=1e-6)
+
+
+def test_below_the_floor_min_max_norm_and_max_norm():
+    # Stated: min_max_norm lands a norm n < eps on n d / eps with d = r a + (1 - r) n; max_norm with
+    # c < eps lands it on c n / eps < c (feasible: a second step leaves it bit for bit).
+    z = np.array([[3e-9], [4e-9]])  # n = 5e-9
+    n = 5e-9
+    for rate in (1.0, 0.5):
+        got = _project(jaxreg.min_max_norm(0.5, 2.0, rate=rate), jnp.asarray(z, jnp.float32))
+        d = rate * 0.5 + (1 - rate) * n
+        np.testing.assert_allclose(np.asarray(got, np.float64), z * d / EPS, rtol=1e-6)
+    tx = jaxreg.max_norm(1e-9)
+    once = _project(tx, jnp.asarray(z, jnp.float32))
+    np.testing.assert_allclose(np.asarray(once, np.float64), z * 1e-9 / EPS, rtol=1e-6)
+    twice = _land(tx, {"w": once}, {"w": jnp.zeros_like(once)})["w"]
+    np.testing.assert_array_equal(np.asarray(twice), np.asarray(once))
+
+
+def _landing_bound(w, target, u):
+    # Stated: the transform returns fl(P(z) - w) and optax adds it to w: the result is within
+    # u (|w| + 2 |P(z)|)(1 + u) of P(z).
+    return u * (np.abs(w) + 2 * np.abs(target)) * (1 + u)
+
+
+def test_landing_far_above_the_target_is_off_by_at_most_the_stated_bound():
+    # The documented example: max_norm(1e-4) on the column [3000, 4000] lands on [0, 0], within
+    # the bound of P(z) = [6e-5, 8e-5].
+    w = jnp.asarray([[3000.0], [4000.0]], jnp.float32)
+    got = np.asarray(_land(jaxreg.max_norm(1e-4), {"w": w}, {"w": jnp.zeros_like(w)})["w"], np.float64)
+    np.testing.assert_array_equal(got, [[0.0], [0.0]])
+    target = np.array([[6e-5], [8e-5]])
+    assert np.all(np.abs(got - target) <= _landing_bound(np.asarray(w, np.float64), target, 2.0**-24))
+    # unit_norm on [5e7] (float32 spacing 4 there) lands on 0, within the bound of P(z) = [1].
+    w = jnp.asarray([5e7], jnp.float32)
+    got = np.asarray(_land(jaxreg.unit_norm(), {"w": w}, {"w": jnp.zeros_like(w)})["w"], np.float64)
+    np.testing.assert_array_equal(got, [0.0])
+    assert np.all(np.abs(got - 1.0) <= _landing_bound(5e7, 1.0, 2.0**-24))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+def test_landing_of_constraints_and_prox_is_within_the_stated_bound(dtype):
+    u = UNIT_ROUNDOFF[dtype]
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((4, 300)) * 10.0 ** rng.uniform(-3, 4, 300)
+    w = np.asarray(jnp.asarray(w, dtype).astype(jnp.float32), np.float64)
+    params = {"w": jnp.asarray(w, dtype)}
+    zeros = {"w": jnp.zeros(w.shape, dtype)}
+    for tx, make in (
+        (jaxreg.max_norm(0.5), lambda z: _np_rescale(z, 0, lambda n: np.minimum(n, 0.5))),
+        (jaxreg.unit_norm(), ORACLES["unit_norm"][1]),
+        (jaxreg.prox_l1(0.1, 1.0), lambda z: np.sign(z) * np.maximum(np.abs(z) - 0.1, 0)),
+        (
+            jaxreg.prox_group_lasso(0.5, 1.0, axis=1),
+            lambda z: z * np.maximum(1 - 0.5 / np.maximum(_np_norms(z, 0), 1e-300), 0),
+        ),
+    ):
+        # The target: P(w) as the transform computes it (float32 arithmetic, then rounded to the
+        # leaf dtype), bracketed by the float64 oracle up to that rounding and the projection's error.
+        target = make(w)
+        got = np.asarray(_land(tx, params, zeros)["w"].astype(jnp.float32), np.float64)
+        projection_error = (4 * 3 + 3) * 2.0**-24 + (u if dtype != jnp.float32 else 0)
+        bound = _landing_bound(w, target, u) * (1 + projection_error) + projection_error * np.abs(target)
+        assert np.all(np.abs(got - target) <= bound), np.max(np.abs(got - target) - bound)
+
+
+# --- zero-size leaves -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (3, 0), (0,)])
+def test_zero_size_leaves(shape):
+    w = jnp.zeros(shape)
+    for tx in (
+        jaxreg.max_norm(1.0, axis=None),
+        jaxreg.unit_norm(axis=None),
+        jaxreg.min_max_norm(0.5, 1.0, axis=None),
+        jaxreg.prox_group_lasso(0.1, 1.0),
+    ):
+        got = _land(tx, {"w": w}, {"w": w})["w"]
+        assert got.shape == shape
