@@ -12,10 +12,11 @@ forward+backward), not random bits.
 Every op also runs in bfloat16 (cases named ``... bf16``), the dtype of
 accelerator training, against ``x * 2`` in bfloat16 only. Their memory floor
 is half of float32's: 4 bytes per element forward (read x, write y) and 8
-forward+backward (x, y, dy, dx), so the mask's per-element cost (the hash,
-and DropBlock's uint8 seeds and max-pools, about 3 more bytes per element)
-weighs twice as much against ``x * 2``: expect higher ratios than in float32
-where the op is bound by computing the mask rather than by memory.
+forward+backward (x, y, dy, dx), while the mask costs the same per element
+in either dtype (the hash; DropBlock's uint8 seeds and max-pools, and the
+count of kept units, which XLA on CPU computes from a float32 copy of the
+mask): against ``x * 2`` it weighs twice as much, so expect higher ratios
+than in float32 where drawing the mask, not memory, is the limit.
 """
 
 from __future__ import annotations
