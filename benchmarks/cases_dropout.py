@@ -8,6 +8,15 @@ same bytes and stands for the memory-bandwidth limit. Forward+backward is
 backward of ``x * 2`` is ``2 * dy``, so the limit reads and writes the same
 four arrays). GB/s counts the arrays read and written (x, y; plus dy, dx for
 forward+backward), not random bits.
+
+Every op also runs in bfloat16 (cases named ``... bf16``), the dtype of
+accelerator training, against ``x * 2`` in bfloat16 only. Their memory floor
+is half of float32's: 4 bytes per element forward (read x, write y) and 8
+forward+backward (x, y, dy, dx), while the mask costs the same per element
+in either dtype (the hash; DropBlock's uint8 seeds and max-pools, and the
+count of kept units, which XLA on CPU computes from a float32 copy of the
+mask): against ``x * 2`` it weighs twice as much, so expect higher ratios
+than in float32 where drawing the mask, not memory, is the limit.
 """
 
 from __future__ import annotations
@@ -226,21 +235,24 @@ _X2 = jax.jit(_times_two)
 _X2_BWD = jax.jit(_with_backward(_times_two))
 
 
-def _build(op: Op, n: int, backward: bool, cfg: Config) -> Bench | str:
+DTYPES = ("float32", "bfloat16")  # bfloat16 cases are timed against x * 2 only
+
+
+def _build(op: Op, n: int, backward: bool, cfg: Config, dtype: str = "float32") -> Bench | str:
     if not hasattr(jaxreg, op.name):
         return f"jaxreg.{op.name} does not exist yet"
     key = jax.random.key(0)
-    x = op.make_input(n)
+    x = jax.tree.map(lambda a: a.astype(dtype), op.make_input(n))
     args: tuple[Any, ...] = (key, x)
     if backward:
-        args = (key, x, jax.tree.map(lambda a: normal(2, a.shape), x))
+        args = (key, x, jax.tree.map(lambda a: normal(2, a.shape).astype(dtype), x))
     nbytes = tree_nbytes(x) * (4 if backward else 2)
 
     def thunk(fn):
         return lambda: fn(*args)
 
     mode = "fwd+bwd" if backward else "fwd"
-    target = n == TARGET_SIZE and not backward and op.name == "dropout"
+    target = n == TARGET_SIZE and not backward and op.name == "dropout" and dtype == "float32"
     baselines = [
         Baseline(
             "x * 2",
@@ -251,7 +263,7 @@ def _build(op: Op, n: int, backward: bool, cfg: Config) -> Bench | str:
         )
     ]
     # The smoke test (--quick) times forward+backward against the memory limit only.
-    full = not (cfg.quick and backward)
+    full = not (cfg.quick and backward) and dtype == "float32"
     if full and op.flax is not None:
         baselines.append(
             Baseline(
@@ -274,19 +286,31 @@ def _build(op: Op, n: int, backward: bool, cfg: Config) -> Bench | str:
         baselines.append(Baseline("jaxreg.dropout(sampler='jax')", thunk(fn), JAX_SAMPLER, nbytes))
     shape = [list(a.shape) for a in jax.tree.leaves(x)]
     return Bench(
-        name=f"{op.name} {mode}",
+        name=_case_name(op, backward, dtype),
         size=n,
         group="dropout",
         jaxreg=thunk(_jitted(op.name, "jaxreg", backward)),
         baselines=baselines,
         nbytes=nbytes,
-        extra={"op": op.name, "mode": mode, "shape": shape[0] if len(shape) == 1 else shape, "rate": RATE},
+        extra={
+            "op": op.name,
+            "mode": mode,
+            "dtype": dtype,
+            "shape": shape[0] if len(shape) == 1 else shape,
+            "rate": RATE,
+        },
     )
 
 
+def _case_name(op: Op, backward: bool, dtype: str) -> str:
+    suffix = "" if dtype == "float32" else " bf16"
+    return f"{op.name} {'fwd+bwd' if backward else 'fwd'}{suffix}"
+
+
 def cases(cfg: Config) -> Iterator[Case]:
-    for op in OPS:
-        for backward in (False, True):
-            for n in cfg.sizes:
-                name = f"{op.name} {'fwd+bwd' if backward else 'fwd'}"
-                yield Case(name, n, "dropout", functools.partial(_build, op, n, backward, cfg))
+    for dtype in DTYPES:
+        for op in OPS:
+            for backward in (False, True):
+                for n in cfg.sizes:
+                    build = functools.partial(_build, op, n, backward, cfg, dtype)
+                    yield Case(_case_name(op, backward, dtype), n, "dropout", build)

@@ -119,7 +119,7 @@ def _dropout_rows(cases, sizes=None, jax_sampler: bool = False) -> list[list[str
         out.append(
             [
                 f"`{first.get('op', name)}`",
-                first.get("mode", ""),
+                first.get("mode", "") + ("" if first.get("dtype", "float32") == "float32" else " bf16"),
                 _size(size),
                 _ms(first),
                 _num(first["gbps"]),
@@ -144,6 +144,7 @@ def _page_fault_note(dropout: list[dict[str, Any]], largest: int) -> list[str]:
             if r["size"] == size
             and r.get("baseline_kind") == "elementwise"
             and r.get("mode") == "fwd"
+            and r.get("dtype", "float32") == "float32"
             and (op is None or r.get("op") == op)
         ]
 
@@ -204,11 +205,15 @@ def render(doc: dict[str, Any], json_path: str) -> list[str]:
             "vs jax.random",
         ]
         jax_sampler = any(r.get("baseline_kind") == "jax-sampler" for r in dropout)
+        bf16 = any(r.get("dtype") == "bfloat16" for r in dropout)
+        dtypes = (
+            "float32 (bfloat16 where the mode says bf16, against `x * 2` in bfloat16)" if bf16 else "float32"
+        )
         if jax_sampler:
             header.append("vs `sampler='jax'`")
         align = "llrrrrrr" + "r" * jax_sampler
         lines += [
-            f"Dropout family in training mode, float32, rate 0.1, {_size(largest)} elements "
+            f"Dropout family in training mode, {dtypes}, rate 0.1, {_size(largest)} elements "
             "(GB/s counts the arrays read and written; `x * 2` is the memory-bandwidth limit; "
             "speedups are the baseline's time over jaxreg's; n/a: Flax has no equivalent; "
             "`sampler='jax'`: the same jaxreg op drawing its mask with `jax.random.bernoulli`):",

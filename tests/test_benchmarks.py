@@ -87,7 +87,7 @@ def test_every_case_ran_or_was_skipped_with_a_reason(quick):
     names = {(r["name"], r["baseline"]) for r in quick["results"]}
     skipped = {s["name"] for s in quick["skipped"]}
     for op in DROPOUT_OPS:
-        for mode in ("fwd", "fwd+bwd"):
+        for mode in ("fwd", "fwd+bwd", "fwd bf16", "fwd+bwd bf16"):
             name = f"{op} {mode}"
             if hasattr(jaxreg, op):
                 assert (name, "x * 2") in names, name
@@ -99,6 +99,17 @@ def test_every_case_ran_or_was_skipped_with_a_reason(quick):
     for op in ("add_l1", "add_decayed_weights", "prox_l1", "prox_group_lasso"):
         assert (f"sgd + {op} step", "optax.sgd alone") in names
         assert (f"adamw + {op} step", "optax.adamw alone") in names
+
+
+def test_bfloat16_cases_time_bfloat16_against_x_times_2_in_bfloat16(quick):
+    rows = [r for r in quick["results"] if r["group"] == "dropout" and r["name"].endswith(" bf16")]
+    assert rows
+    for row in rows:
+        assert row["dtype"] == "bfloat16" and row["baseline"] == "x * 2", row
+        # Half of float32's bytes: x and y (and dy, dx) at 2 bytes per element.
+        assert row["gbps"] == pytest.approx(
+            row["size"] * 2 * (4 if "fwd+bwd" in row["name"] else 2) / row["jaxreg_ms"] / 1e6
+        )
 
 
 def test_one_compilation_over_100_steps(quick):

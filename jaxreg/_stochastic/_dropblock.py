@@ -110,12 +110,12 @@ def dropblock(
     b = min(block_size, height, width)
     gamma = dropblock_gamma(rate, b, height, width)
     no_seed, _ = _sampling.keep_mask(key, x.shape, 1.0 - gamma, sampler)
-    seeds = jnp.where(no_seed, jnp.float32(0), jnp.float32(1))
-    # The b x b max-pool as two 1-D max-pools (rows, then columns): the same result, with
+    # Seeds as uint8 (1 byte per element instead of 4 for float32 intermediates), and
+    # the b x b max-pool as two 1-D max-pools (rows, then columns): the same result, with
     # 2b instead of b^2 comparisons per element ("SAME" pads each axis independently).
-    dropped = seeds
+    dropped = lax.convert_element_type(~no_seed, jnp.uint8)
     for window in ((1, b, 1, 1), (1, 1, b, 1)):
-        dropped = lax.reduce_window(dropped, jnp.float32(0), lax.max, window, (1, 1, 1, 1), "SAME")
+        dropped = lax.reduce_window(dropped, jnp.uint8(0), lax.max, window, (1, 1, 1, 1), "SAME")
     keep = dropped == 0
     scale = x.size / jnp.maximum(jnp.sum(keep, dtype=jnp.float32), 1.0)
     y = lax.select(keep, x * scale.astype(x.dtype), jnp.zeros_like(x))

@@ -11,6 +11,7 @@ import pytest
 from helpers import KEY, SAMPLERS, SHAPE, drop_input
 
 import jaxreg
+from jaxreg._stochastic import _sampling
 
 
 def test_dropblock_gamma_against_paper():
@@ -41,6 +42,85 @@ def test_dropblock_against_numpy_oracle(b):
     oracle = np.where(dropped, 0.0, np.asarray(x) * np.float32(scale))
     y = jaxreg.dropblock(KEY, x, rate, b, sampler="jax")
     np.testing.assert_allclose(np.asarray(y), oracle, rtol=1e-6)
+
+
+def _previous_dropblock(key, x, rate, b, sampler):
+    """The float32 formulation dropblock had before its uint8 max-pools: an oracle for its bits."""
+    _, h, w, _ = x.shape
+    b = min(b, h, w)
+    no_seed, _ = _sampling.keep_mask(key, x.shape, 1.0 - jaxreg.dropblock_gamma(rate, b, h, w), sampler)
+    dropped = jnp.where(no_seed, jnp.float32(0), jnp.float32(1))
+    for window in ((1, b, 1, 1), (1, 1, b, 1)):
+        dropped = jax.lax.reduce_window(dropped, jnp.float32(0), jax.lax.max, window, (1, 1, 1, 1), "SAME")
+    keep = dropped == 0
+    scale = x.size / jnp.maximum(jnp.sum(keep, dtype=jnp.float32), 1.0)
+    return jax.lax.select(keep, x * scale.astype(x.dtype), jnp.zeros_like(x))
+
+
+def _numpy_dropblock(seeds: np.ndarray, x: np.ndarray, dy: np.ndarray, b: int):
+    """The documented algorithm in NumPy on given seeds: ``(y, dx)``, rounded as the op rounds.
+
+    The scale ``size / count(kept)`` is a float32 quotient rounded to ``x``'s
+    dtype; the product of two values of a half-precision dtype is exact in
+    float32, so one rounding of it gives the dtype's own product.
+    """
+    b = min(b, x.shape[1], x.shape[2])
+    keep = ~_dropblock_oracle(seeds, b)
+    scale = (np.float32(x.size) / np.float32(max(keep.sum(), 1))).astype(x.dtype)
+
+    def scaled(a):
+        return np.where(
+            keep, (a.astype(np.float32) * np.float32(scale)).astype(x.dtype), np.zeros((), x.dtype)
+        )
+
+    return scaled(x), scaled(dy)
+
+
+def _bits(a) -> np.ndarray:
+    a = np.asarray(a)
+    return a.view(np.dtype(f"u{a.dtype.itemsize}"))
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize(
+    ("shape", "b", "rate"),
+    [
+        ((2, 12, 10, 3), 1, 0.2),
+        ((2, 12, 10, 3), 4, 0.2),
+        ((3, 16, 16, 8), 5, 0.1),
+        ((1, 7, 9, 2), 7, 0.3),
+        ((2, 5, 6, 1), 9, 0.5),
+        ((4, 32, 24, 5), 3, 0.15),
+    ],
+)
+def test_dropblock_bits_against_numpy_and_previous_formulation(sampler, dtype, shape, b, rate):
+    # Forward and backward, bit for bit, under jit: against NumPy on the sampler's seeds, and
+    # against the float32 formulation (seeds and max-pools in float32) the op replaced.
+    x = jnp.asarray(drop_input(shape), dtype)
+    dy = jnp.asarray(np.random.default_rng(7).standard_normal(shape).astype(np.float32), dtype)
+
+    def fwd_bwd(f):
+        def run(key, x, dy):
+            y, pullback = jax.vjp(lambda x: f(key, x, rate, b, sampler), x)
+            return y, pullback(dy)[0]
+
+        return jax.jit(run)(KEY, x, dy)
+
+    y, dx = fwd_bwd(lambda k, x, r, b, s: jaxreg.dropblock(k, x, r, b, sampler=s))
+    y_prev, dx_prev = fwd_bwd(_previous_dropblock)
+    _, h, w, _ = shape
+    gamma = jaxreg.dropblock_gamma(rate, min(b, h, w), h, w)
+    no_seed, _ = _sampling.keep_mask(KEY, shape, 1.0 - gamma, sampler)
+    y_np, dx_np = _numpy_dropblock(~np.asarray(no_seed), np.asarray(x), np.asarray(dy), b)
+    assert y.dtype == dx.dtype == x.dtype
+    for got in (y, y_prev):
+        np.testing.assert_array_equal(_bits(got), _bits(y_np))
+    for got in (dx, dx_prev):
+        np.testing.assert_array_equal(_bits(got), _bits(dx_np))
+    assert (np.asarray(y) == 0).any()  # some blocks dropped (all of them for the 7x9 map, b = 7)
+    # Eager calls give the same bits as jitted ones.
+    np.testing.assert_array_equal(_bits(jaxreg.dropblock(KEY, x, rate, b, sampler=sampler)), _bits(y_np))
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
