@@ -39,7 +39,8 @@ import optax
 
 from jaxreg._masking import masked
 from jaxreg._norms import acc_dtype, safe_norm
-from jaxreg._transforms._base import count_init, count_next, landing_transform, require_params
+from jaxreg._transforms._base import count_init, count_next, require_params
+from jaxreg._transforms._generic import build_projected
 from jaxreg._typing import Axis, Mask
 from jaxreg._validation import (
     check_axes,
@@ -133,7 +134,7 @@ def max_norm(
     def project(z, c):
         return rescale_norms(z, axis, lambda n: jnp.clip(n, 0, c))
 
-    return masked(landing_transform("max_norm", project, (max_value,)), mask)
+    return build_projected("max_norm", project, (max_value,), mask)
 
 
 def unit_norm(axis: Axis = 0, mask: Mask = None) -> optax.GradientTransformation:
@@ -167,7 +168,7 @@ def unit_norm(axis: Axis = 0, mask: Mask = None) -> optax.GradientTransformation
     def project(z):
         return rescale_norms(z, axis, lambda n: jnp.ones_like(n))
 
-    return masked(landing_transform("unit_norm", project, ()), mask)
+    return build_projected("unit_norm", project, (), mask)
 
 
 def min_max_norm(
@@ -217,7 +218,7 @@ def min_max_norm(
     def project(z, a, b, r):
         return rescale_norms(z, axis, lambda n: r * jnp.clip(n, a, b) + (1 - r) * n)
 
-    return masked(landing_transform("min_max_norm", project, (min_value, max_value, rate)), mask)
+    return build_projected("min_max_norm", project, (min_value, max_value, rate), mask)
 
 
 def non_negative(mask: Mask = None) -> optax.GradientTransformation:
