@@ -313,3 +313,63 @@ def group_shrink(z: jax.Array, threshold: Any, axis: int) -> jax.Array:
     t = jnp.asarray(threshold, z.dtype)
     scale = jnp.maximum(1 - t / jnp.where(norms > 0, norms, 1), 0)
     return jnp.where(norms > 0, z * scale, jnp.zeros_like(z))
+
+
+def prox_sparse_group_lasso(
+    l1: optax.ScalarOrSchedule,
+    group: optax.ScalarOrSchedule,
+    learning_rate: optax.ScalarOrSchedule,
+    axis: int = 0,
+    *,
+    mask: Mask = None,
+    factors: Any = None,
+) -> optax.GradientTransformation:
+    r"""Proximal sparse-group-lasso step, placed **last** in the chain.
+
+    The prox of $\eta(l_1\|w\|_1 + \lambda_g\sum_g\|w_g\|_2)$: soft-threshold,
+    then shrink each group of the result, landing on
+    $v_g \max(1 - \eta\lambda_g / \|v_g\|_2, 0)$ with $v = S(z, \eta l_1)$ and
+    $z = w + u$. It zeroes whole groups and single entries within the groups it
+    keeps. ``l1=0`` is :func:`prox_group_lasso`, ``group=0`` is :func:`prox_l1`.
+
+    **Axes.** As for :func:`prox_group_lasso`, ``axis`` is the axis that
+    *indexes the groups* (the norm runs over all the other axes): ``axis=0`` on
+    a Dense kernel ``(in, out)`` makes each input feature's row a group. This is
+    the opposite of the constraints' ``axis`` (:func:`max_norm`), which names the
+    axes the norm runs over. Leaves with ``ndim < 2`` are one group.
+
+    Args:
+      l1: $l_1 \ge 0$, the entrywise strength (float, JAX scalar or optax schedule).
+      group: $\lambda_g \ge 0$, the group strength (float, JAX scalar or optax schedule).
+      learning_rate: $\eta \ge 0$, the step size that scaled the updates.
+      axis: the axis that indexes groups, a Python int (with
+        ``optax.inject_hyperparams``, ``static_args=("axis",)``).
+      mask: which leaves (``optax.masked`` semantics).
+      factors: per-leaf multipliers of both strengths: a pytree of non-negative
+        numbers (or a prefix of one) or a callable ``params -> pytree`` such as
+        :func:`jaxreg.masks.factors`; a leaf of factor 0 keeps its update exactly.
+
+    Returns:
+      An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, optax, jaxreg
+      >>> tx = jaxreg.prox_sparse_group_lasso(l1=1.0, group=1.0, learning_rate=1.0)
+      >>> params = {"kernel": jnp.array([[4.0, 5.0], [1.5, 0.5]])}  # rows: groups
+      >>> updates, _ = tx.update({"kernel": jnp.zeros((2, 2))}, tx.init(params), params)
+      >>> np.asarray(optax.apply_updates(params, updates)["kernel"], float).round(6).tolist()
+      [[2.4, 3.2], [0.0, 0.0]]
+
+    References:
+      Simon, Friedman, Hastie and Tibshirani, "A Sparse-Group Lasso", J. Comput.
+      Graph. Stat. 2013 (https://doi.org/10.1080/10618600.2012.681250).
+    """
+    check_non_negative("l1", l1, allow_schedule=True)
+    check_non_negative("group", group, allow_schedule=True)
+    check_non_negative("learning_rate", learning_rate, allow_schedule=True)
+    check_axis("axis", axis)
+
+    def prox(z, t1, tg):
+        return group_shrink(_shrink(z, t1), tg, axis)
+
+    return build_proximal("prox_sparse_group_lasso", prox, (l1, group), learning_rate, mask, factors)
