@@ -71,8 +71,7 @@ def prox_nuclear_norm(
 
     References:
       Cai, Candès and Shen, "A Singular Value Thresholding Algorithm for Matrix
-      Completion", SIAM J. Optim. 2010 (https://arxiv.org/abs/0810.3286);
-      ``jaxopt.prox.prox_nuclear_norm`` (no batch axes, no kernels).
+      Completion", SIAM J. Optim. 2010 (https://arxiv.org/abs/0810.3286).
     """
     check_non_negative("strength", strength, allow_schedule=True)
     check_non_negative("learning_rate", learning_rate, allow_schedule=True)
