@@ -260,6 +260,13 @@ def prox_group_lasso(
     features); leaves with ``ndim < 2`` are one group. A group with
     $\|z_g\| = 0$ stays at zero (no NaN, no inf).
 
+    **Axes.** ``axis`` is the axis that *indexes the groups*; the norm runs over
+    all the other axes. The constraints (:func:`max_norm`) use the opposite
+    convention, Keras's: their ``axis`` names the axes the norm runs over. On a
+    Dense kernel ``(in, out)``, group lasso ``axis=0`` makes each row ``w[i, :]``
+    (an input feature) a group, while ``max_norm(axis=0)`` bounds each column
+    ``w[:, j]``.
+
     Sharded params: a leaf sharded only along ``axis`` keeps each group on one
     device and needs no communication. A leaf sharded along another dimension
     (any dimension, for ``ndim < 2``) splits its groups across devices: the

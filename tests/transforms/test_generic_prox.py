@@ -188,3 +188,11 @@ def test_prox_nuclear_norm_batch_dims_and_kernels():
         _landed(jaxreg.prox_nuclear_norm(1.0, 1.0), np.ones(4, np.float32), np.zeros(4, np.float32))
     with pytest.raises(ValueError, match="batch_dims"):
         jaxreg.prox_nuclear_norm(1.0, 1.0, batch_dims=-1)
+
+
+def test_non_negative_is_the_optax_projection_of_w_plus_u():
+    got = _landed(jaxreg.non_negative())
+    np.testing.assert_allclose(
+        got, _landed(jaxreg.projected(optax.projections.projection_non_negative)), atol=1e-7
+    )
+    np.testing.assert_array_equal(got == 0, Z <= 0)
