@@ -45,11 +45,13 @@ from jaxreg._stochastic import gaussian_noise as gaussian_noise
 from jaxreg._stochastic import mixup as mixup
 from jaxreg._stochastic import spatial_dropout as spatial_dropout
 from jaxreg._transforms import CountState as CountState
+from jaxreg._transforms import FistaState as FistaState
 from jaxreg._transforms import add_decayed_weights as add_decayed_weights
 from jaxreg._transforms import add_l1 as add_l1
 from jaxreg._transforms import cautious_weight_decay as cautious_weight_decay
 from jaxreg._transforms import corrected_weight_decay as corrected_weight_decay
 from jaxreg._transforms import decoupled_weight_decay as decoupled_weight_decay
+from jaxreg._transforms import fista as fista
 from jaxreg._transforms import keep_n_of_m as keep_n_of_m
 from jaxreg._transforms import keep_top_k as keep_top_k
 from jaxreg._transforms import max_norm as max_norm
@@ -85,6 +87,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ConvSpectralNormState",
     "CountState",
+    "FistaState",
     "SpectralNormState",
     "add_decayed_weights",
     "add_l1",
@@ -101,6 +104,7 @@ __all__ = [
     "dropconnect",
     "dropout",
     "elastic_net_penalty",
+    "fista",
     "gaussian_dropout",
     "gaussian_noise",
     "gradient_penalty",

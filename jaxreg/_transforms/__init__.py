@@ -10,6 +10,8 @@ from jaxreg._transforms._constraints import unit_norm as unit_norm
 from jaxreg._transforms._decay import cautious_weight_decay as cautious_weight_decay
 from jaxreg._transforms._decay import corrected_weight_decay as corrected_weight_decay
 from jaxreg._transforms._decay import decoupled_weight_decay as decoupled_weight_decay
+from jaxreg._transforms._fista import FistaState as FistaState
+from jaxreg._transforms._fista import fista as fista
 from jaxreg._transforms._generic import projected as projected
 from jaxreg._transforms._generic import proximal as proximal
 from jaxreg._transforms._nuclear import prox_nuclear_norm as prox_nuclear_norm
