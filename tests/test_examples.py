@@ -111,3 +111,13 @@ def test_r1_pulls_the_critic_gradient_at_the_data_towards_zero():
     rows = _gan("--penalty", "r1", "--steps", "60", "--log-every", "30", "--hidden", "32")
     assert len(rows) == 3 and all(math.isfinite(p) and math.isfinite(g) for p, g in rows)
     assert rows[-1][1] < 0.5 * rows[0][1]
+
+
+def test_pruning_example_reaches_the_prescribed_sparsity():
+    out = _run("pruning.py", "--steps", "200")
+    rows = dict(re.findall(r"^(dense|90% gradual|2:4)\s+(test accuracy .*)$", out, re.M))
+    assert set(rows) == {"dense", "90% gradual", "2:4"}
+    for name, want in [("dense", "0.0%"), ("90% gradual", "90.0%"), ("2:4", "50.0%")]:
+        acc = float(re.search(r"test accuracy (\S+)", rows[name]).group(1))
+        assert acc > 0.8, (name, acc)
+        assert re.findall(r"layer\d (\S+)", rows[name]) == [want] * 3, rows[name]
