@@ -69,7 +69,7 @@ def fista(*, mask: Mask = None) -> optax.GradientTransformation:
     def init_fn(params: Any) -> FistaState:
         return FistaState(
             count=jnp.zeros([], jnp.int32),
-            x=jax.tree.map(jnp.asarray, params),
+            x=jax.tree.map(jnp.copy, params),  # own buffers: params may be donated
             t=jnp.ones([], jnp.float32),
         )
 

@@ -24,15 +24,51 @@ from jaxreg._typing import Mask
 from jaxreg._validation import check_axis, check_count, check_positive, check_rate, concrete_float
 
 
-def _ranks(a: jax.Array, axis: int = -1) -> jax.Array:
-    """The rank of each entry of ``a`` along ``axis`` by decreasing value (0 = largest); ties: lower index first."""
-    order = jnp.argsort(-a, axis=axis, stable=True)
-    return jnp.argsort(order, axis=axis, stable=True)
+def _keep_largest(zs: Sequence[jax.Array], k: Any) -> list[jax.Array]:
+    """True at the ``min(k, n)`` largest magnitudes of the arrays ``zs`` taken together.
+
+    Among equal magnitudes the lower index (in the order of ``zs``, then row-major) comes first.
+    No sort and no concatenation: the k-th largest magnitude is found bit by bit on its
+    (monotone) integer bit pattern, one count of the entries above a candidate per bit, so
+    sharded arrays exchange only scalar counts (and a prefix count of the ties). ``k`` may be
+    traced.
+    """
+    dtype = acc_dtype(*(z.dtype for z in zs))
+    int_dtype = jnp.int64 if jnp.dtype(dtype).itemsize == 8 else jnp.int32
+    bits = [jax.lax.bitcast_convert_type(jnp.abs(z).astype(dtype), int_dtype) for z in zs]
+    k = jnp.clip(jnp.asarray(k, int_dtype), 0, sum(z.size for z in zs))
+
+    def count_at_least(t):
+        return sum(jnp.sum(b >= t, dtype=int_dtype) for b in bits)
+
+    def next_bit(i, kth):  # the largest t with count(>= t) >= k, built from the top bit down
+        candidate = kth | jnp.left_shift(jnp.asarray(1, int_dtype), (jnp.iinfo(int_dtype).bits - 2 - i))
+        return jnp.where(count_at_least(candidate) >= k, candidate, kth)
+
+    kth = jax.lax.fori_loop(0, jnp.iinfo(int_dtype).bits - 1, next_bit, jnp.zeros([], int_dtype))
+    room = k - sum(jnp.sum(b > kth, dtype=int_dtype) for b in bits)  # ties to keep, lowest index first
+    keeps, ties_before = [], jnp.zeros([], int_dtype)
+    for b in bits:
+        ties = b == kth
+        rank = ties_before + jnp.cumsum(ties.ravel(), dtype=int_dtype).reshape(b.shape)
+        keeps.append(((b > kth) | (ties & (rank <= room))) & (k > 0))
+        ties_before = ties_before + jnp.sum(ties, dtype=int_dtype)
+    return keeps
 
 
-def _below(ranks: jax.Array, k: Any) -> jax.Array:
-    """``ranks < k``, with ``k`` (a Python int or a traced int) in the dtype of ``ranks``."""
-    return ranks < jnp.asarray(k, ranks.dtype)
+def _block_ranks(blocks: jax.Array) -> jax.Array:
+    """The rank of each entry of every block (last axis) by decreasing value (0 = largest); ties: lower index first.
+
+    Pairwise comparisons for short blocks (m * m elementwise ops, no sort); a stable argsort
+    for long ones.
+    """
+    m = blocks.shape[-1]
+    if m > 16:
+        order = jnp.argsort(-blocks, axis=-1, stable=True)
+        return jnp.argsort(order, axis=-1, stable=True)
+    a_i, a_j = blocks[..., :, None], blocks[..., None, :]
+    before = jnp.arange(m)[None, :] < jnp.arange(m)[:, None]  # [i, j]: j < i
+    return jnp.sum((a_j > a_i) | ((a_j == a_i) & before), axis=-1, dtype=jnp.int32)
 
 
 def _select(name: str, keep_fn: Callable[..., list[jax.Array]], hyperparams: tuple[Any, ...]):
@@ -98,9 +134,13 @@ def keep_top_k(
     The state's ``count`` counts this transform's updates, the step at which
     ``fraction`` is evaluated. Pruned entries are zero after every step, but
     they may come back: an entry pruned at one step is kept at the next if its
-    $|w + u|$ is among the $k$ largest. Each step sorts the magnitudes (one sort
-    of the selected entries, $O(n \log n)$); with ``scope="global"`` on sharded
-    params the sort gathers the magnitudes.
+    $|w + u|$ is among the $k$ largest. Nothing is sorted: the $k$-th largest
+    magnitude is found by bisection on its bit pattern, 31 counts of the entries
+    above a candidate (63 for float64), and ties at it are resolved by a prefix
+    count along the leaves (in tree order, for ``scope="global"``). Nothing is
+    concatenated either: the counts are scalars, summed over the leaves (on a
+    mesh, all-reduces of scalars; whether XLA partitions the prefix count
+    without gathering a leaf is not checked yet).
 
     Args:
       k: the number of entries kept, a Python int $\ge 0$ (a leaf of at most
@@ -142,17 +182,10 @@ def keep_top_k(
     def keep_fn(zs: Sequence[jax.Array], paths: Sequence[Any], f: Any = None) -> list[jax.Array]:
         del paths
         if scope == "leaf":
-            return [_below(_ranks(jnp.abs(z).ravel()), _k_from(k, f, z.size)).reshape(z.shape) for z in zs]
+            return [_keep_largest([z], _k_from(k, f, z.size))[0] for z in zs]
         if not zs:
             return []
-        dtype = acc_dtype(*(z.dtype for z in zs))
-        ranks = _ranks(jnp.concatenate([jnp.abs(z).astype(dtype).ravel() for z in zs]))
-        kk = _k_from(k, f, sum(z.size for z in zs))
-        keeps, start = [], 0
-        for z in zs:
-            keeps.append(_below(ranks[start : start + z.size], kk).reshape(z.shape))
-            start += z.size
-        return keeps
+        return _keep_largest(zs, _k_from(k, f, sum(z.size for z in zs)))
 
     return masked(_select("keep_top_k", keep_fn, () if fraction is None else (fraction,)), mask)
 
@@ -213,7 +246,7 @@ def keep_n_of_m(n: int, m: int, *, axis: int = 0, mask: Mask = None) -> optax.Gr
             )
         a = jnp.moveaxis(jnp.abs(z), ax, -1)
         blocks = a.reshape(*a.shape[:-1], a.shape[-1] // m, m)
-        keep = (_ranks(blocks) < n).reshape(a.shape)
+        keep = (_block_ranks(blocks) < n).reshape(a.shape)
         return jnp.moveaxis(keep, -1, ax)
 
     def keep_fn(zs: Sequence[jax.Array], paths: Sequence[Any]) -> list[jax.Array]:

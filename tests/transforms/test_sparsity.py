@@ -160,3 +160,26 @@ def test_sparsity_schedule_is_zhu_and_gupta():
         jaxreg.sparsity_schedule(1.5, 0, 10)
     with pytest.raises(ValueError, match="power"):
         jaxreg.sparsity_schedule(0.5, 0, 10, power=0)
+
+
+@pytest.mark.parametrize("k", [0, 1, 5, 9, 10])
+def test_keep_top_k_global_with_ties_across_leaves(k):
+    params = {
+        "a": np.array([1.0, -1.0, 2.0], np.float32),
+        "b": np.array([[1.0, 0.5], [-1.0, 1.0]], np.float32),
+    }
+    out = land(jaxreg.keep_top_k(k=k, scope="global"), params, _zero_updates(params), jit=True)
+    got = np.concatenate([np.asarray(out["a"]).ravel(), np.asarray(out["b"]).ravel()])
+    want = _top_k_oracle(np.concatenate([params["a"], params["b"].ravel()]), k)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_keep_top_k_random_sizes_and_traced_fraction_match_argsort():
+    rng = np.random.default_rng(11)
+    for trial in range(5):
+        w = np.round(rng.standard_normal(rng.integers(1, 60)), 1).astype(np.float32)  # many ties
+        fraction = float(rng.uniform())
+        tx = jaxreg.keep_top_k(fraction=lambda count, f=fraction: jnp.asarray(f, jnp.float32) + 0 * count)
+        out = np.asarray(land(tx, {"w": w}, {"w": np.zeros_like(w)}, jit=True)["w"])
+        k = int(np.round(np.float32(fraction) * w.size))
+        np.testing.assert_array_equal(out, _top_k_oracle(w, k), err_msg=f"trial {trial}")
