@@ -73,7 +73,7 @@ def fista(*, mask: Mask = None) -> optax.GradientTransformation:
             t=jnp.ones([], jnp.float32),
         )
 
-    def update_fn(updates: Any, state: FistaState, params: Any = None) -> tuple[Any, FistaState]:
+    def update_fn(updates: Any, state: Any, params: Any = None) -> tuple[Any, FistaState]:
         require_params(params, "fista")
         t = state.t
         t_next = (1 + jnp.sqrt(1 + 4 * t * t)) / 2
@@ -85,6 +85,6 @@ def fista(*, mask: Mask = None) -> optax.GradientTransformation:
             return (y - w).astype(u.dtype)
 
         new_updates = jax.tree.map(leaf, params, updates, x_next, state.x)
-        return new_updates, FistaState(optax.safe_increment(state.count), x_next, t_next)
+        return new_updates, FistaState(jnp.asarray(optax.safe_increment(state.count)), x_next, t_next)
 
     return masked(optax.GradientTransformation(init_fn, update_fn), mask)
