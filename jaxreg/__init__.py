@@ -46,6 +46,7 @@ from jaxreg._stochastic import mixup as mixup
 from jaxreg._stochastic import spatial_dropout as spatial_dropout
 from jaxreg._transforms import CountState as CountState
 from jaxreg._transforms import FistaState as FistaState
+from jaxreg._transforms import PruningState as PruningState
 from jaxreg._transforms import add_decayed_weights as add_decayed_weights
 from jaxreg._transforms import add_l1 as add_l1
 from jaxreg._transforms import cautious_weight_decay as cautious_weight_decay
@@ -88,6 +89,7 @@ __all__ = [
     "ConvSpectralNormState",
     "CountState",
     "FistaState",
+    "PruningState",
     "SpectralNormState",
     "add_decayed_weights",
     "add_l1",

@@ -21,6 +21,7 @@ from jaxreg._transforms._proximal import prox_l1 as prox_l1
 from jaxreg._transforms._proximal import prox_ridge as prox_ridge
 from jaxreg._transforms._proximal import prox_sparse_group_lasso as prox_sparse_group_lasso
 from jaxreg._transforms._proximal import soft_threshold as soft_threshold
+from jaxreg._transforms._sparsity import PruningState as PruningState
 from jaxreg._transforms._sparsity import keep_n_of_m as keep_n_of_m
 from jaxreg._transforms._sparsity import keep_top_k as keep_top_k
 from jaxreg._transforms._sparsity import sparsity_schedule as sparsity_schedule

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,23 +19,27 @@ import optax
 
 from jaxreg._masking import key_path_str, masked
 from jaxreg._norms import acc_dtype
-from jaxreg._transforms._base import count_init, count_next, require_params, value_at
+from jaxreg._transforms._base import CountState, count_init, require_params, value_at
 from jaxreg._typing import Mask
-from jaxreg._validation import check_axis, check_count, check_positive, check_rate, concrete_float
+from jaxreg._validation import check_axis, check_bool, check_count, check_positive, check_rate, concrete_float
 
 
-def _keep_largest(zs: Sequence[jax.Array], k: Any) -> list[jax.Array]:
+def _keep_largest(
+    zs: Sequence[jax.Array], k: Any, alive: Sequence[jax.Array] | None = None
+) -> list[jax.Array]:
     """True at the ``min(k, n)`` largest magnitudes of the arrays ``zs`` taken together.
 
     Among equal magnitudes the lower index (in the order of ``zs``, then row-major) comes first.
     No sort and no concatenation: the k-th largest magnitude is found bit by bit on its
     (monotone) integer bit pattern, one count of the entries above a candidate per bit, so
     sharded arrays exchange only scalar counts (and a prefix count of the ties). ``k`` may be
-    traced.
+    traced. Entries where ``alive`` is False are never kept.
     """
     dtype = acc_dtype(*(z.dtype for z in zs))
     int_dtype = jnp.int64 if jnp.dtype(dtype).itemsize == 8 else jnp.int32
     bits = [jax.lax.bitcast_convert_type(jnp.abs(z).astype(dtype), int_dtype) for z in zs]
+    if alive is not None:  # pruned for good: below every magnitude (-1 is no float's bit pattern here)
+        bits = [jnp.where(a, b, -1) for a, b in zip(alive, bits, strict=True)]
     k = jnp.clip(jnp.asarray(k, int_dtype), 0, sum(z.size for z in zs))
 
     def count_at_least(t):
@@ -71,8 +75,27 @@ def _block_ranks(blocks: jax.Array) -> jax.Array:
     return jnp.sum((a_j > a_i) | ((a_j == a_i) & before), axis=-1, dtype=jnp.int32)
 
 
-def _select(name: str, keep_fn: Callable[..., list[jax.Array]], hyperparams: tuple[Any, ...]):
-    """The transform ``u -> where(keep, u, -w)`` with ``keep = keep_fn([w + u per leaf], *hyperparams at count)``."""
+class PruningState(NamedTuple):
+    """State of :func:`keep_top_k` and :func:`keep_n_of_m` with ``freeze=True``."""
+
+    count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride]  # shape (), int32; +1 per update
+    alive: Any  # a bool array per selected leaf: False once the entry has been pruned
+
+
+def _select(
+    name: str, keep_fn: Callable[..., list[jax.Array]], hyperparams: tuple[Any, ...], freeze: bool
+) -> optax.GradientTransformation:
+    """The transform ``u -> where(keep, u, -w)``, ``keep = keep_fn([w + u per leaf], paths, alive, *hyperparams)``.
+
+    With ``freeze`` the state remembers which entries were ever pruned (``alive``), and
+    ``keep_fn`` must never keep those again; otherwise ``alive`` is ``None``.
+    """
+
+    def init_fn(params: Any) -> Any:
+        if not freeze:
+            return count_init(params)
+        alive = jax.tree.map(lambda w: jnp.ones(jnp.shape(w), bool), params)
+        return PruningState(count=jnp.zeros([], jnp.int32), alive=alive)
 
     def update_fn(updates, state, params=None):
         require_params(params, name)
@@ -81,14 +104,19 @@ def _select(name: str, keep_fn: Callable[..., list[jax.Array]], hyperparams: tup
         paths_w = jax.tree_util.tree_flatten_with_path(params)[0]
         w_leaves = [w for _, w in paths_w]
         zs = [w + u for u, w in zip(u_leaves, w_leaves, strict=True)]
-        keeps = keep_fn(zs, [p for p, _ in paths_w], *values)
+        alive = jax.tree.leaves(state.alive) if freeze else None
+        keeps = keep_fn(zs, [p for p, _ in paths_w], alive, *values)
         new = [
             jnp.where(keep, u, -w).astype(u.dtype)
             for keep, u, w in zip(keeps, u_leaves, w_leaves, strict=True)
         ]
-        return jax.tree_util.tree_unflatten(treedef, new), count_next(state)
+        count = jnp.asarray(optax.safe_increment(state.count))
+        new_state = (
+            PruningState(count, jax.tree_util.tree_unflatten(treedef, keeps)) if freeze else CountState(count)
+        )
+        return jax.tree_util.tree_unflatten(treedef, new), new_state
 
-    return optax.GradientTransformation(count_init, update_fn)
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def _k_from(k: Any, fraction: Any, size: int) -> Any:
@@ -107,6 +135,7 @@ def keep_top_k(
     fraction: optax.ScalarOrSchedule | None = None,
     scope: str = "leaf",
     mask: Mask = None,
+    freeze: bool = False,
 ) -> optax.GradientTransformation:
     r"""Magnitude pruning to exactly ``k`` entries, placed **last** in the chain.
 
@@ -133,8 +162,12 @@ def keep_top_k(
 
     The state's ``count`` counts this transform's updates, the step at which
     ``fraction`` is evaluated. Pruned entries are zero after every step, but
-    they may come back: an entry pruned at one step is kept at the next if its
-    $|w + u|$ is among the $k$ largest. Nothing is sorted: the $k$-th largest
+    by default they may come back: an entry pruned at one step is kept at the
+    next if its $|w + u|$ is among the $k$ largest. With ``freeze=True`` an
+    entry once pruned stays at exactly zero for good (it receives no update):
+    the state (:class:`PruningState`) keeps a bool per entry, and $k$ is then
+    taken among the entries still alive (with a growing sparsity, as from
+    :func:`sparsity_schedule`, exactly $k$ are kept). Nothing is sorted: the $k$-th largest
     magnitude is found by bisection on its bit pattern, 31 counts of the entries
     above a candidate (63 for float64), and ties at it are resolved by a prefix
     count along the leaves (in tree order, for ``scope="global"``). Nothing is
@@ -150,9 +183,12 @@ def keep_top_k(
       scope: ``"leaf"`` (k per leaf) or ``"global"`` (k over all selected leaves).
       mask: which leaves (``optax.masked`` semantics); usually
         ``jaxreg.masks.weights_only``.
+      freeze: a Python bool; ``True`` keeps pruned entries at zero for good.
 
     Returns:
-      An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
+      An ``optax.GradientTransformation`` whose ``update`` needs ``params``; its
+      state is :class:`CountState`, or :class:`PruningState` with ``freeze=True``
+      (inside ``optax.MaskedState`` with ``mask=``).
 
     Examples:
       >>> import jax.numpy as jnp, optax, jaxreg
@@ -179,18 +215,24 @@ def keep_top_k(
     if scope not in ("leaf", "global"):
         raise ValueError(f"scope must be 'leaf' or 'global', got {scope!r}")
 
-    def keep_fn(zs: Sequence[jax.Array], paths: Sequence[Any], f: Any = None) -> list[jax.Array]:
+    def keep_fn(zs: Sequence[jax.Array], paths: Sequence[Any], alive: Any, f: Any = None) -> list[jax.Array]:
         del paths
         if scope == "leaf":
-            return [_keep_largest([z], _k_from(k, f, z.size))[0] for z in zs]
+            per_leaf = [None] * len(zs) if alive is None else [[a] for a in alive]
+            return [
+                _keep_largest([z], _k_from(k, f, z.size), a)[0] for z, a in zip(zs, per_leaf, strict=True)
+            ]
         if not zs:
             return []
-        return _keep_largest(zs, _k_from(k, f, sum(z.size for z in zs)))
+        return _keep_largest(zs, _k_from(k, f, sum(z.size for z in zs)), alive)
 
-    return masked(_select("keep_top_k", keep_fn, () if fraction is None else (fraction,)), mask)
+    hyperparams = () if fraction is None else (fraction,)
+    return masked(_select("keep_top_k", keep_fn, hyperparams, check_bool("freeze", freeze)), mask)
 
 
-def keep_n_of_m(n: int, m: int, *, axis: int = 0, mask: Mask = None) -> optax.GradientTransformation:
+def keep_n_of_m(
+    n: int, m: int, *, axis: int = 0, mask: Mask = None, freeze: bool = False
+) -> optax.GradientTransformation:
     r"""N:M structured sparsity, placed **last** in the chain: ``n`` of every ``m`` consecutive entries.
 
     With $z = w + u$, along ``axis`` every block of ``m`` consecutive entries
@@ -209,6 +251,9 @@ def keep_n_of_m(n: int, m: int, *, axis: int = 0, mask: Mask = None) -> optax.Gr
       axis: the axis the blocks run along, a Python int.
       mask: which leaves (``optax.masked`` semantics); usually
         ``jaxreg.masks.weights_only``.
+      freeze: a Python bool; ``True`` fixes the pattern of the first step: the
+        entries it prunes stay at exactly zero for good (the state is a
+        :class:`PruningState`).
 
     Returns:
       An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
@@ -233,7 +278,7 @@ def keep_n_of_m(n: int, m: int, *, axis: int = 0, mask: Mask = None) -> optax.Gr
         raise ValueError(f"n must be <= m, got n={n} > m={m}")
     check_axis("axis", axis)
 
-    def keep_leaf(z: jax.Array, path: Any) -> jax.Array:
+    def keep_leaf(z: jax.Array, path: Any, alive: Any) -> jax.Array:
         where = f"params leaf '{key_path_str(path)}' of shape {z.shape}"
         try:
             ax = check_axis("axis", axis, z.ndim)
@@ -244,15 +289,19 @@ def keep_n_of_m(n: int, m: int, *, axis: int = 0, mask: Mask = None) -> optax.Gr
                 f"keep_n_of_m: {where}: its size {z.shape[ax]} along axis={axis} is not a multiple of m={m}; "
                 "exclude it with mask="
             )
-        a = jnp.moveaxis(jnp.abs(z), ax, -1)
+        a = jnp.abs(z).astype(acc_dtype(z.dtype))
+        if alive is not None:  # pruned for good: ranked below every magnitude, never kept
+            a = jnp.where(alive, a, -1)
+        a = jnp.moveaxis(a, ax, -1)
         blocks = a.reshape(*a.shape[:-1], a.shape[-1] // m, m)
-        keep = (_block_ranks(blocks) < n).reshape(a.shape)
-        return jnp.moveaxis(keep, -1, ax)
+        keep = jnp.moveaxis((_block_ranks(blocks) < n).reshape(a.shape), -1, ax)
+        return keep if alive is None else keep & alive
 
-    def keep_fn(zs: Sequence[jax.Array], paths: Sequence[Any]) -> list[jax.Array]:
-        return [keep_leaf(z, p) for z, p in zip(zs, paths, strict=True)]
+    def keep_fn(zs: Sequence[jax.Array], paths: Sequence[Any], alive: Any) -> list[jax.Array]:
+        per_leaf = [None] * len(zs) if alive is None else alive
+        return [keep_leaf(z, p, a) for z, p, a in zip(zs, paths, per_leaf, strict=True)]
 
-    return masked(_select("keep_n_of_m", keep_fn, ()), mask)
+    return masked(_select("keep_n_of_m", keep_fn, (), check_bool("freeze", freeze)), mask)
 
 
 def sparsity_schedule(

@@ -183,3 +183,49 @@ def test_keep_top_k_random_sizes_and_traced_fraction_match_argsort():
         out = np.asarray(land(tx, {"w": w}, {"w": np.zeros_like(w)}, jit=True)["w"])
         k = int(np.round(np.float32(fraction) * w.size))
         np.testing.assert_array_equal(out, _top_k_oracle(w, k), err_msg=f"trial {trial}")
+
+
+def test_keep_top_k_freeze_keeps_pruned_entries_at_zero_for_good():
+    w = np.array([3.0, 2.0, 1.0, 0.5], np.float32)
+    push = np.array([0.0, 0.0, 0.0, 10.0], np.float32)  # the smallest entry would become the largest
+    for freeze, want in [(False, [3.0, 0.0, 0.0, 10.0]), (True, [3.0, 2.0, 0.0, 0.0])]:
+        tx = jaxreg.keep_top_k(k=2, freeze=freeze)
+        state = tx.init({"w": w})
+        step = jax.jit(tx.update)
+        u, state = step({"w": np.zeros(4, np.float32)}, state, {"w": w})
+        params = optax.apply_updates({"w": w}, u)
+        np.testing.assert_array_equal(params["w"], [3.0, 2.0, 0.0, 0.0])
+        u, state = step({"w": push}, state, params)
+        np.testing.assert_array_equal(optax.apply_updates(params, u)["w"], want)
+    assert isinstance(state, jaxreg.PruningState)
+
+
+def test_keep_top_k_freeze_with_the_schedule_prunes_monotonically_to_exact_counts():
+    sparsity = jaxreg.sparsity_schedule(0.8, begin_step=0, end_step=3)
+    tx = optax.chain(
+        optax.sgd(0.5), jaxreg.keep_top_k(fraction=lambda c: 1 - sparsity(c), scope="global", freeze=True)
+    )
+    params = _tree()
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    n = sum(w.size for w in params.values())
+    zero = None
+    for t in range(5):
+        grads = jax.tree.map(lambda w, t=t: random_normal(20 + t, w.shape), params)
+        u, state = step(grads, state, params)
+        params = optax.apply_updates(params, u)
+        flat = np.concatenate([np.asarray(w).ravel() for w in params.values()])
+        assert np.count_nonzero(flat) == round((1 - float(sparsity(t))) * n)
+        if zero is not None:
+            assert (flat[zero] == 0).all()  # once pruned, pruned for good
+        zero = flat == 0
+
+
+def test_keep_n_of_m_freeze_fixes_the_first_pattern():
+    w = np.array([[4.0], [3.0], [2.0], [1.0]], np.float32)
+    tx = jaxreg.keep_n_of_m(2, 4, freeze=True)
+    state = tx.init({"w": w})
+    u, state = tx.update({"w": np.zeros_like(w)}, state, {"w": w})
+    params = optax.apply_updates({"w": w}, u)
+    u, state = tx.update({"w": np.array([[0.0], [0.0], [0.0], [9.0]], np.float32)}, state, params)
+    np.testing.assert_array_equal(optax.apply_updates(params, u)["w"].ravel(), [4.0, 3.0, 0.0, 0.0])
