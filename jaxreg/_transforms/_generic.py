@@ -71,7 +71,9 @@ def proximal(
 
     The signature ``prox_fn(x, t)`` is jaxopt's (``jaxopt.prox.prox_lasso(x,
     l1reg)``), so its prox functions work as they are; so does
-    :func:`jaxreg.soft_threshold`.
+    :func:`jaxreg.soft_threshold`. With ``optax.inject_hyperparams`` pass
+    ``static_args=("prox_fn",)``: optax would otherwise call ``prox_fn`` as a
+    schedule of the step count.
 
     Args:
       prox_fn: ``(z, t) -> array`` of the shape of ``z``, traceable by JAX. ``z``

@@ -196,3 +196,10 @@ def test_non_negative_is_the_optax_projection_of_w_plus_u():
         got, _landed(jaxreg.projected(optax.projections.projection_non_negative)), atol=1e-7
     )
     np.testing.assert_array_equal(got == 0, Z <= 0)
+
+
+def test_proximal_under_inject_hyperparams_with_prox_fn_static():
+    tx = optax.inject_hyperparams(jaxreg.proximal, static_args=("prox_fn",))(
+        prox_fn=jaxreg.soft_threshold, strength=0.5, learning_rate=0.4
+    )
+    np.testing.assert_allclose(_landed(tx), _landed(jaxreg.prox_l1(0.5, 0.4)), rtol=1e-6, atol=1e-7)
