@@ -203,3 +203,18 @@ def test_proximal_under_inject_hyperparams_with_prox_fn_static():
         prox_fn=jaxreg.soft_threshold, strength=0.5, learning_rate=0.4
     )
     np.testing.assert_allclose(_landed(tx), _landed(jaxreg.prox_l1(0.5, 0.4)), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("radius", [0.5, 100.0])
+def test_max_norm_over_the_whole_leaf_is_the_optax_l2_ball_projection(radius):
+    ball = functools.partial(optax.projections.projection_l2_ball, scale=radius)
+    np.testing.assert_allclose(
+        _landed(jaxreg.max_norm(radius, axis=None)), _landed(jaxreg.projected(ball)), rtol=1e-6, atol=1e-7
+    )
+
+
+def test_unit_norm_over_the_whole_leaf_is_the_optax_l2_sphere_projection():
+    sphere = optax.projections.projection_l2_sphere
+    np.testing.assert_allclose(
+        _landed(jaxreg.unit_norm(axis=None)), _landed(jaxreg.projected(sphere)), rtol=1e-6
+    )
