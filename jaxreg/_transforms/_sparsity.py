@@ -67,7 +67,9 @@ def _keep_largest(
     k = jnp.clip(jnp.asarray(k, int_dtype), 0, total)
 
     def count(predicate) -> jax.Array:
-        return sum(jnp.sum(predicate(i, b), dtype=int_dtype) for i, b in enumerate(bits))
+        return sum(
+            (jnp.sum(predicate(i, b), dtype=int_dtype) for i, b in enumerate(bits)), jnp.zeros([], int_dtype)
+        )
 
     # The k-th largest bit pattern: the largest t with at least k entries >= t.
     kth = _largest_passing(jnp.iinfo(int_dtype).max, lambda t: count(lambda i, b: b >= t) >= k, int_dtype)
