@@ -55,18 +55,29 @@ from jaxreg._stochastic import mixup_or_cutmix as mixup_or_cutmix
 from jaxreg._stochastic import random_erasing as random_erasing
 from jaxreg._stochastic import spatial_dropout as spatial_dropout
 from jaxreg._transforms import CountState as CountState
+from jaxreg._transforms import FistaState as FistaState
+from jaxreg._transforms import PruningState as PruningState
 from jaxreg._transforms import add_decayed_weights as add_decayed_weights
 from jaxreg._transforms import add_l1 as add_l1
 from jaxreg._transforms import cautious_weight_decay as cautious_weight_decay
 from jaxreg._transforms import corrected_weight_decay as corrected_weight_decay
 from jaxreg._transforms import decoupled_weight_decay as decoupled_weight_decay
+from jaxreg._transforms import fista as fista
+from jaxreg._transforms import keep_n_of_m as keep_n_of_m
+from jaxreg._transforms import keep_top_k as keep_top_k
 from jaxreg._transforms import max_norm as max_norm
 from jaxreg._transforms import min_max_norm as min_max_norm
 from jaxreg._transforms import non_negative as non_negative
+from jaxreg._transforms import projected as projected
 from jaxreg._transforms import prox_elastic_net as prox_elastic_net
 from jaxreg._transforms import prox_group_lasso as prox_group_lasso
 from jaxreg._transforms import prox_l1 as prox_l1
+from jaxreg._transforms import prox_nuclear_norm as prox_nuclear_norm
+from jaxreg._transforms import prox_ridge as prox_ridge
+from jaxreg._transforms import prox_sparse_group_lasso as prox_sparse_group_lasso
+from jaxreg._transforms import proximal as proximal
 from jaxreg._transforms import soft_threshold as soft_threshold
+from jaxreg._transforms import sparsity_schedule as sparsity_schedule
 from jaxreg._transforms import unit_norm as unit_norm
 
 if TYPE_CHECKING:
@@ -88,7 +99,9 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ConvSpectralNormState",
     "CountState",
+    "FistaState",
     "MCDropoutPrediction",
+    "PruningState",
     "SpectralNormState",
     "add_decayed_weights",
     "add_l1",
@@ -110,12 +123,15 @@ __all__ = [
     "early_dropout",
     "elastic_net_penalty",
     "equinox",
+    "fista",
     "gaussian_dropout",
     "gaussian_noise",
     "gradient_penalty",
     "group_lasso_penalty",
     "input_gradient_penalty",
     "jacobian_penalty",
+    "keep_n_of_m",
+    "keep_top_k",
     "l1_penalty",
     "l2_penalty",
     "late_dropout",
@@ -131,13 +147,19 @@ __all__ = [
     "orthogonal_map",
     "orthogonal_map_init",
     "orthogonal_penalty",
+    "projected",
     "prox_elastic_net",
     "prox_group_lasso",
     "prox_l1",
+    "prox_nuclear_norm",
+    "prox_ridge",
+    "prox_sparse_group_lasso",
+    "proximal",
     "r1_penalty",
     "random_erasing",
     "soft_orthogonal_penalty",
     "soft_threshold",
+    "sparsity_schedule",
     "spatial_dropout",
     "spectral_decoupling_penalty",
     "spectral_norm_init",

@@ -177,6 +177,7 @@ class WeightFn(NamedTuple):
     # leaf ndim -> the dimensions a norm reduces over (None: elementwise, no reduction)
     reduced: Callable[[int], tuple[int, ...]] | None
     sums: int = 1  # scalar sums per leaf of a penalty (elastic net: its L1 and its L2 term)
+    counts: bool = False  # a selection by counts (keep_top_k): scalar counts, one per sharded leaf
 
 
 def _group_dims(axis: int) -> Callable[[int], tuple[int, ...]]:
@@ -225,6 +226,11 @@ def weight_fns() -> dict[str, WeightFn]:
         )
     if hasattr(jaxreg, "non_negative"):
         fns["non_negative"] = WeightFn(lambda: jaxreg.non_negative(), False, None)
+    # Exact sparsity: the k-th largest magnitude by bisection on scalar counts, never a gather.
+    fns["keep_top_k_leaf"] = WeightFn(lambda: jaxreg.keep_top_k(fraction=0.3), False, None, counts=True)
+    fns["keep_top_k_global"] = WeightFn(
+        lambda: jaxreg.keep_top_k(k=100, scope="global"), False, None, counts=True
+    )
     return fns
 
 
@@ -262,6 +268,8 @@ def _allreduce_bound(fn: WeightFn, params: dict, specs: dict, mesh: Mesh) -> int
             bound += int(np.prod(kept or [1]))
         if fn.is_penalty and sharded:
             bound += fn.sums  # the leaf's partial sums of the scalar total
+        if fn.counts and sharded:
+            bound += 1  # the leaf's count of the entries above a candidate
     return bound
 
 

@@ -118,3 +118,13 @@ def test_digits_example_uncertainty_is_higher_on_mistakes():
     values = dict(re.findall(r"^(\w[\w ]*?): (\S+)", stdout, re.M))
     assert float(values["test accuracy"]) > 0.85
     assert float(values["entropy misclassified"]) > float(values["entropy correct"])
+
+
+def test_pruning_example_reaches_the_prescribed_sparsity():
+    out = _run("pruning.py", "--steps", "200")
+    rows = dict(re.findall(r"^(dense|90% gradual|2:4)\s+(test accuracy .*)$", out, re.M))
+    assert set(rows) == {"dense", "90% gradual", "2:4"}
+    for name, want in [("dense", "0.0%"), ("90% gradual", "90.0%"), ("2:4", "50.0%")]:
+        acc = float(re.search(r"test accuracy (\S+)", rows[name]).group(1))
+        assert acc > 0.8, (name, acc)
+        assert re.findall(r"layer\d (\S+)", rows[name]) == [want] * 3, rows[name]

@@ -68,7 +68,8 @@ import optax
 
 from jaxreg._masking import masked
 from jaxreg._norms import acc_dtype, norm_parts
-from jaxreg._transforms._base import count_init, count_next, landing_transform, require_params
+from jaxreg._transforms._base import count_init, count_next, require_params
+from jaxreg._transforms._generic import build_projected
 from jaxreg._typing import Axis, Mask
 from jaxreg._validation import (
     check_axes,
@@ -176,7 +177,7 @@ def max_norm(
     def project(z, c):
         return rescale_norms(z, axis, lambda r, p: jnp.minimum(p * r, c))
 
-    return masked(landing_transform("max_norm", project, (max_value,)), mask)
+    return build_projected("max_norm", project, (max_value,), mask)
 
 
 def unit_norm(axis: Axis = 0, mask: Mask = None) -> optax.GradientTransformation:
@@ -221,7 +222,7 @@ def unit_norm(axis: Axis = 0, mask: Mask = None) -> optax.GradientTransformation
     def project(z):
         return rescale_norms(z, axis, lambda r, p: jnp.ones_like(r))
 
-    return masked(landing_transform("unit_norm", project, ()), mask)
+    return build_projected("unit_norm", project, (), mask)
 
 
 def min_max_norm(
@@ -282,7 +283,7 @@ def min_max_norm(
         # r * clip(n, a, b) + (1 - r) * n with n = p * s in parts: no overflow, and no 0 * inf at r = 1.
         return rescale_norms(z, axis, lambda s, p: r * jnp.clip(p * s, a, b) + ((1 - r) * p) * s)
 
-    return masked(landing_transform("min_max_norm", project, (min_value, max_value, rate)), mask)
+    return build_projected("min_max_norm", project, (min_value, max_value, rate), mask)
 
 
 def non_negative(mask: Mask = None) -> optax.GradientTransformation:

@@ -29,9 +29,9 @@ import numpy as np
 import optax
 
 from jaxreg._norms import group_norms
-from jaxreg._transforms._base import landing_transform, masked_with_factors, scaled
+from jaxreg._transforms._generic import build_proximal
 from jaxreg._typing import Mask
-from jaxreg._validation import check_axis, check_float_array, check_non_negative, concrete_float
+from jaxreg._validation import check_axis, check_bool, check_float_array, check_non_negative, concrete_float
 
 
 def soft_threshold(z: jax.Array, threshold: jax.Array | float) -> jax.Array:
@@ -91,18 +91,27 @@ def _shrink(z: jax.Array, threshold: Any) -> jax.Array:
     return jnp.sign(z) * jnp.maximum(jnp.abs(z) - t, 0)
 
 
+def _shrink_non_negative(z: jax.Array, threshold: Any) -> jax.Array:
+    r"""$\max(z - t, 0)$: the prox of $t\|\cdot\|_1$ plus the indicator of $z \ge 0$."""
+    return jnp.maximum(z - jnp.asarray(threshold, z.dtype), 0)
+
+
 def prox_l1(
     strength: optax.ScalarOrSchedule,
     learning_rate: optax.ScalarOrSchedule,
     mask: Mask = None,
     *,
     factors: Any = None,
+    non_negative: bool = False,
 ) -> optax.GradientTransformation:
     r"""Proximal L1 step (ISTA soft-thresholding), placed **last** in the chain.
 
     With $z = w + u$ it lands on $S(z, \eta\lambda) = \mathrm{sign}(z)\max(|z| -
     \eta\lambda, 0)$, one step of proximal gradient descent on $J(w) +
-    \lambda\|w\|_1$. Unlike :func:`add_l1` (the subgradient rule, which
+    \lambda\|w\|_1$. With ``non_negative=True`` (the non-negative lasso, the
+    ``positive=True`` of scikit-learn's ``Lasso``) it lands on $\max(z -
+    \eta\lambda, 0)$, the prox of $\eta\lambda\|w\|_1$ plus the indicator of
+    $w \ge 0$. Unlike :func:`add_l1` (the subgradient rule, which
     oscillates around zero) it produces exact zeros. ``learning_rate`` must be the
     step size that scaled the incoming updates, e.g.
     ``optax.chain(optax.sgd(lr), jaxreg.prox_l1(lam, lr))``. With an adaptive
@@ -121,6 +130,7 @@ def prox_l1(
         (or a prefix of one) or a callable ``params -> pytree`` such as
         :func:`jaxreg.masks.factors`; a leaf of factor 0 keeps its update exactly.
         With factors the state is a tuple of one state per distinct factor.
+      non_negative: a Python bool; ``True`` also projects onto $w \ge 0$.
 
     Returns:
       An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
@@ -132,6 +142,10 @@ def prox_l1(
       >>> updates, _ = tx.update({"w": jnp.zeros(3)}, tx.init(params), params)
       >>> optax.apply_updates(params, updates)["w"].tolist()
       [1.5, 0.0, -0.5]
+      >>> tx = jaxreg.prox_l1(strength=0.5, learning_rate=1.0, non_negative=True)
+      >>> updates, _ = tx.update({"w": jnp.zeros(3)}, tx.init(params), params)
+      >>> optax.apply_updates(params, updates)["w"].tolist()
+      [1.5, 0.0, 0.0]
 
     References:
       Beck and Teboulle, "A Fast Iterative Shrinkage-Thresholding Algorithm",
@@ -140,13 +154,9 @@ def prox_l1(
     """
     check_non_negative("strength", strength, allow_schedule=True)
     check_non_negative("learning_rate", learning_rate, allow_schedule=True)
-
-    def make(f: float) -> optax.GradientTransformation:
-        return landing_transform(
-            "prox_l1", lambda z, s, lr: _shrink(z, lr * s), (scaled(strength, f), learning_rate)
-        )
-
-    return masked_with_factors(make, mask, factors)
+    if check_bool("non_negative", non_negative):
+        return build_proximal("prox_l1", _shrink_non_negative, (strength,), learning_rate, mask, factors)
+    return build_proximal("prox_l1", _shrink, (strength,), learning_rate, mask, factors)
 
 
 def prox_elastic_net(
@@ -195,13 +205,59 @@ def prox_elastic_net(
     check_non_negative("l2", l2, allow_schedule=True)
     check_non_negative("learning_rate", learning_rate, allow_schedule=True)
 
-    def prox(z, a, b, lr):
-        return _shrink(z, lr * a) / jnp.asarray(1 + lr * b, z.dtype)
+    def prox(z, t1, t2):
+        return _shrink(z, t1) / jnp.asarray(1 + t2, z.dtype)
 
-    def make(f: float) -> optax.GradientTransformation:
-        return landing_transform("prox_elastic_net", prox, (scaled(l1, f), scaled(l2, f), learning_rate))
+    return build_proximal("prox_elastic_net", prox, (l1, l2), learning_rate, mask, factors)
 
-    return masked_with_factors(make, mask, factors)
+
+def prox_ridge(
+    strength: optax.ScalarOrSchedule,
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    mask: Mask = None,
+    factors: Any = None,
+) -> optax.GradientTransformation:
+    r"""Proximal ridge (L2) step, placed **last** in the chain.
+
+    Lands on $z / (1 + \eta\lambda)$ with $z = w + u$: the prox of
+    $\eta\frac{\lambda}{2}\|w\|_2^2$, with the 1/2 of :func:`l2_penalty`. With
+    plain SGD this is the implicit (backward) form of weight decay: the explicit
+    ``add_decayed_weights(lam)`` multiplies by $1 - \eta\lambda$, this step
+    divides by $1 + \eta\lambda$ (the same to first order in $\eta\lambda$, and
+    never overshooting zero).
+
+    Args:
+      strength: $\lambda \ge 0$ (float, JAX scalar or optax schedule).
+      learning_rate: $\eta \ge 0$, the step size that scaled the updates.
+      mask: which leaves (``optax.masked`` semantics).
+      factors: per-leaf multipliers of the strength: a pytree of non-negative numbers
+        (or a prefix of one) or a callable ``params -> pytree`` such as
+        :func:`jaxreg.masks.factors`; a leaf of factor 0 keeps its update exactly.
+        With factors the state is a tuple of one state per distinct factor.
+
+    Returns:
+      An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, jaxreg
+      >>> tx = optax.chain(optax.sgd(1.0), jaxreg.prox_ridge(strength=1.0, learning_rate=1.0))
+      >>> params = {"w": jnp.array([2.0, -1.0])}
+      >>> updates, _ = tx.update({"w": jnp.zeros(2)}, tx.init(params), params)
+      >>> optax.apply_updates(params, updates)["w"].tolist()  # w / (1 + 1)
+      [1.0, -0.5]
+
+    References:
+      Parikh and Boyd, "Proximal Algorithms", 2014, sec. 6.1.1
+      (https://web.stanford.edu/~boyd/papers/prox_algs.html); ``jaxopt.prox.prox_ridge``.
+    """
+    check_non_negative("strength", strength, allow_schedule=True)
+    check_non_negative("learning_rate", learning_rate, allow_schedule=True)
+
+    def prox(z, t):
+        return z / jnp.asarray(1 + t, z.dtype)
+
+    return build_proximal("prox_ridge", prox, (strength,), learning_rate, mask, factors)
 
 
 def prox_group_lasso(
@@ -225,6 +281,13 @@ def prox_group_lasso(
     Groups with $\|z_g\| \le \eta\lambda$ land on exactly 0; the other entries
     within $\delta_w(|w| + 2|P|)(1 + \delta_w)$ of their prox value $P$, $\delta_w$ the unit
     roundoff of the params' dtype (up to an ulp of $w$ when $|w| \gg |P|$).
+
+    **Axes.** ``axis`` is the axis that *indexes the groups*; the norm runs over
+    all the other axes. The constraints (:func:`max_norm`) use the opposite
+    convention, Keras's: their ``axis`` names the axes the norm runs over. On a
+    Dense kernel ``(in, out)``, group lasso ``axis=0`` makes each row ``w[i, :]``
+    (an input feature) a group, while ``max_norm(axis=0)`` bounds each column
+    ``w[:, j]``.
 
     Sharded params: a leaf sharded only along ``axis`` keeps each group on one
     device and needs no communication. A leaf sharded along another dimension
@@ -265,13 +328,77 @@ def prox_group_lasso(
     check_non_negative("learning_rate", learning_rate, allow_schedule=True)
     check_axis("axis", axis)
 
-    def prox(z, s, lr):
-        norms = group_norms(z, axis)
-        t = jnp.asarray(lr * s, z.dtype)
-        scale = jnp.maximum(1 - t / jnp.where(norms > 0, norms, 1), 0)
-        return jnp.where(norms > 0, z * scale, jnp.zeros_like(z))
+    return build_proximal(
+        "prox_group_lasso", lambda z, t: group_shrink(z, t, axis), (strength,), learning_rate, mask, factors
+    )
 
-    def make(f: float) -> optax.GradientTransformation:
-        return landing_transform("prox_group_lasso", prox, (scaled(strength, f), learning_rate))
 
-    return masked_with_factors(make, mask, factors)
+def group_shrink(z: jax.Array, threshold: Any, axis: int) -> jax.Array:
+    r"""Block soft-thresholding $z_g \max(1 - t / \|z_g\|_2, 0)$ per group of :func:`group_norms`.
+
+    A group with $\|z_g\| = 0$ stays at zero (no NaN, no inf).
+    """
+    norms = group_norms(z, axis)
+    t = jnp.asarray(threshold, z.dtype)
+    scale = jnp.maximum(1 - t / jnp.where(norms > 0, norms, 1), 0)
+    return jnp.where(norms > 0, z * scale, jnp.zeros_like(z))
+
+
+def prox_sparse_group_lasso(
+    l1: optax.ScalarOrSchedule,
+    group: optax.ScalarOrSchedule,
+    learning_rate: optax.ScalarOrSchedule,
+    axis: int = 0,
+    *,
+    mask: Mask = None,
+    factors: Any = None,
+) -> optax.GradientTransformation:
+    r"""Proximal sparse-group-lasso step, placed **last** in the chain.
+
+    The prox of $\eta(l_1\|w\|_1 + \lambda_g\sum_g\|w_g\|_2)$: soft-threshold,
+    then shrink each group of the result, landing on
+    $v_g \max(1 - \eta\lambda_g / \|v_g\|_2, 0)$ with $v = S(z, \eta l_1)$ and
+    $z = w + u$. It zeroes whole groups and single entries within the groups it
+    keeps. ``l1=0`` is :func:`prox_group_lasso`, ``group=0`` is :func:`prox_l1`.
+
+    **Axes.** As for :func:`prox_group_lasso`, ``axis`` is the axis that
+    *indexes the groups* (the norm runs over all the other axes): ``axis=0`` on
+    a Dense kernel ``(in, out)`` makes each input feature's row a group. This is
+    the opposite of the constraints' ``axis`` (:func:`max_norm`), which names the
+    axes the norm runs over. Leaves with ``ndim < 2`` are one group.
+
+    Args:
+      l1: $l_1 \ge 0$, the entrywise strength (float, JAX scalar or optax schedule).
+      group: $\lambda_g \ge 0$, the group strength (float, JAX scalar or optax schedule).
+      learning_rate: $\eta \ge 0$, the step size that scaled the updates.
+      axis: the axis that indexes groups, a Python int (with
+        ``optax.inject_hyperparams``, ``static_args=("axis",)``).
+      mask: which leaves (``optax.masked`` semantics).
+      factors: per-leaf multipliers of both strengths: a pytree of non-negative
+        numbers (or a prefix of one) or a callable ``params -> pytree`` such as
+        :func:`jaxreg.masks.factors`; a leaf of factor 0 keeps its update exactly.
+
+    Returns:
+      An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np, optax, jaxreg
+      >>> tx = jaxreg.prox_sparse_group_lasso(l1=1.0, group=1.0, learning_rate=1.0)
+      >>> params = {"kernel": jnp.array([[4.0, 5.0], [1.5, 0.5]])}  # rows: groups
+      >>> updates, _ = tx.update({"kernel": jnp.zeros((2, 2))}, tx.init(params), params)
+      >>> np.asarray(optax.apply_updates(params, updates)["kernel"], float).round(6).tolist()
+      [[2.4, 3.2], [0.0, 0.0]]
+
+    References:
+      Simon, Friedman, Hastie and Tibshirani, "A Sparse-Group Lasso", J. Comput.
+      Graph. Stat. 2013 (https://doi.org/10.1080/10618600.2012.681250).
+    """
+    check_non_negative("l1", l1, allow_schedule=True)
+    check_non_negative("group", group, allow_schedule=True)
+    check_non_negative("learning_rate", learning_rate, allow_schedule=True)
+    check_axis("axis", axis)
+
+    def prox(z, t1, tg):
+        return group_shrink(_shrink(z, t1), tg, axis)
+
+    return build_proximal("prox_sparse_group_lasso", prox, (l1, group), learning_rate, mask, factors)

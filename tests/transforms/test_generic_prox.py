@@ -1,0 +1,220 @@
+"""proximal / projected, and the prox steps built on them, against independent oracles.
+
+Oracles: ``optax.projections`` applied directly to ``w + u``; jaxopt's prox functions
+(``jaxopt.prox``); cvxpy solving the prox problem ``argmin_x 1/2 ||x - z||^2 + t g(x)``;
+NumPy closed forms (the SVD for the nuclear norm).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from helpers import land, random_normal
+
+import jaxreg
+
+jaxopt_prox = pytest.importorskip("jaxopt.prox")
+cp = pytest.importorskip("cvxpy")
+
+W = random_normal(0, (4, 6))
+U = random_normal(1, (4, 6), scale=0.3)
+Z = W + U
+
+
+def _landed(tx, w=W, u=U):
+    return np.asarray(land(tx, {"w": jnp.asarray(w)}, {"w": jnp.asarray(u)}, jit=True)["w"])
+
+
+# --- projected -------------------------------------------------------------------------------------
+
+PROJECTIONS = [
+    pytest.param(optax.projections.projection_simplex, id="simplex"),
+    pytest.param(functools.partial(optax.projections.projection_simplex, scale=2.0), id="simplex_scale"),
+    pytest.param(optax.projections.projection_l1_ball, id="l1_ball"),
+    pytest.param(functools.partial(optax.projections.projection_l1_ball, scale=0.5), id="l1_ball_scale"),
+    pytest.param(optax.projections.projection_l2_ball, id="l2_ball"),
+    pytest.param(functools.partial(optax.projections.projection_l2_ball, scale=0.5), id="l2_ball_scale"),
+    pytest.param(functools.partial(optax.projections.projection_box, lower=-0.5, upper=0.25), id="box"),
+    pytest.param(optax.projections.projection_hypercube, id="hypercube"),
+    pytest.param(functools.partial(optax.projections.projection_hypercube, scale=0.5), id="hypercube_scale"),
+    pytest.param(optax.projections.projection_non_negative, id="non_negative"),
+]
+
+
+@pytest.mark.parametrize("proj", PROJECTIONS)
+def test_projected_lands_on_the_projection_of_w_plus_u(proj):
+    want = np.asarray(proj(jnp.asarray(Z)))
+    np.testing.assert_allclose(_landed(jaxreg.projected(proj)), want, rtol=1e-6, atol=1e-6)
+
+
+def test_projected_respects_the_mask_and_names_itself_in_errors():
+    params = {"a": jnp.asarray(W), "b": jnp.asarray(W)}
+    tx = jaxreg.projected(optax.projections.projection_non_negative, mask={"a": True, "b": False})
+    out = land(tx, params, {"a": jnp.zeros_like(W), "b": jnp.zeros_like(W)})
+    np.testing.assert_array_equal(out["a"], np.maximum(W, 0))
+    np.testing.assert_array_equal(out["b"], W)
+
+    def bad(z):
+        raise ValueError("no")
+
+    with pytest.raises(ValueError, match="projected: params leaf 'a' of shape"):
+        land(jaxreg.projected(bad), {"a": jnp.asarray(W)}, {"a": jnp.zeros_like(W)})
+    with pytest.raises(TypeError, match="proj_fn"):
+        jaxreg.projected(3.0)
+
+
+# --- proximal --------------------------------------------------------------------------------------
+
+
+def test_proximal_with_jaxopt_prox_lasso_is_prox_l1():
+    tx = jaxreg.proximal(jaxopt_prox.prox_lasso, 0.5, 0.4)
+    want = np.asarray(jaxopt_prox.prox_lasso(jnp.asarray(Z), 0.2))
+    np.testing.assert_allclose(_landed(tx), want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(_landed(tx), _landed(jaxreg.prox_l1(0.5, 0.4)))
+
+
+def test_proximal_evaluates_schedules_and_factors():
+    lr = optax.linear_schedule(1.0, 0.0, 4)
+    tx = jaxreg.proximal(jaxreg.soft_threshold, lambda c: 0.1 * (c + 1), lr, factors={"a": 2.0, "b": 0.0})
+    params = {"a": jnp.asarray(W), "b": jnp.asarray(W)}
+    updates = {"a": jnp.asarray(U), "b": jnp.asarray(U)}
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    for count in range(3):
+        out, state = step(updates, state, params)
+        t = 2.0 * 0.1 * (count + 1) * (1.0 - count / 4)
+        want = np.sign(Z) * np.maximum(np.abs(Z) - t, 0)
+        np.testing.assert_allclose(np.asarray(params["a"] + out["a"]), want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(out["b"], U)
+
+
+def test_proximal_rejects_bad_arguments():
+    with pytest.raises(TypeError, match="prox_fn"):
+        jaxreg.proximal(None, 0.1, 0.1)
+    with pytest.raises(ValueError, match="strength"):
+        jaxreg.proximal(jaxreg.soft_threshold, -1.0, 0.1)
+    with pytest.raises(ValueError, match="learning_rate"):
+        jaxreg.proximal(jaxreg.soft_threshold, 1.0, float("nan"))
+
+
+# --- the prox steps, against jaxopt and cvxpy ---------------------------------------------------------
+
+
+def _cvxpy_prox(z, penalty, nonneg=False):
+    """``argmin_x 1/2 ||x - z||^2 + penalty(x)`` (over ``x >= 0`` if ``nonneg``) solved by cvxpy (float64)."""
+    z = np.asarray(z, np.float64)
+    x = cp.Variable(z.shape, nonneg=nonneg)
+    cp.Problem(cp.Minimize(0.5 * cp.sum_squares(x - z) + penalty(x))).solve(solver=cp.CLARABEL)
+    return x.value
+
+
+def test_prox_l1_non_negative_matches_jaxopt_and_cvxpy():
+    tx = jaxreg.prox_l1(0.5, 0.4, non_negative=True)
+    got = _landed(tx)
+    np.testing.assert_allclose(
+        got, np.asarray(jaxopt_prox.prox_non_negative_lasso(jnp.asarray(Z), 0.2)), atol=1e-7
+    )
+    want = _cvxpy_prox(Z, lambda x: 0.2 * cp.norm1(x), nonneg=True)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert (got >= 0).all() and (got == 0).any()
+    with pytest.raises(TypeError, match="non_negative"):
+        jaxreg.prox_l1(0.5, 0.4, non_negative="yes")
+
+
+def test_prox_ridge_matches_jaxopt_and_cvxpy():
+    got = _landed(jaxreg.prox_ridge(2.0, 0.25))
+    np.testing.assert_allclose(got, np.asarray(jaxopt_prox.prox_ridge(jnp.asarray(Z), 0.5)), rtol=1e-6)
+    want = _cvxpy_prox(Z, lambda x: 0.25 * 2.0 / 2 * cp.sum_squares(x))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_prox_sparse_group_lasso_matches_cvxpy(axis):
+    l1, group, lr = 0.3, 0.8, 0.5
+    got = _landed(jaxreg.prox_sparse_group_lasso(l1, group, lr, axis=axis))
+
+    def penalty(x):
+        groups = [x[i, :] for i in range(Z.shape[0])] if axis == 0 else [x[:, j] for j in range(Z.shape[1])]
+        return lr * (l1 * cp.norm1(x) + group * sum(cp.norm(g, 2) for g in groups))
+
+    np.testing.assert_allclose(got, _cvxpy_prox(Z, penalty), atol=2e-5)
+    assert (got == 0).any()  # exact zeros
+
+
+def test_prox_sparse_group_lasso_reduces_to_its_two_parts():
+    np.testing.assert_array_equal(
+        _landed(jaxreg.prox_sparse_group_lasso(0.0, 0.7, 0.5)), _landed(jaxreg.prox_group_lasso(0.7, 0.5))
+    )
+    np.testing.assert_array_equal(
+        _landed(jaxreg.prox_sparse_group_lasso(0.7, 0.0, 0.5)), _landed(jaxreg.prox_l1(0.7, 0.5))
+    )
+    # the group lasso step of jaxopt on a 1-D leaf (one group)
+    z = Z[0]
+    want = np.asarray(jaxopt_prox.prox_group_lasso(jnp.asarray(z), 0.35))
+    np.testing.assert_allclose(
+        _landed(jaxreg.prox_sparse_group_lasso(0.0, 0.7, 0.5), W[0], U[0]), want, rtol=1e-6, atol=1e-7
+    )
+
+
+def _svt(z, t):
+    u, s, vt = np.linalg.svd(np.asarray(z, np.float64), full_matrices=False)
+    return (u * np.maximum(s - t, 0)) @ vt
+
+
+def test_prox_nuclear_norm_matches_the_svd_and_cvxpy():
+    got = _landed(jaxreg.prox_nuclear_norm(2.0, 0.5))
+    np.testing.assert_allclose(got, _svt(Z, 1.0), atol=1e-5)
+    np.testing.assert_allclose(got, _cvxpy_prox(Z, lambda x: 1.0 * cp.normNuc(x)), atol=1e-4)
+    assert np.linalg.matrix_rank(got, tol=1e-4) < np.linalg.matrix_rank(Z)
+
+
+def test_prox_nuclear_norm_batch_dims_and_kernels():
+    w = random_normal(2, (3, 2, 4, 5))
+    u = np.zeros_like(w)
+    got = _landed(jaxreg.prox_nuclear_norm(1.0, 1.0, batch_dims=1), w, u)
+    for i in range(3):
+        want = _svt(w[i].reshape(-1, 5), 1.0).reshape(2, 4, 5)
+        np.testing.assert_allclose(got[i], want, atol=1e-5)
+    got = _landed(jaxreg.prox_nuclear_norm(1.0, 1.0), w, u)  # the (3 * 2 * 4, 5) matrix
+    np.testing.assert_allclose(got, _svt(w.reshape(-1, 5), 1.0).reshape(w.shape), atol=1e-5)
+    with pytest.raises(
+        ValueError, match="prox_nuclear_norm: params leaf 'w' of shape \\(4,\\): needs at least 2 axes"
+    ):
+        _landed(jaxreg.prox_nuclear_norm(1.0, 1.0), np.ones(4, np.float32), np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match="batch_dims"):
+        jaxreg.prox_nuclear_norm(1.0, 1.0, batch_dims=-1)
+
+
+def test_non_negative_is_the_optax_projection_of_w_plus_u():
+    got = _landed(jaxreg.non_negative())
+    np.testing.assert_allclose(
+        got, _landed(jaxreg.projected(optax.projections.projection_non_negative)), atol=1e-7
+    )
+    np.testing.assert_array_equal(got == 0, Z <= 0)
+
+
+def test_proximal_under_inject_hyperparams_with_prox_fn_static():
+    tx = optax.inject_hyperparams(jaxreg.proximal, static_args=("prox_fn",))(
+        prox_fn=jaxreg.soft_threshold, strength=0.5, learning_rate=0.4
+    )
+    np.testing.assert_allclose(_landed(tx), _landed(jaxreg.prox_l1(0.5, 0.4)), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("radius", [0.5, 100.0])
+def test_max_norm_over_the_whole_leaf_is_the_optax_l2_ball_projection(radius):
+    ball = functools.partial(optax.projections.projection_l2_ball, scale=radius)
+    np.testing.assert_allclose(
+        _landed(jaxreg.max_norm(radius, axis=None)), _landed(jaxreg.projected(ball)), rtol=1e-6, atol=1e-7
+    )
+
+
+def test_unit_norm_over_the_whole_leaf_is_the_optax_l2_sphere_projection():
+    sphere = optax.projections.projection_l2_sphere
+    np.testing.assert_allclose(
+        _landed(jaxreg.unit_norm(axis=None)), _landed(jaxreg.projected(sphere)), rtol=1e-6
+    )
