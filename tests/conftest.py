@@ -1,7 +1,17 @@
 """pytest configuration shared by the test suite."""
 
+import os
 import pathlib
 import sys
+
+# The suite compiles thousands of small XLA programs, and LLVM's optimization of the compiled CPU
+# code is most of that time; the tests check values, not speed, so they compile without it (about
+# 40% less CPU time). Set before JAX starts its backend; subprocesses (examples, sharding checks,
+# the benchmark smoke test) inherit it. `python -m benchmarks` run by hand is unaffected.
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+    ).strip()
 
 # With --import-mode=importlib (pyproject.toml) no test folder is on sys.path: put this one there,
 # so that tests/<area>/test_*.py can `from helpers import ...`. pytest imports this conftest before

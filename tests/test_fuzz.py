@@ -122,7 +122,7 @@ def test_penalties_sum_the_float_leaves(tree):
 
 @given(tree=trees, strength=hyper)
 def test_add_decayed_weights_and_add_l1(tree, strength):
-    grads = jax.tree.map(lambda x: x, tree)
+    grads = tree  # g = w: the oracle is g + s * w (or s * sign(w)) with g = w
     for name, build, oracle in (
         ("weight_decay", jaxreg.add_decayed_weights, lambda g, w, s: g + s * w),
         ("strength", jaxreg.add_l1, lambda g, w, s: g + s * np.sign(w)),
@@ -158,12 +158,14 @@ def test_soft_threshold(x, threshold):
         y = jaxreg.soft_threshold(x, threshold)
     except (ValueError, TypeError) as e:
         _check_error_names(e, "threshold")
-        assert not _valid_strength(threshold) or isinstance(threshold, str)
+        assert not (_valid_strength(threshold) or threshold == math.inf)
         return
-    assert _valid_strength(threshold)
+    assert _valid_strength(threshold) or threshold == math.inf  # t = inf: the prox is 0
     assert y.shape == x.shape and y.dtype == x.dtype
     xf, t = np.asarray(x, np.float64), float(threshold)
-    want = np.sign(xf) * np.maximum(np.abs(xf) - np.float64(np.asarray(t, np.asarray(x).dtype)), 0)
+    with np.errstate(invalid="ignore"):
+        want = np.sign(xf) * np.maximum(np.abs(xf) - np.float64(np.asarray(t, np.asarray(x).dtype)), 0)
+    want = np.where(np.isnan(want), 0.0, want)  # |x| - inf = -inf, max(., 0) = 0
     np.testing.assert_allclose(np.asarray(y, np.float64), want, rtol=1e-2, atol=1e-3)
 
 
@@ -190,7 +192,8 @@ def test_dropout_family(x, rate, op):
         assert not np.asarray(y, np.float64).any()
     if op in ("dropout", "drop_path"):  # kept entries are x / q exactly up to rounding, the others 0
         xf, yf = np.asarray(x, np.float64), np.asarray(y, np.float64)
-        kept = yf != 0
+        dtype_max = float(jnp.finfo(x.dtype).max)
+        kept = (yf != 0) & (np.abs(xf) / (1 - v) < 0.5 * dtype_max)  # x / q must fit the dtype
         if 0 < v < 1 and kept.any():
             ratio = yf[kept] / xf[kept]
             np.testing.assert_allclose(ratio, 1 / (1 - v), rtol=2e-2)
@@ -198,7 +201,9 @@ def test_dropout_family(x, rate, op):
 
 @given(tree=trees, max_value=hyper)
 def test_max_norm_and_non_negative_land_in_the_set(tree, max_value):
-    zeros = jax.tree.map(lambda x: x, tree)
+    zeros = jax.tree.map(
+        lambda x: jnp.zeros_like(x) if hasattr(x, "dtype") or isinstance(x, float) else x, tree
+    )
     try:
         tx = optax.chain(jaxreg.max_norm(max_value, axis=None), jaxreg.non_negative())
         out, _ = tx.update(zeros, tx.init(tree), tree)
@@ -215,7 +220,7 @@ def test_max_norm_and_non_negative_land_in_the_set(tree, max_value):
         g = np.asarray(got, np.float64)
         assert g.shape == np.shape(w)
         assert not np.isnan(g).any()
-        # updates land on non_negative(max_norm(w + w)): up to the landing rounding (ulp of w)
+        # zero updates land on non_negative(max_norm(w)): up to the landing rounding (ulp of w)
         tol = 4 * float(jnp.finfo(jnp.asarray(w).dtype).eps) * (np.abs(np.asarray(w, np.float64)) + 1)
         assert (g >= -tol).all()
 
