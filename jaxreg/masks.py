@@ -110,7 +110,8 @@ _WEIGHT_NAMES = frozenset({"weight"})  # Equinox and PyTorch-style trees: also t
 # Parent names (a module attribute or a dict key) of a "weight" that is a norm scale or an embedding table.
 _NOT_A_LAYER_WEIGHT = re.compile(r"norm|^ln(_?\d+|_f)?$|^bn\d*$|^gn\d*$|embed|^wte$|^wpe$", re.IGNORECASE)
 # Class names of pytree nodes (Equinox modules) whose whole subtree is never decayed.
-_NOT_DECAYED_TYPES = re.compile(r"(Norm|Normalization|Embedding|Embed)$")
+# (Not SpectralNorm or WeightNorm: those wrap a layer whose weight is decayed.)
+_NOT_DECAYED_TYPES = re.compile(r"^(LayerNorm|RMSNorm|GroupNorm|BatchNorm|InstanceNorm|Embedding|Embed)$")
 
 
 def _leaf_is_decayable(path: tuple, leaf: Any) -> bool:
@@ -143,9 +144,10 @@ def decayable(params: Any) -> Any:
       selected unless its parent's name is a norm or an embedding (it contains
       ``norm`` or ``embed``, or is ``ln``, ``ln_1``, ``ln_f``, ``bn1``, ``gn``,
       ``wte``, ``wpe``, case-insensitive), and unless it sits inside a pytree
-      node whose class name ends in ``Norm``, ``Normalization``, ``Embedding``
-      or ``Embed`` (Equinox's ``LayerNorm``, ``RMSNorm``, ``GroupNorm``,
-      ``BatchNorm``, ``Embedding``);
+      node of class ``LayerNorm``, ``RMSNorm``, ``GroupNorm``, ``BatchNorm``,
+      ``InstanceNorm``, ``Embedding`` or ``Embed`` (Equinox's modules; a
+      ``SpectralNorm`` or ``WeightNorm`` wrapper is not one: its layer's weight
+      is decayed);
     * every other leaf is left out: biases (including attention's
       ``(heads, head_dim)`` biases), the ``scale`` and ``bias`` of LayerNorm,
       RMSNorm, BatchNorm and GroupNorm, embedding tables (``embedding``),

@@ -260,10 +260,18 @@ class Block:
     scale_weight: LayerNorm  # a field name that says nothing: the module type decides
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class SpectralNorm:  # stands for equinox.nn.SpectralNorm: a wrapper whose layer is decayed
+    layer: Linear
+
+
 def test_decayable_uses_the_module_type_where_the_pytree_carries_it():
     ln = lambda: LayerNorm(jnp.ones(4), jnp.zeros(4))  # noqa: E731
     block = Block(norm1=ln(), proj=Linear(jnp.ones((4, 4)), jnp.zeros(4)), scale_weight=ln())
     assert _selected(jaxreg.masks.decayable(block), block) == {"proj/weight"}
+    wrapped = SpectralNorm(Linear(jnp.ones((4, 4)), jnp.zeros(4)))
+    assert _selected(jaxreg.masks.decayable(wrapped), wrapped) == {"layer/weight"}
 
 
 def test_decayable_on_pytorch_style_names():
