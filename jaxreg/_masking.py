@@ -89,6 +89,21 @@ def key_path_str(path: tuple) -> str:
     return "/".join(parts)
 
 
+def broadcast_prefix(name: str, prefix: Any, tree: Any) -> Any:
+    """``prefix`` (or ``prefix(tree)`` for a callable, optax's rule) with each value copied to every leaf below it.
+
+    The one broadcast of ``mask=`` and ``factors=``: a pytree with the structure of
+    ``tree`` or a prefix of it; a ``ValueError`` names ``name`` and where the two differ.
+    """
+    if is_mask_callable(prefix):
+        prefix = prefix(tree)
+    try:
+        return jax.tree.map(lambda value, sub: jax.tree.map(lambda _: value, sub), prefix, tree)
+    except ValueError as e:
+        where = str(e).replace("tree_map tree", name)
+        raise ValueError(f"{name} does not match the structure of params: {where}") from None
+
+
 def resolve_mask(mask: Mask, tree: Any) -> Any:
     """Returns a bool per leaf of ``tree``: the mask, broadcast, and float leaves only.
 
@@ -99,13 +114,7 @@ def resolve_mask(mask: Mask, tree: Any) -> Any:
     """
     if mask is None:
         mask = True
-    elif is_mask_callable(mask):
-        mask = mask(tree)
-    try:
-        flags = jax.tree.map(lambda m, sub: jax.tree.map(lambda _: bool(m), sub), mask, tree)
-    except ValueError as e:
-        where = str(e).replace("tree_map tree", "mask")
-        raise ValueError(f"mask does not match the structure of params: {where}") from None
+    flags = jax.tree.map(bool, broadcast_prefix("mask", mask, tree))
 
     def leaf_flag(path, keep, leaf):
         dtype = leaf_dtype(leaf)

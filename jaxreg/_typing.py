@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import jax
-
 Mask = Any  # None | bool pytree (or a prefix of one) | Callable[[params], bool pytree]
 Sampler = Literal["fast", "jax"] | None  # the mask/noise sampler; None: the library default ("fast")
 Axis = int | tuple[int, ...] | None  # the axes a norm runs over (None: all)
 FeatureAxes = int | tuple[int, ...] | None  # the axes weight normalization keeps (one scale per index)
-Key = jax.Array  # a PRNG key: typed (jax.random.key) or legacy uint32 (jax.random.PRNGKey)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxreg._masking import is_mask_callable, key_path_str, masked, resolve_mask
+from jaxreg._masking import broadcast_prefix, key_path_str, masked, resolve_mask
 from jaxreg._typing import Mask
 from jaxreg._validation import as_float, concrete_float, is_concrete
 
@@ -107,13 +107,7 @@ def scaled(value: Any, factor: float) -> Any:
 
 def _factor_per_leaf(factors: Any, tree: Any) -> Any:
     """A Python float per leaf of ``tree``: ``factors`` (or ``factors(tree)``) broadcast as a mask is."""
-    if is_mask_callable(factors):
-        factors = factors(tree)
-    try:
-        per_leaf = jax.tree.map(lambda f, sub: jax.tree.map(lambda _: f, sub), factors, tree)
-    except ValueError as e:
-        where = str(e).replace("tree_map tree", "factors")
-        raise ValueError(f"factors does not match the structure of params: {where}") from None
+    per_leaf = broadcast_prefix("factors", factors, tree)
 
     def check(path, f):
         name = f"factors at '{key_path_str(path)}'"
