@@ -27,7 +27,11 @@ def acc_dtype(*dtypes: Any) -> jnp.dtype:
     ``jax_enable_x64``) in float64. Returned values are cast back by the caller
     where the result has the input's dtype (projections, normalized weights).
     """
-    return functools.reduce(jnp.promote_types, dtypes, jnp.dtype(jnp.float32))
+    # Standard promotion on purpose: under ``jax_numpy_dtype_promotion="strict"`` promote_types
+    # refuses (bfloat16, float32), but this is jaxreg's own choice of accumulator, not a user's
+    # implicit mix of dtypes.
+    with jax.numpy_dtype_promotion("standard"):
+        return functools.reduce(jnp.promote_types, dtypes, jnp.dtype(jnp.float32))
 
 
 def power_of_two(m: jax.Array) -> tuple[jax.Array, jax.Array]:
