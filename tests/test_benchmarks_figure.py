@@ -7,7 +7,6 @@ not against the ``ratio`` field the generator reads.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -33,15 +32,9 @@ def doc():
     return json.loads(COMMITTED.read_text())
 
 
-def test_command_writes_both_pngs_from_the_committed_json(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.figure", str(COMMITTED), "--out", str(tmp_path / "out")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
+def test_command_writes_both_pngs_from_the_committed_json(figure, tmp_path, capsys):
+    assert figure.main([str(COMMITTED), "--out", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().out.count("wrote ") == 2
     for name in ("dropout_vs_x2.png", "optimizer_overhead.png"):
         data = (tmp_path / "out" / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name
