@@ -10,6 +10,7 @@ Modules:
   _harness: timing, environment, the row format of the JSON file.
   cases_dropout, cases_attention, cases_optim, cases_compile: the cases.
   readme: renders a results JSON as the README's performance section.
+  figure: draws the performance page's figures from a results JSON.
   dieharder: streams the mask sampler's raw words into dieharder (issue 4).
   memory: peak memory of one call per case, each in its own subprocess
     (``python -m benchmarks.memory``).

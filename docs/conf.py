@@ -30,7 +30,13 @@ extensions = [
     "sphinx.ext.viewcode",
     "myst_parser",
     "dollarmath_docstrings",  # docs/_ext: $...$ in docstrings -> :math:
+    "mathjax_offline",  # docs/_ext: MathJax served from the site (_static/mathjax), not a CDN
 ]
+
+# MathJax 3.2.2 from the PyPI package sphinx-mathjax-offline (the docs extra), copied into the
+# built site by docs/_ext/mathjax_offline.py: the maths render without network. A relative path
+# is relative to _static/.
+mathjax_path = "mathjax/tex-chtml.js"
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
@@ -67,6 +73,9 @@ html_theme_options = {
     "home_page_in_toc": True,
 }
 html_last_updated_fmt = None
+# The light/dark mode before the reader picks one: following the system (without it the theme
+# logs "Got invalid theme mode" on a first visit).
+html_context = {"default_mode": "auto"}
 
 # Show optax's alias by name instead of its expansion (a union of a dozen array types).
 autodoc_type_aliases = {

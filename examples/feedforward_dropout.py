@@ -1,14 +1,14 @@
-"""The seed's FeedforwardNet (section 5.3) in flax nnx, with classic and inverted dropout.
+"""A textbook PyTorch dropout example (a feed-forward net) in Flax NNX, with classic and inverted dropout.
 
-The seed's PyTorch model is ``fc1 -> ReLU -> Dropout(0.5) -> fc2`` trained with
+The PyTorch model is ``fc1 -> ReLU -> Dropout(0.5) -> fc2`` trained with
 Adam (lr 1e-3) and cross-entropy, evaluated without dropout. Here the same
 network is an ``nnx.Module`` whose dropout layer is ``jaxreg.nnx.Dropout``
 (an ``nnx.Rngs`` stream, ``model.train()`` / ``model.eval()``), trained twice:
 
 * ``mode="inverted"`` (PyTorch, Flax): kept units are scaled by 1/(1-p) in
   training, the layer is the identity at test time;
-* ``mode="classic"`` (Srivastava et al. 2014, the seed's formulation): no
-  scaling in training, activations multiplied by (1-p) at test time.
+* ``mode="classic"`` (the formulation of Srivastava et al. 2014): no scaling in
+  training, activations multiplied by (1-p) at test time.
 
 The script checks the point of both conventions: the expected training-mode
 activation of the dropout layer equals its test-mode activation (Monte Carlo
@@ -36,7 +36,7 @@ INPUT, HIDDEN, CLASSES, RATE = 100, 50, 10, 0.5
 
 
 class FeedforwardNet(nnx.Module):
-    """fc1 -> ReLU -> Dropout -> fc2 (the seed's section 5.3)."""
+    """fc1 -> ReLU -> Dropout -> fc2, the PyTorch example's network."""
 
     def __init__(self, input_size, hidden_size, output_size, dropout_rate, *, mode, rngs: nnx.Rngs):
         self.fc1 = nnx.Linear(input_size, hidden_size, rngs=rngs)

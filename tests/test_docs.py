@@ -7,10 +7,12 @@ The site itself is built with warnings as errors by ``.ci/run``
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import jax
@@ -227,7 +229,7 @@ def test_readme_is_short():
 
 
 _INTERNAL = re.compile(
-    r"\bissues? \d|\bissues \d+ and \d|<!-- (?:BEGIN|END)|\bseed's\b|\bseed article\b|\bseed rule\b",
+    r"\bissues? \d|\bissues \d+ and \d|<!-- (?:BEGIN|END)|\bseed's\b|\bseed (?:article|rule|as written|claim)\b",
     re.I,
 )
 
@@ -242,10 +244,39 @@ def _docstrings() -> list[tuple[str, str]]:
 
 
 def test_user_facing_text_cites_no_issue_numbers_nor_the_seed():
-    texts = [(str(p.relative_to(ROOT)), p.read_text()) for p in [README, *PAGES]]
+    examples = sorted((ROOT / "examples").glob("*.py"))  # read by users as they are: all their text
+    texts = [(str(p.relative_to(ROOT)), p.read_text()) for p in [README, *PAGES, *examples]]
     for name, text in texts + _docstrings():
         # The benchmark renderer finds its section of the performance page by these two markers
         # (HTML comments: not shown on the page).
         text = text.replace(BENCH_BEGIN, "").replace(BENCH_END, "")
         hits = _INTERNAL.findall(text)
         assert not hits, (name, hits)
+
+
+def _browser_check():
+    """docs/browser_check.py, the check of the built site in Chromium that `.ci/run` runs after the build."""
+    spec = importlib.util.spec_from_file_location("browser_check", DOCS / "browser_check.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_browser_check_finds_inline_maths_left_as_text():
+    pattern = _browser_check()._INLINE_DOLLARS
+    assert [m.group() for m in pattern.finditer(r"with $x_1$ and $\lambda \ge 0$ left")] == [
+        "$x_1$",
+        r"$\lambda \ge 0$",
+    ]
+    assert not list(pattern.finditer("it costs $5 and $10, or US$3; echo $HOME$PATH"))
+
+
+def test_browser_check_serves_on_the_loopback_only_while_open(tmp_path):
+    (tmp_path / "index.html").write_text("<p>site</p>")
+    with _browser_check().serve(tmp_path) as base:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", base)
+        with urllib.request.urlopen(base + "index.html", timeout=5) as response:
+            assert response.read() == b"<p>site</p>"
+    with pytest.raises(OSError):  # the server was stopped
+        urllib.request.urlopen(base + "index.html", timeout=5)

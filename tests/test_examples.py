@@ -33,15 +33,15 @@ def test_every_example_is_run_by_a_test():
         assert f'"{name}"' in tests, f"examples/{name} is run by no test"
 
 
-def test_seed_l1_regression_prox_gives_exact_zeros_and_subgradient_does_not():
-    out = _run("seed_l1_regression.py")
+def test_pytorch_l1_regression_prox_gives_exact_zeros_and_subgradient_does_not():
+    out = _run("pytorch_l1_regression.py")
     zeros = dict(re.findall(r"^(.+?)\s+loss=.*exact zeros=(\d+)/10", out, re.M))
     assert int(zeros["prox_l1"]) >= 5  # the five zero coefficients of w_true (and maybe the small 6th)
-    assert int(zeros["add_l1 (seed rule)"]) == 0
+    assert int(zeros["add_l1"]) == 0
 
 
-def test_seed_l2_regression_weight_decay_equals_half_squared_norm_in_loss():
-    out = _run("seed_l2_regression.py")
+def test_pytorch_l2_regression_weight_decay_equals_half_squared_norm_in_loss():
+    out = _run("pytorch_l2_regression.py")
     diff = float(re.search(r"max \|diff\| = (\S+)", out).group(1))
     assert diff < 1e-6
 

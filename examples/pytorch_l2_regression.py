@@ -1,16 +1,16 @@
-"""The seed's section 5.2 (L2-regularized linear regression) with jaxreg and optax.
+"""A textbook PyTorch example of L2-regularized linear regression, rewritten with jaxreg and optax.
 
-The seed writes ``optim.SGD(model.parameters(), lr=0.01, weight_decay=0.01)`` and says this
-"adds ``0.01 * torch.norm(weight, 2)**2`` to the loss". It does not: SGD's ``weight_decay=lam``
-adds ``lam * w`` to the gradient, which is the gradient of ``lam/2 * ||w||^2``, half the
-seed's term; and it decays the bias as well. In jaxreg:
+The PyTorch program writes ``optim.SGD(model.parameters(), lr=0.01, weight_decay=0.01)`` and says
+this "adds ``0.01 * torch.norm(weight, 2)**2`` to the loss". It does not: SGD's
+``weight_decay=lam`` adds ``lam * w`` to the gradient, which is the gradient of
+``lam/2 * ||w||^2``, half the claimed term; and it decays the bias as well. In jaxreg:
 
 * ``jaxreg.add_decayed_weights(lam)`` before ``optax.sgd`` is exactly PyTorch's coupled
   ``weight_decay=lam`` (tests/transforms/test_adding.py checks the trajectories against PyTorch);
 * ``lam * jaxreg.l2_penalty(params)`` in the loss is the same thing: ``l2_penalty`` carries the 1/2;
-* the seed's claimed term ``lam * ||w||^2`` would be ``2 * lam * l2_penalty`` (Keras ``L2(lam)``).
+* the claimed term ``lam * ||w||^2`` would be ``2 * lam * l2_penalty`` (Keras ``L2(lam)``).
 
-Run:  python examples/seed_l2_regression.py
+Run:  python examples/pytorch_l2_regression.py
 """
 
 import jax
@@ -53,8 +53,8 @@ def main():
     coupled = train(optax.chain(jaxreg.add_decayed_weights(LAM), optax.sgd(LR)), mse, params, x, y)
     # 2. The same, as a penalty in the loss: LAM * 1/2 ||w||^2 (jaxreg.l2_penalty has the 1/2).
     in_loss = train(optax.sgd(LR), lambda p, x, y: mse(p, x, y) + LAM * jaxreg.l2_penalty(p), params, x, y)
-    # 3. What the seed claims SGD(weight_decay) adds: LAM * ||w||^2, twice as strong.
-    seed_claim = train(
+    # 3. What the example claims SGD(weight_decay) adds: LAM * ||w||^2, twice as strong.
+    claimed = train(
         optax.sgd(LR),
         lambda p, x, y: mse(p, x, y) + LAM * jnp.sum(p["kernel"] ** 2 + p["bias"] ** 2),
         params,
@@ -68,7 +68,7 @@ def main():
     )
     print(f"add_decayed_weights vs l2_penalty in the loss: max |diff| = {diff:.2e}")
     print(f"||w|| coupled decay     = {float(jnp.linalg.norm(coupled['kernel'])):.5f}")
-    print(f"||w|| seed's claim (2x) = {float(jnp.linalg.norm(seed_claim['kernel'])):.5f}")
+    print(f"||w|| claimed term (2x) = {float(jnp.linalg.norm(claimed['kernel'])):.5f}")
     # Keep biases out of the decay, which PyTorch's weight_decay does not do for you:
     masked = optax.chain(jaxreg.add_decayed_weights(LAM, mask=jaxreg.masks.weights_only), optax.sgd(LR))
     p = train(masked, mse, params, x, y)
