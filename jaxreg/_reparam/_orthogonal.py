@@ -32,22 +32,19 @@ def _householder(x: jax.Array) -> jax.Array:
     """``H_1 ... H_k`` times the first ``k`` columns of the identity, times the signs, for a tall ``x``.
 
     ``H_i = I - tau_i v_i v_i^T`` with ``v_i`` column ``i`` of the unit lower
-    triangle of ``x`` (``torch.linalg.householder_product``'s convention). The
-    reflectors are applied last to first, each as a rank-one update in
-    elementwise products and sums (full float32 on every backend): ``O(n k^2)``.
+    triangle ``V`` of ``x`` and ``tau_i = 2 / ||v_i||^2``
+    (``torch.linalg.householder_product``'s convention). The product is
+    ``I - V S^{-1} V^T`` with ``S = triu(V^T V, 1) + diag(V^T V) / 2``, upper
+    triangular (the UT transform of Joffrain et al., 2006), so its first ``k`` columns are
+    ``E - V S^{-1} V[:k]^T``: two products and a ``k x k`` triangular solve,
+    ``O(n k^2)``, instead of ``k`` reflections one after the other.
     """
     n, k = x.shape[-2:]
-    reflectors = jnp.tril(x, -1) + jnp.eye(n, k, dtype=x.dtype)  # v_i: a 1 on the diagonal
-    tau = 2 / jnp.sum(reflectors * reflectors, axis=-2)  # (..., k): 2 / ||v_i||^2
-
-    def reflect(y, v_tau):
-        v, t = v_tau  # (..., n), (...,)
-        vty = jnp.sum(v[..., :, None] * y, axis=-2)  # v^T y, (..., k)
-        return y - t[..., None, None] * v[..., :, None] * vty[..., None, :], None
-
-    start = jnp.broadcast_to(jnp.eye(n, k, dtype=x.dtype), x.shape)
-    xs = (jnp.moveaxis(reflectors, -1, 0), jnp.moveaxis(tau, -1, 0))
-    q, _ = jax.lax.scan(reflect, start, xs, reverse=True)
+    v = jnp.tril(x, -1) + jnp.eye(n, k, dtype=x.dtype)  # v_i: a 1 on the diagonal
+    gram = jnp.matmul(jnp.swapaxes(v, -1, -2), v, precision=_HIGHEST)
+    s = jnp.triu(gram, 1) + jnp.eye(k, dtype=x.dtype) * gram / 2
+    z = jax.lax.linalg.triangular_solve(s, jnp.swapaxes(v[..., :k, :], -1, -2), left_side=True, lower=False)
+    q = jnp.eye(n, k, dtype=x.dtype) - jnp.matmul(v, z, precision=_HIGHEST)
     signs = jnp.where(jnp.diagonal(x, axis1=-2, axis2=-1) > 0, 1, -1).astype(x.dtype)
     return q * signs[..., None, :]
 
@@ -102,9 +99,11 @@ def orthogonal_map(a: jax.Array, *, method: str = "cayley", base: jax.Array | No
     decomposition instead). The Cayley map costs one $n \times n$ linear solve,
     the exponential a scaling-and-squaring Padé approximation, a few $n \times n$
     products; the Cayley map cannot reach rotations with eigenvalue $-1$, which
-    the base can supply. The Householder map costs $k$ rank-one updates of an
-    $n \times k$ matrix, $O(n k^2)$ without any $n \times n$ matrix (but a base),
-    applied one after the other (a ``jax.lax.scan`` of $k$ steps).
+    the base can supply. The Householder map forms no $n \times n$ matrix (but
+    a base): the product of the reflections is $I - V S^{-1} V^\top$ with $V$
+    the matrix of the $v_i$ and $S$ the upper triangle of $V^\top V$ with half
+    its diagonal (Joffrain et al., 2006), so $Q$ costs two products and a
+    $k \times k$ triangular solve, $O(n k^2)$.
 
     Args:
       a: the unconstrained parameter, ``(..., n, k)``.
@@ -136,7 +135,10 @@ def orthogonal_map(a: jax.Array, *, method: str = "cayley", base: jax.Array | No
       `Trivializations for Gradient-Based Optimization on Manifolds
       <https://arxiv.org/abs/1909.09501>`_ (the base); Mhammedi et al., 2017,
       `Efficient Orthogonal Parametrisation of Recurrent Neural Networks Using
-      Householder Reflections <https://arxiv.org/abs/1612.00188>`_;
+      Householder Reflections <https://arxiv.org/abs/1612.00188>`_; Joffrain,
+      Low, Quintana-Ortí and van de Geijn, 2006, Accumulating Householder
+      Transformations, Revisited, ACM Transactions on Mathematical Software
+      32(2) (the UT transform);
       ``torch.nn.utils.parametrizations.orthogonal``.
     """
     check_ndim("a", a, 2, at_least=True)
