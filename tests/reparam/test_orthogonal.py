@@ -5,6 +5,7 @@ Oracles: ``tests/data/orthogonal_reference.npz``, values and gradients of
 torch is not needed here), and the polar factor from NumPy's SVD.
 """
 
+import functools
 import pathlib
 
 import flax.linen as nn
@@ -81,19 +82,21 @@ def test_householder_diagonal_is_signs_where_pytorch_truncates_it():
     np.testing.assert_array_equal(np.diag(a), [-1.0, 0.5, 1.5, -0.25])
     torch_q = ref["4x4/householder/trunc/q"]
     np.testing.assert_array_equal(torch_q[:, [1, 3]], 0.0)
+    shapes = [(4, 4), (5, 3), (3, 5)]
+
+    def maps(a, signs):
+        householder = functools.partial(jaxreg.orthogonal_map, method="householder")
+        return householder(a), householder(signs), [householder(jnp.zeros(shape)) for shape in shapes]
+
     with jax.enable_x64(True):
-        q = np.asarray(jaxreg.orthogonal_map(jnp.asarray(a), method="householder"))
-        signs = jaxreg.orthogonal_map(
-            jnp.asarray(a - np.diag(np.diag(a) - [-1, 1, 1, -1])), method="householder"
-        )
+        signs = a - np.diag(np.diag(a) - [-1, 1, 1, -1])
+        q, q_signs, q_zeros = jax.jit(maps)(jnp.asarray(a), jnp.asarray(signs))
     _assert_semi_orthogonal(q, atol=1e-12)
     np.testing.assert_allclose(q[:, [0, 2]], torch_q[:, [0, 2]], atol=1e-12)
-    np.testing.assert_array_equal(q, signs)
+    np.testing.assert_array_equal(q, q_signs)
     # The zero parameter gives the first columns of the identity, as the other maps do.
-    for shape in [(4, 4), (5, 3), (3, 5)]:
-        np.testing.assert_array_equal(
-            jaxreg.orthogonal_map(jnp.zeros(shape), method="householder"), np.eye(*shape)
-        )
+    for q0, shape in zip(q_zeros, shapes, strict=True):
+        np.testing.assert_array_equal(q0, np.eye(*shape))
 
 
 @pytest.mark.parametrize("method", ["cayley", "expm", "householder"])
