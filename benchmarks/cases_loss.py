@@ -1,4 +1,4 @@
-"""Loss-side regularizers: what a Jacobian penalty adds to a training step, and what a conv's operator norm costs.
+"""Loss-side regularizers: a Jacobian penalty in a training step, a conv's operator norm, the orthogonal maps.
 
 * ``jacobian_penalty`` (one projection) in the loss of an MLP classifier, one
   ``jax.value_and_grad`` step with respect to the parameters, against the plain
@@ -7,6 +7,10 @@
 * ``conv_spectral_normalize`` (one power iteration through the convolution and
   its transpose, on one example) against ``spectral_normalize`` of the same
   kernel reshaped to a matrix, the cheaper number that is not the operator norm.
+* ``orthogonal_map(method="householder")`` (``k`` reflections, accumulated as
+  ``I - V S^{-1} V^T``: products and a ``k x k`` triangular solve) against the
+  Cayley map (an ``n x n`` solve) and the matrix exponential, value and gradient
+  of ``sum(g * Q(a))`` for a tall ``n x k`` ``a``.
 
 Both jitted; the timed calls return their outputs, blocked on by the harness.
 """
@@ -28,6 +32,8 @@ FULL_MLP = (256, 784, 512, 10)  # batch, inputs, hidden, classes
 QUICK_MLP = (32, 64, 32, 10)
 FULL_CONV = (32, 32, 64, 64)  # input height, width, in and out channels of a 3x3 kernel
 QUICK_CONV = (8, 8, 8, 8)
+FULL_ORTHOGONAL = (512, 256)  # rows and columns of the unconstrained matrix
+QUICK_ORTHOGONAL = (16, 8)
 
 
 def _mlp(params, x):
@@ -111,6 +117,33 @@ def _build_conv(dims) -> Bench | str:
     )
 
 
+@functools.cache
+def _orthogonal_step(method):
+    return jax.jit(jax.value_and_grad(lambda a, g: jnp.sum(g * jaxreg.orthogonal_map(a, method=method))))
+
+
+def _build_orthogonal(dims) -> Bench | str:
+    try:
+        jaxreg.orthogonal_map(jnp.zeros((2, 1)), method="householder")
+    except ValueError:
+        return "jaxreg.orthogonal_map has no method='householder' yet"
+    n, k = dims
+    a, g = normal(0, (n, k), n**-0.5), normal(1, (n, k))
+
+    def thunk(method):
+        fn = _orthogonal_step(method)
+        return lambda: fn(a, g)
+
+    return Bench(
+        name=f"orthogonal_map(method='householder'), {n} x {k}, value_and_grad",
+        size=n * k,
+        group="loss",
+        jaxreg=thunk("householder"),
+        baselines=[Baseline(f"method={m!r}", thunk(m)) for m in ("cayley", "expm")],
+        extra={"dims": {"rows": n, "columns": k}},
+    )
+
+
 def cases(cfg: Config) -> Iterator[Case]:
     mlp = QUICK_MLP if cfg.quick else FULL_MLP
     conv = QUICK_CONV if cfg.quick else FULL_CONV
@@ -119,4 +152,8 @@ def cases(cfg: Config) -> Iterator[Case]:
     )
     yield Case(
         "conv_spectral_normalize", conv[0] * conv[1] * conv[2], "loss", functools.partial(_build_conv, conv)
+    )
+    ortho = QUICK_ORTHOGONAL if cfg.quick else FULL_ORTHOGONAL
+    yield Case(
+        "orthogonal_map methods", ortho[0] * ortho[1], "loss", functools.partial(_build_orthogonal, ortho)
     )

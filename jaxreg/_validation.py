@@ -210,3 +210,36 @@ def check_float_array(name: str, x: Any) -> None:
     dtype = x.dtype if hasattr(x, "dtype") else jnp.result_type(x)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"{name} must be a real floating-point array, got dtype {dtype}")
+
+
+CONV_OPTIONS = ("strides", "padding", "input_dilation", "kernel_dilation", "feature_group_count")
+
+
+def conv_layer_options(layer: Any, conv_type: type, type_name: str) -> dict[str, Any]:
+    """The options of a Flax conv ``layer`` as :func:`jaxreg.conv_spectral_normalize` takes them, checked.
+
+    For ``operator="conv"`` of the Flax ``SpectralNorm`` wrappers: ``layer`` must be
+    a ``conv_type`` (called ``type_name`` in the message) without a mask. Flax's
+    ``None`` strides and dilations mean 1.
+    """
+    if not isinstance(layer, conv_type):
+        raise ValueError(
+            f"operator='conv' needs an {type_name} layer (it takes the norm of the convolution), got a "
+            f"{type(layer).__name__}; use operator='matrix' for other layers"
+        )
+    if layer.mask is not None:
+        raise ValueError(
+            f"operator='conv' does not support an {type_name} with a mask; use operator='matrix'"
+        )
+    options = {name: getattr(layer, name) for name in CONV_OPTIONS}
+    return {name: 1 if value is None else value for name, value in options.items()}
+
+
+def check_example_shape(u_shape: tuple[int, ...], input_shape: tuple[int, ...], remedy: str) -> None:
+    """Raises unless ``input_shape`` ends with ``u_shape``, the input example a conv's ``u`` was made for."""
+    if len(input_shape) < len(u_shape) or tuple(input_shape[len(input_shape) - len(u_shape) :]) != u_shape:
+        raise ValueError(
+            f"SpectralNorm(operator='conv') holds u for inputs of shape (..., {', '.join(map(str, u_shape))}): "
+            f"the operator norm of a convolution depends on the input size, and u is one input example; got "
+            f"an input of shape {tuple(input_shape)}. {remedy}, or use operator='matrix'"
+        )

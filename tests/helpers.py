@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pathlib
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,6 +50,21 @@ def sigma_max(w):
     """The largest singular value of ``w`` reshaped to ``(-1, out)``, in float64."""
     w = np.asarray(w, np.float64)
     return np.linalg.svd(w.reshape(-1, w.shape[-1]), compute_uv=False)[0]
+
+
+def conv_matrix(kernel, example_shape, **conv):
+    """The (out_size, in_size) matrix of ``x -> flax.linen.Conv(x)`` (no bias) on one example, float64 NumPy.
+
+    Built column by column with ``jax.jacfwd`` through Flax's own layer, so the padding,
+    stride and dilation conventions are Flax's; ``conv`` are ``nn.Conv``'s options.
+    """
+    layer = nn.Conv(kernel.shape[-1], kernel.shape[:-2], use_bias=False, **conv)
+    variables = {"params": {"kernel": kernel}}
+
+    def apply(x_flat):
+        return layer.apply(variables, x_flat.reshape(1, *example_shape)).reshape(-1)
+
+    return np.asarray(jax.jacfwd(apply)(jnp.zeros(int(np.prod(example_shape)))), np.float64)
 
 
 # Keras 3 (keras/src/constraints/constraints.py, keras/src/regularizers/regularizers.py) adds this

@@ -36,7 +36,7 @@ class Orthogonal(nn.Module):
 
     Attributes:
       layer_instance: the layer to wrap.
-      method: ``"cayley"`` or ``"expm"`` (:func:`jaxreg.orthogonal_map`).
+      method: ``"cayley"``, ``"expm"`` or ``"householder"`` (:func:`jaxreg.orthogonal_map`).
       orthogonal_init: start from the polar factor of the initial kernel.
       variable_filter: substrings of the param paths to map, or ``None`` for all.
       collection_name: the collection that holds the bases.

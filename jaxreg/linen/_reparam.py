@@ -18,6 +18,7 @@ import jax
 import jaxreg
 from jaxreg._masking import key_path_str
 from jaxreg._typing import FeatureAxes
+from jaxreg._validation import check_example_shape, conv_layer_options
 
 
 def _path(layer: nn.Module, keypath: tuple) -> str:
@@ -50,6 +51,49 @@ def _call_with(module: nn.Module, replace: Callable[[str, jax.Array], jax.Array]
     )(layer, *args, **kwargs)
 
 
+_OPERATORS = ("matrix", "conv")
+
+
+def _conv_replace(module: SpectralNorm, args, kwargs, update_stats: bool) -> Callable:
+    """The ``replace`` of :func:`_call_with` for ``operator="conv"``: ``W / sigma`` of the conv operator.
+
+    Reads the ``nn.Conv``'s options and the input's example shape; the state ``u``
+    has that shape, fixed at ``init``.
+    """
+    if module.operator not in _OPERATORS:
+        raise ValueError(f"operator must be one of {_OPERATORS}, got {module.operator!r}")
+    options = conv_layer_options(module.layer_instance, nn.Conv, "nn.Conv")
+    x = args[0] if args else kwargs["inputs"]
+
+    def replace(path, w):
+        if w.ndim < 2:
+            return w
+        example = tuple(x.shape[max(x.ndim - (w.ndim - 1), 0) :])
+        u = module.variable(
+            module.collection_name,
+            path + "/u",
+            lambda: (
+                jaxreg.conv_spectral_norm_init(
+                    module.make_rng("params"), w, example, **options, eps=module.epsilon
+                ).u
+            ),
+        )
+        check_example_shape(u.value.shape, x.shape, "Initialize the model with inputs of this shape")
+        w_sn, state = jaxreg.conv_spectral_normalize(
+            w,
+            jaxreg.ConvSpectralNormState(u.value),
+            **options,
+            n_steps=module.n_steps,
+            update=update_stats,
+            eps=module.epsilon,
+        )
+        if update_stats and not module.is_initializing():
+            u.value = state.u
+        return w_sn
+
+    return replace
+
+
 class SpectralNorm(nn.Module):
     r"""Spectral normalization of a wrapped layer: every param with ``ndim >= 2`` becomes $W / \sigma(W)$.
 
@@ -62,11 +106,26 @@ class SpectralNorm(nn.Module):
     ``mutable=["batch_stats"]``; in evaluation ``update_stats=False`` uses the
     stored ``u`` without iterating.
 
+    With ``operator="conv"`` the wrapped layer must be an ``nn.Conv`` (without
+    ``mask``), and its kernel is divided by the operator norm $\sigma(A_W)$ of
+    the convolution $x \mapsto \mathrm{conv}(x, W)$ instead, with the layer's
+    ``strides``, ``padding``, ``input_dilation``, ``kernel_dilation`` and
+    ``feature_group_count`` (:func:`jaxreg.conv_spectral_normalize`): the layer
+    is then 1-Lipschitz once ``u`` has converged, where the reshaped kernel's
+    $\sigma(M)$ can leave a Lipschitz constant up to $\sqrt{k}$ for $k$ taps.
+    That norm depends on the input's spatial size, so ``u`` has the shape
+    ``(*spatial, in_features)`` of one example of the input seen at ``init``
+    (batch axes dropped), and calling with another example shape raises a
+    ``ValueError``: initialize a model per input size. Each training call costs
+    ``n_steps`` convolutions and transposed convolutions of one example.
+
     Attributes:
       layer_instance: the layer to wrap.
       n_steps: power iterations per training call.
       epsilon: lower bound on norms and on $\sigma$.
       collection_name: the collection that holds ``u``.
+      operator: ``"matrix"`` ($\sigma$ of each weight reshaped to ``(-1, out)``)
+        or ``"conv"`` ($\sigma$ of the convolution on the input's shape).
 
     Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn
@@ -79,20 +138,29 @@ class SpectralNorm(nn.Module):
       >>> jax.tree.map(jnp.shape, variables["batch_stats"])
       {'SpectralNorm_0': {'Dense_0/kernel/u': (3,)}}
       >>> y, updates = Net().apply(variables, jnp.ones((2, 4)), train=True, mutable=["batch_stats"])
+      >>> conv = jrl.SpectralNorm(nn.Conv(3, (3, 3)), operator="conv")
+      >>> variables = conv.init(jax.random.key(0), jnp.ones((2, 8, 8, 1)), update_stats=False)
+      >>> jax.tree.map(jnp.shape, variables["batch_stats"])   # u: one 8 x 8 x 1 example
+      {'layer_instance/kernel/u': (8, 8, 1)}
 
     References:
       Miyato et al., 2018, `Spectral Normalization for Generative Adversarial
-      Networks <https://arxiv.org/abs/1802.05957>`_; ``flax.linen.SpectralNorm``.
+      Networks <https://arxiv.org/abs/1802.05957>`_; Gouk et al., 2021,
+      `Regularisation of neural networks by enforcing Lipschitz continuity
+      <https://arxiv.org/abs/1804.04368>`_; ``flax.linen.SpectralNorm``.
     """
 
     layer_instance: nn.Module
     n_steps: int = 1
     epsilon: float = 1e-12
     collection_name: str = "batch_stats"
+    operator: str = "matrix"
 
     @nn.compact
     def __call__(self, *args, update_stats: bool, **kwargs):
         """Calls the wrapped layer with spectrally normalized weights; ``update_stats`` as in flax."""
+        if self.operator != "matrix":
+            return _call_with(self, _conv_replace(self, args, kwargs, update_stats), args, kwargs)
 
         def replace(path, w):
             if w.ndim < 2:

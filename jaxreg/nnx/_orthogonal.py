@@ -12,6 +12,7 @@ from jaxreg._masking import key_path_str
 from jaxreg.nnx._reparam import _call_with, _selected_params
 
 _KERNELS = nnx.PathContains("kernel")
+_METHODS = ("cayley", "expm", "householder")  # those of jaxreg.orthogonal_map
 
 
 class Orthogonal(nnx.Module):
@@ -38,7 +39,7 @@ class Orthogonal(nnx.Module):
 
     Args:
       layer_instance: the layer to wrap.
-      method: ``"cayley"`` or ``"expm"`` (:func:`jaxreg.orthogonal_map`).
+      method: ``"cayley"``, ``"expm"`` or ``"householder"`` (:func:`jaxreg.orthogonal_map`).
       orthogonal_init: start from the polar factor of the initial kernel.
       variable_filter: an nnx filter over the layer's ``Param`` paths.
 
@@ -69,8 +70,8 @@ class Orthogonal(nnx.Module):
         orthogonal_init: bool = True,
         variable_filter: Any = _KERNELS,
     ):
-        if method not in ("cayley", "expm"):
-            raise ValueError(f'method must be "cayley" or "expm", got {method!r}')
+        if method not in _METHODS:
+            raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
         self.layer_instance = layer_instance
         self.method = method
         keep = nnx.filterlib.to_predicate(variable_filter)

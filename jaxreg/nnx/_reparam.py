@@ -10,7 +10,7 @@ the layer updates during the call (``BatchStat``, RNG counts) is copied back.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -19,9 +19,10 @@ from flax import nnx
 import jaxreg
 from jaxreg._masking import key_path_str
 from jaxreg._typing import FeatureAxes
-from jaxreg._validation import check_count, check_positive
+from jaxreg._validation import check_count, check_example_shape, check_positive, conv_layer_options
 
 _KERNELS = nnx.PathContains("kernel")
+_OPERATORS = ("matrix", "conv")
 
 
 def _selected_params(layer: nnx.Module, keep: Callable[[tuple, Any], bool]) -> dict[str, jax.Array]:
@@ -65,11 +66,29 @@ class SpectralNorm(nnx.Module):
     switch it, through the ``use_running_average`` attribute as for
     ``nnx.BatchNorm`` and ``flax.nnx.SpectralNorm``.
 
+    With ``operator="conv"`` the wrapped layer must be an ``nnx.Conv`` (without
+    ``mask``), and its kernel is divided by the operator norm $\sigma(A_W)$ of
+    the convolution $x \mapsto \mathrm{conv}(x, W)$ instead, with the layer's
+    ``strides``, ``padding``, ``input_dilation``, ``kernel_dilation`` and
+    ``feature_group_count`` (:func:`jaxreg.conv_spectral_normalize`): the layer
+    is then 1-Lipschitz once ``u`` has converged, where the reshaped kernel's
+    $\sigma(M)$ can leave a Lipschitz constant up to $\sqrt{k}$ for $k$ taps.
+    That norm depends on the input's spatial size, so the constructor takes
+    ``input_shape``, and ``u`` has the shape ``(*spatial, in_features)`` of
+    one input example (:func:`jaxreg.conv_spectral_norm_init`); calling with
+    inputs of another example shape raises a ``ValueError``: create a wrapper
+    per input size. Each training call costs ``n_steps`` convolutions and
+    transposed convolutions of one example.
+
     Args:
       layer_instance: the layer to wrap.
       n_steps: power iterations per training call.
       epsilon: lower bound on norms and on $\sigma$.
       update_stats: the default mode (``True``: training).
+      operator: ``"matrix"`` ($\sigma$ of each weight reshaped to ``(-1, out)``)
+        or ``"conv"`` ($\sigma$ of the convolution on inputs of ``input_shape``).
+      input_shape: with ``operator="conv"``, the shape of the inputs,
+        ``(*spatial, in_features)``, with or without a leading batch axis.
       rngs: ``nnx.Rngs`` with a ``params`` stream, for the initial ``u``.
 
     Examples:
@@ -81,10 +100,18 @@ class SpectralNorm(nnx.Module):
       >>> kernel = np.asarray(layer.layer_instance.kernel[...])  # stored, unnormalized
       >>> bool(np.linalg.norm(kernel, 2) > 1.01)
       True
+      >>> conv = nnx.Conv(1, 3, (3, 3), rngs=nnx.Rngs(0))
+      >>> layer = jrx.SpectralNorm(conv, operator="conv", input_shape=(8, 8, 1), rngs=nnx.Rngs(1))
+      >>> layer.u["kernel"].shape   # one 8 x 8 x 1 example
+      (8, 8, 1)
+      >>> layer(jnp.ones((2, 8, 8, 1))).shape
+      (2, 8, 8, 3)
 
     References:
       Miyato et al., 2018, `Spectral Normalization for Generative Adversarial
-      Networks <https://arxiv.org/abs/1802.05957>`_; ``flax.nnx.SpectralNorm``.
+      Networks <https://arxiv.org/abs/1802.05957>`_; Gouk et al., 2021,
+      `Regularisation of neural networks by enforcing Lipschitz continuity
+      <https://arxiv.org/abs/1804.04368>`_; ``flax.nnx.SpectralNorm``.
     """
 
     def __init__(
@@ -94,6 +121,8 @@ class SpectralNorm(nnx.Module):
         n_steps: int = 1,
         epsilon: float = 1e-12,
         update_stats: bool = True,
+        operator: str = "matrix",
+        input_shape: Sequence[int] | None = None,
         rngs: nnx.Rngs,
     ):
         self.layer_instance = layer_instance
@@ -101,17 +130,30 @@ class SpectralNorm(nnx.Module):
         check_positive("epsilon", epsilon)
         self.epsilon = epsilon
         self.use_running_average = not update_stats
+        if operator not in _OPERATORS:
+            raise ValueError(f"operator must be one of {_OPERATORS}, got {operator!r}")
+        self.operator = operator
         weights = _selected_params(layer_instance, lambda _, var: var.get_value().ndim >= 2)
-        self.u = nnx.Dict(
-            {
-                k: nnx.BatchStat(jaxreg.spectral_norm_init(rngs.params(), w, eps=epsilon).u)
-                for k, w in weights.items()
-            }
-        )
+        options = conv_layer_options(layer_instance, nnx.Conv, "nnx.Conv") if operator == "conv" else None
+        if options is not None and input_shape is None:
+            raise ValueError(
+                "operator='conv' needs input_shape, the shape (*spatial, in_features) of the inputs (a leading "
+                "batch axis is allowed): the operator norm of a convolution depends on the input size"
+            )
+
+        def init_u(key, w):
+            if options is None or input_shape is None:  # operator="matrix"
+                return jaxreg.spectral_norm_init(key, w, eps=epsilon).u
+            return jaxreg.conv_spectral_norm_init(key, w, input_shape, **options, eps=epsilon).u
+
+        self.u = nnx.Dict({k: nnx.BatchStat(init_u(rngs.params(), w)) for k, w in weights.items()})
 
     def __call__(self, *args, update_stats: bool | None = None, **kwargs):
         """Calls the wrapped layer with spectrally normalized weights; ``update_stats`` overrides the mode."""
         update = (not self.use_running_average) if update_stats is None else update_stats
+
+        if self.operator == "conv":
+            return _call_with(self.layer_instance, self._conv_replace(args, kwargs, update), args, kwargs)
 
         def replace(key, w):
             if key not in self.u:
@@ -128,6 +170,29 @@ class SpectralNorm(nnx.Module):
             return w_sn
 
         return _call_with(self.layer_instance, replace, args, kwargs)
+
+    def _conv_replace(self, args, kwargs, update: bool) -> Callable[[str, jax.Array], jax.Array]:
+        """The ``replace`` of :func:`_call_with` for ``operator="conv"``: ``W / sigma`` of the conv operator."""
+        options = conv_layer_options(self.layer_instance, nnx.Conv, "nnx.Conv")
+        x = args[0] if args else kwargs["inputs"]
+
+        def replace(key, w):
+            if key not in self.u:
+                return w
+            check_example_shape(self.u[key].shape, x.shape, "Create the wrapper with this input_shape")
+            w_sn, state = jaxreg.conv_spectral_normalize(
+                w,
+                jaxreg.ConvSpectralNormState(self.u[key][...]),
+                **options,
+                n_steps=self.n_steps,
+                update=update,
+                eps=self.epsilon,
+            )
+            if update:
+                self.u[key][...] = state.u
+            return w_sn
+
+        return replace
 
 
 class WeightNorm(nnx.Module):

@@ -6,8 +6,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from helpers import random_normal, sigma_max
+import pytest
+from helpers import conv_matrix, random_normal, sigma_max
 
+import jaxreg
 import jaxreg.linen as jrl
 
 
@@ -66,3 +68,94 @@ def test_linen_weight_norm_output_unchanged_at_init_and_both_params_get_gradient
     grads = jax.grad(lambda p: jnp.sum(_WN().apply({"params": p}, x) ** 2))(params)
     assert np.all(np.abs(np.asarray(grads["WeightNorm_0"]["Dense_0/kernel/scale"])) > 0)
     assert np.any(np.abs(np.asarray(grads["Dense_0"]["kernel"])) > 0)
+
+
+CONV = {"strides": 2, "padding": "SAME"}  # nn.Conv's options, also those of conv_spectral_normalize
+
+
+def _top_singular_value(kernel, example_shape, **conv):
+    return np.linalg.svd(conv_matrix(kernel, example_shape, **conv), compute_uv=False)[0]
+
+
+def test_linen_spectral_norm_conv_operator_train_and_eval():
+    # The wrapped conv computes conv(x, W / sigma) with W / sigma from conv_spectral_normalize on the
+    # same state: refined by n_steps iterations and stored in training, the stored u in evaluation.
+    x = jnp.asarray(random_normal(0, (2, 7, 7, 2)))
+    model = jrl.SpectralNorm(nn.Conv(3, (3, 3), **CONV), n_steps=2, operator="conv")
+    bare = nn.Conv(3, (3, 3), **CONV)
+
+    @jax.jit
+    def run(x):
+        variables = model.init(jax.random.key(0), x, update_stats=False)
+        y, updates = model.apply(variables, x, update_stats=True, mutable=["batch_stats"])
+        y_eval, after_eval = model.apply(
+            {**variables, **updates}, x, update_stats=False, mutable=["batch_stats"]
+        )
+        return variables, y, updates, y_eval, after_eval
+
+    @jax.jit
+    def oracle(params, u0):
+        w_sn, state = jaxreg.conv_spectral_normalize(
+            params["kernel"], jaxreg.ConvSpectralNormState(u0), n_steps=2, **CONV
+        )
+        w_eval, _ = jaxreg.conv_spectral_normalize(params["kernel"], state, update=False, **CONV)
+        outputs = [bare.apply({"params": {**params, "kernel": w}}, x) for w in (w_sn, w_eval)]
+        return w_sn, state.u, *outputs
+
+    variables, y, updates, y_eval, after_eval = run(x)
+    params = variables["params"]["layer_instance"]
+    u0 = variables["batch_stats"]["layer_instance/kernel/u"]
+    assert u0.shape == (7, 7, 2)  # one input example
+    w_sn, u1, expected, expected_eval = oracle(params, u0)
+    sigma = np.linalg.norm(params["kernel"]) / np.linalg.norm(w_sn)
+    assert abs(sigma - 1) > 0.1  # the stored kernel is W, not W / sigma, at init too
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(updates["batch_stats"]["layer_instance/kernel/u"], u1, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(u1, u0, atol=1e-4)
+    np.testing.assert_allclose(y_eval, expected_eval, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(after_eval["batch_stats"]["layer_instance/kernel/u"], u1)  # eval: unchanged
+
+
+def test_linen_spectral_norm_conv_operator_converges_to_the_convolutions_norm():
+    # After many power iterations the wrapped conv is conv(x, W / sigma) with sigma the top singular
+    # value of the convolution's matrix (jacfwd through nn.Conv, NumPy's SVD), not the reshaped kernel's.
+    x = jnp.asarray(random_normal(1, (2, 7, 7, 2)))
+    model = jrl.SpectralNorm(nn.Conv(3, (3, 3), use_bias=False, **CONV), n_steps=1000, operator="conv")
+
+    @jax.jit
+    def run(x):  # one training call: sigma after 1000 iterations
+        variables = model.init(jax.random.key(2), x, update_stats=False)
+        y, _ = model.apply(variables, x, update_stats=True, mutable=["batch_stats"])
+        return variables["params"]["layer_instance"]["kernel"], y
+
+    kernel, y = run(x)
+    sigma = np.linalg.svd(conv_matrix(kernel, (7, 7, 2), **CONV), compute_uv=False)[0]
+    assert abs(sigma - sigma_max(kernel)) > 0.05 * sigma  # the reshaped kernel's norm is another number
+    # bias-free: y = conv(x, W) / sigma, linear in the kernel.
+    expected = nn.Conv(3, (3, 3), use_bias=False, **CONV).apply({"params": {"kernel": kernel}}, x) / sigma
+    np.testing.assert_allclose(y, expected, rtol=1e-3, atol=1e-5)
+
+
+def test_linen_spectral_norm_conv_operator_errors():
+    x = jnp.ones((1, 6, 6, 2))
+
+    def init(layer, x, **options):  # shapes only: the errors are raised while tracing
+        return jax.eval_shape(
+            lambda x: jrl.SpectralNorm(layer, **options).init(jax.random.key(0), x, update_stats=False), x
+        )
+
+    with pytest.raises(ValueError, match=r"operator='conv' needs an nn\.Conv layer .* got a Dense"):
+        init(nn.Dense(3), x, operator="conv")
+    with pytest.raises(ValueError, match=r"operator must be one of \('matrix', 'conv'\), got 'svd'"):
+        init(nn.Conv(3, (3, 3)), x, operator="svd")
+    with pytest.raises(ValueError, match=r"does not support an nn\.Conv with a mask"):
+        init(nn.Conv(3, (3, 3), mask=jnp.ones((3, 3, 2, 3))), x, operator="conv")
+    model = jrl.SpectralNorm(nn.Conv(3, (3, 3)), operator="conv")
+    variables = init(nn.Conv(3, (3, 3)), x, operator="conv")
+    apply = jax.jit(lambda v, x: model.apply(v, x, update_stats=False))
+    assert apply.eval_shape(variables, jnp.ones((4, 5, 6, 6, 2))).shape == (4, 5, 6, 6, 3)  # any batch axes
+    with pytest.raises(
+        ValueError,
+        match=r"holds u for inputs of shape \(\.\.\., 6, 6, 2\).*got an input of shape \(1, 8, 8, 2\)",
+    ):
+        apply.eval_shape(variables, jnp.ones((1, 8, 8, 2)))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
-from helpers import random_normal, sigma_max
+from helpers import conv_matrix, random_normal, sigma_max
 
+import jaxreg
 import jaxreg.nnx as jrx
 
 
@@ -127,3 +130,78 @@ def test_nnx_weight_norm_conv_and_state_passthrough():
     bn(jnp.asarray(xb))
     # nnx.BatchNorm's running mean after one step from 0 with momentum 0.99: 0.01 * batch mean.
     np.testing.assert_allclose(np.asarray(bn.layer_instance.mean[...]), 0.01 * xb.mean(axis=0), rtol=1e-4)
+
+
+# nnx.Conv's options (strides=None is Flax's 1), and the same for conv_spectral_normalize.
+CONV = {"strides": None, "padding": 1, "feature_group_count": 2, "kernel_dilation": (2, 1)}
+OPTIONS = {**CONV, "strides": 1}
+
+
+def _conv_layer(**kwargs):
+    return nnx.Conv(2, 4, (3, 3), **CONV, **kwargs, rngs=nnx.Rngs(0))
+
+
+def test_nnx_spectral_norm_conv_operator_train_and_eval():
+    # The wrapped conv computes conv(x, W / sigma) with W / sigma from conv_spectral_normalize on the
+    # same state: refined by n_steps iterations and stored in training, the stored u in evaluation.
+    x = jnp.asarray(random_normal(0, (2, 6, 6, 2)))
+    model = jrx.SpectralNorm(_conv_layer(), n_steps=2, operator="conv", input_shape=x.shape, rngs=nnx.Rngs(1))
+    bare = _conv_layer()
+    kernel = np.asarray(model.layer_instance.kernel[...]).copy()
+    np.testing.assert_array_equal(kernel, bare.kernel[...])
+    u0 = np.asarray(model.u["kernel"][...]).copy()
+    assert u0.shape == (6, 6, 2) and isinstance(model.u["kernel"], nnx.BatchStat)
+
+    @jax.jit
+    def oracle(kernel, u0):
+        w_sn, state = jaxreg.conv_spectral_normalize(
+            kernel, jaxreg.ConvSpectralNormState(u0), n_steps=2, **OPTIONS
+        )
+        return w_sn, state.u, jaxreg.conv_spectral_normalize(kernel, state, update=False, **OPTIONS)[0]
+
+    forward = nnx.jit(lambda model, x: model(x))
+    y = forward(model, x)  # training: the default mode
+    w_sn, u1, w_eval = oracle(kernel, u0)
+    bare.kernel[...] = w_sn
+    np.testing.assert_allclose(y, bare(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.u["kernel"][...], u1, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(u1, u0, atol=1e-4)
+    np.testing.assert_array_equal(model.layer_instance.kernel[...], kernel)  # never overwritten
+    model.eval()
+    y_eval = forward(model, x)
+    np.testing.assert_allclose(model.u["kernel"][...], u1, rtol=1e-5, atol=1e-6)  # eval: unchanged
+    bare.kernel[...] = w_eval
+    np.testing.assert_allclose(y_eval, bare(x), rtol=1e-5, atol=1e-6)
+
+
+def test_nnx_spectral_norm_conv_operator_converges_to_the_convolutions_norm():
+    # After many power iterations the wrapped conv is conv(x, W) / sigma with sigma the top singular
+    # value of the convolution's matrix (jacfwd through flax.linen.Conv, NumPy's SVD).
+    x = jnp.asarray(random_normal(1, (2, 6, 6, 2)))
+    layer = _conv_layer(use_bias=False)
+    model = jrx.SpectralNorm(layer, n_steps=1000, operator="conv", input_shape=(6, 6, 2), rngs=nnx.Rngs(2))
+    bare = _conv_layer(use_bias=False)
+    y = nnx.jit(lambda model, x: model(x))(model, x)  # one training call: sigma after 1000 iterations
+    sigma = np.linalg.svd(conv_matrix(bare.kernel[...], (6, 6, 2), **CONV), compute_uv=False)[0]
+    assert abs(sigma - sigma_max(bare.kernel[...])) > 0.05 * sigma  # not the reshaped kernel's norm
+    np.testing.assert_allclose(y, bare(x) / sigma, rtol=1e-3, atol=1e-5)
+
+
+def test_nnx_spectral_norm_conv_operator_errors():
+    with pytest.raises(ValueError, match=r"operator='conv' needs an nnx\.Conv layer .* got a Linear"):
+        jrx.SpectralNorm(
+            nnx.Linear(4, 3, rngs=nnx.Rngs(0)), operator="conv", input_shape=(4,), rngs=nnx.Rngs(1)
+        )
+    with pytest.raises(ValueError, match=r"operator='conv' needs input_shape"):
+        jrx.SpectralNorm(_conv_layer(), operator="conv", rngs=nnx.Rngs(1))
+    with pytest.raises(ValueError, match=r"operator must be one of \('matrix', 'conv'\), got 'svd'"):
+        jrx.SpectralNorm(_conv_layer(), operator="svd", rngs=nnx.Rngs(1))
+    masked = _conv_layer(mask=jnp.ones((3, 3, 1, 4)))
+    with pytest.raises(ValueError, match=r"does not support an nnx\.Conv with a mask"):
+        jrx.SpectralNorm(masked, operator="conv", input_shape=(6, 6, 2), rngs=nnx.Rngs(1))
+    model = jrx.SpectralNorm(_conv_layer(), operator="conv", input_shape=(6, 6, 2), rngs=nnx.Rngs(1))
+    with pytest.raises(
+        ValueError,
+        match=r"holds u for inputs of shape \(\.\.\., 6, 6, 2\).*got an input of shape \(1, 7, 6, 2\)",
+    ):
+        model(jnp.ones((1, 7, 6, 2)))

@@ -12,19 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import conv_matrix
 
 import jaxreg
-
-
-def _conv_matrix(kernel, example_shape, **conv):
-    """The (out_size, in_size) matrix of x -> nn.Conv(x) on one example, in float64 NumPy."""
-    layer = nn.Conv(kernel.shape[-1], kernel.shape[:-2], use_bias=False, **conv)
-    variables = {"params": {"kernel": kernel}}
-
-    def apply(x_flat):
-        return layer.apply(variables, x_flat.reshape(1, *example_shape)).reshape(-1)
-
-    return np.asarray(jax.jacfwd(apply)(jnp.zeros(int(np.prod(example_shape)))), np.float64)
 
 
 def _sigma(kernel, state, **conv):
@@ -49,7 +39,7 @@ CASES = [  # (kernel shape, example shape, nn.Conv / conv_spectral_normalize opt
 @pytest.mark.parametrize(("kernel_shape", "example_shape", "conv"), CASES)
 def test_sigma_is_the_top_singular_value_of_the_convolution(kernel_shape, example_shape, conv):
     kernel = jnp.asarray(np.random.default_rng(0).normal(size=kernel_shape), jnp.float32)
-    matrix = _conv_matrix(kernel, example_shape, **conv)
+    matrix = conv_matrix(kernel, example_shape, **conv)
     singular = np.linalg.svd(matrix, compute_uv=False)
     # 3000 iterations: the top two singular values of these random kernels can be within 0.1%.
     state = jax.jit(
@@ -65,7 +55,7 @@ def test_sigma_is_the_top_singular_value_of_the_convolution(kernel_shape, exampl
         assert singular[0] >= reshaped * (1 - 1e-6)
     # The normalized convolution is 1-Lipschitz: its matrix has top singular value 1.
     w_sn, _ = jaxreg.conv_spectral_normalize(kernel, state, update=False, **conv)
-    top = np.linalg.svd(_conv_matrix(w_sn, example_shape, **conv), compute_uv=False)[0]
+    top = np.linalg.svd(conv_matrix(w_sn, example_shape, **conv), compute_uv=False)[0]
     np.testing.assert_allclose(top, 1.0, rtol=2e-4)
 
 
@@ -76,7 +66,7 @@ def test_circular_padding_matches_the_fft_formula_and_differs_from_the_reshape()
     # matrices P[k, l] of the 2-D DFT of the kernel, zero-padded to n x n, over the n^2 frequencies.
     transforms = np.fft.fft2(kernel.astype(np.float64), s=(n, n), axes=(0, 1))
     fft_singular = np.sort(np.linalg.svd(transforms, compute_uv=False).ravel())[::-1]
-    matrix_singular = np.linalg.svd(_conv_matrix(jnp.asarray(kernel), (n, n, 2), padding="CIRCULAR"))[1]
+    matrix_singular = np.linalg.svd(conv_matrix(jnp.asarray(kernel), (n, n, 2), padding="CIRCULAR"))[1]
     np.testing.assert_allclose(matrix_singular, fft_singular[: matrix_singular.size], rtol=1e-4, atol=1e-4)
     state = jaxreg.conv_spectral_norm_init(
         jax.random.key(3), jnp.asarray(kernel), (n, n, 2), padding="CIRCULAR", n_steps=3000

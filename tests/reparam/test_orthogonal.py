@@ -5,6 +5,7 @@ Oracles: ``tests/data/orthogonal_reference.npz``, values and gradients of
 torch is not needed here), and the polar factor from NumPy's SVD.
 """
 
+import functools
 import pathlib
 
 import flax.linen as nn
@@ -20,7 +21,7 @@ import jaxreg.linen as jrl
 import jaxreg.nnx as jrx
 
 REFERENCE = pathlib.Path(__file__).resolve().parents[1] / "data" / "orthogonal_reference.npz"
-METHODS = {"cayley": "cayley", "expm": "matrix_exp"}  # jaxreg name: torch name
+METHODS = {"cayley": "cayley", "expm": "matrix_exp", "householder": "householder"}  # jaxreg: torch name
 
 
 def _polar(w):
@@ -37,7 +38,7 @@ def _assert_semi_orthogonal(q, atol):
 def _maps_and_gradients(inputs):
     """``{key: (q, grad of sum(g * q))}`` for every reference case: one jitted program for them all."""
     out = {}
-    for tag, (a, g, base) in inputs.items():
+    for tag, (a, a_householder, g, base) in inputs.items():
         for method, torch_name in METHODS.items():
             for kind, b in (("plain", None), ("base", base)):
 
@@ -45,7 +46,8 @@ def _maps_and_gradients(inputs):
                     q = jaxreg.orthogonal_map(a, method=method, base=b)
                     return jnp.sum(g * q), q
 
-                grad, q = jax.grad(loss, has_aux=True)(a)
+                # PyTorch's Householder map reads the diagonal as signs, +-1 in its parameters.
+                grad, q = jax.grad(loss, has_aux=True)(a_householder if method == "householder" else a)
                 out[f"{tag}/{torch_name}/{kind}"] = (q, grad)
     return out
 
@@ -54,10 +56,11 @@ def test_values_and_gradients_match_pytorch():
     ref = np.load(REFERENCE)
     tags = sorted({key.split("/")[0] for key in ref.files if "/" in key})
     assert tags == ["2x4x3", "3x5", "4x4", "5x3"]
+    names = ("a", "a_householder", "g", "base")
     with jax.enable_x64(True):
-        inputs = {tag: tuple(jnp.asarray(ref[f"{tag}/{k}"]) for k in ("a", "g", "base")) for tag in tags}
+        inputs = {tag: tuple(jnp.asarray(ref[f"{tag}/{k}"]) for k in names) for tag in tags}
         got = jax.jit(_maps_and_gradients)(inputs)
-    assert len(got) == 16
+    assert len(got) == 24
     for key, (q, grad) in got.items():
         assert q.dtype == jnp.float64
         np.testing.assert_allclose(q, ref[f"{key}/q"], atol=1e-12, err_msg=key)
@@ -66,9 +69,37 @@ def test_values_and_gradients_match_pytorch():
     q32 = jaxreg.orthogonal_map(jnp.asarray(ref["5x3/a"], jnp.float32), method="expm")
     assert q32.dtype == jnp.float32
     np.testing.assert_allclose(q32, ref["5x3/matrix_exp/plain/q"], atol=1e-5)
+    q32 = jaxreg.orthogonal_map(jnp.asarray(ref["3x5/a_householder"], jnp.float32), method="householder")
+    np.testing.assert_allclose(q32, ref["3x5/householder/plain/q"], atol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["cayley", "expm"])
+def test_householder_diagonal_is_signs_where_pytorch_truncates_it():
+    # PyTorch multiplies column i by int(a_ii): for the diagonal (-1, 0.5, 1.5, -0.25) its columns 1
+    # and 3 are zero (not orthogonal); orthogonal_map uses the signs (-1, 1, 1, -1) and equals
+    # PyTorch where int(a_ii) = sign(a_ii), with its diagonal set to those signs elsewhere.
+    ref = np.load(REFERENCE)
+    a = ref["4x4/householder/trunc/a"]
+    np.testing.assert_array_equal(np.diag(a), [-1.0, 0.5, 1.5, -0.25])
+    torch_q = ref["4x4/householder/trunc/q"]
+    np.testing.assert_array_equal(torch_q[:, [1, 3]], 0.0)
+    shapes = [(4, 4), (5, 3), (3, 5)]
+
+    def maps(a, signs):
+        householder = functools.partial(jaxreg.orthogonal_map, method="householder")
+        return householder(a), householder(signs), [householder(jnp.zeros(shape)) for shape in shapes]
+
+    with jax.enable_x64(True):
+        signs = a - np.diag(np.diag(a) - [-1, 1, 1, -1])
+        q, q_signs, q_zeros = jax.jit(maps)(jnp.asarray(a), jnp.asarray(signs))
+    _assert_semi_orthogonal(q, atol=1e-12)
+    np.testing.assert_allclose(q[:, [0, 2]], torch_q[:, [0, 2]], atol=1e-12)
+    np.testing.assert_array_equal(q, q_signs)
+    # The zero parameter gives the first columns of the identity, as the other maps do.
+    for q0, shape in zip(q_zeros, shapes, strict=True):
+        np.testing.assert_array_equal(q0, np.eye(*shape))
+
+
+@pytest.mark.parametrize("method", ["cayley", "expm", "householder"])
 def test_orthonormal_columns_or_rows_in_float32(method):
     keys = jax.random.split(jax.random.key(0), 4)
     shapes = [(6, 6), (7, 3), (2, 5), (3, 4, 2)]  # square, tall, wide, a batch of tall
@@ -99,12 +130,14 @@ def test_init_gives_the_polar_factor():
 
 def test_errors():
     with pytest.raises(ValueError, match="method must be one of"):
-        jaxreg.orthogonal_map(jnp.ones((3, 3)), method="householder")
+        jaxreg.orthogonal_map(jnp.ones((3, 3)), method="svd")
     with pytest.raises(ValueError, match=r"base must have shape \(\.\.\., 5, 5\)"):
         jaxreg.orthogonal_map(jnp.ones((5, 3)), base=jnp.eye(3))
     with pytest.raises(ValueError, match="a must have at least 2 dimensions"):
         jaxreg.orthogonal_map(jnp.ones(3))
-    with pytest.raises(ValueError, match='method must be "cayley" or "expm"'):
+    with pytest.raises(
+        ValueError, match=r"method must be one of \('cayley', 'expm', 'householder'\), got 'svd'"
+    ):
         jrx.Orthogonal(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), method="svd")
 
 
@@ -154,7 +187,7 @@ def test_linen_wrapper_starts_at_the_polar_factor_and_trains_orthogonal():
 def test_nnx_wrapper_starts_at_the_polar_factor_and_trains_orthogonal():
     x, target = _regression(4, 3, 5)  # wide kernel (3, 5): orthonormal rows
     bare = nnx.Linear(3, 5, rngs=nnx.Rngs(5))
-    model = jrx.Orthogonal(nnx.Linear(3, 5, rngs=nnx.Rngs(5)))
+    model = jrx.Orthogonal(nnx.Linear(3, 5, rngs=nnx.Rngs(5)), method="householder")
     np.testing.assert_allclose(model(x), x @ _polar(bare.kernel[...]), atol=1e-5)
     base = np.asarray(model.bases["kernel"][...])
     optimizer = nnx.Optimizer(model, optax.adam(0.05), wrt=nnx.Param)
@@ -169,7 +202,8 @@ def test_nnx_wrapper_starts_at_the_polar_factor_and_trains_orthogonal():
     assert losses[-1] < 0.5 * losses[0]
     np.testing.assert_array_equal(model.bases["kernel"][...], base)  # the base is not trained
     a = model.layer_instance.kernel[...]
-    kernel = jaxreg.orthogonal_map(a, base=base)
+    np.testing.assert_array_equal(np.diag(a.T), 0.0)  # the diagonal chooses signs: no gradient
+    kernel = jaxreg.orthogonal_map(a, method="householder", base=base)
     _assert_semi_orthogonal(kernel, atol=1e-5)
     np.testing.assert_allclose(model(x), x @ kernel + model.layer_instance.bias[...][None], atol=1e-5)
     # Without the orthogonal init the stored kernel is the layer's own, mapped as it is.
