@@ -4,9 +4,9 @@ The one accumulation dtype (:func:`acc_dtype`), the one gradient-safe
 Euclidean norm (:func:`safe_norm`), the group norms of the group lasso
 (:func:`group_norms`), "every axis except these" (:func:`axes_except`) and the
 ``(-1, out)`` matrix view of a kernel (:func:`as_matrix`), or of each kernel of
-a stack (:func:`as_matrices`, :func:`map_matrices`). Low-precision leaves get float32 arithmetic, no
-norm has a NaN gradient at zero, and no norm overflows or underflows before the
-result itself does (:func:`norm_parts`).
+a stack (:func:`as_matrices`, :func:`map_matrices`). Low-precision leaves get
+float32 arithmetic, no norm has a NaN gradient at zero, and no norm overflows
+or underflows before the result itself does (:func:`norm_parts`).
 """
 
 from __future__ import annotations

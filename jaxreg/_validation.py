@@ -202,9 +202,10 @@ def check_batch_dims(batch_dims: Any, x: Any, name: str, item_ndim: int = 2, *, 
     got, need = np.ndim(x), batch_dims + item_ndim
     if got < need if not exact else got != need:
         what = "exactly" if exact else "at least"
+        item = f", then {what} {item_ndim} of each item" if item_ndim else ""
         raise ValueError(
             f"batch_dims={batch_dims} needs {name} with {what} {need} dimensions ({batch_dims} stacked "
-            f"axes, then {what} {item_ndim} of each item), got shape {np.shape(x)}"
+            f"axes{item}), got shape {np.shape(x)}"
         )
     return batch_dims
 

@@ -78,7 +78,8 @@ def weight_normalize(
     Args:
       v: the direction parameter.
       g: the scale parameter, of shape ``tuple(v.shape[a] for a in feature_axes)``
-        (as returned by :func:`weight_norm_init`).
+        after the stack's axes ``v.shape[:batch_dims]`` (as returned by
+        :func:`weight_norm_init`).
       feature_axes: the axes that keep one norm and one scale each (int, tuple or
         ``None``), counted in each item of the stack when ``batch_dims > 0``.
       eps: lower bound on the norm.
