@@ -3,15 +3,17 @@ r"""Norms and array views shared by penalties, transforms and reparametrizations
 The one accumulation dtype (:func:`acc_dtype`), the one gradient-safe
 Euclidean norm (:func:`safe_norm`), the group norms of the group lasso
 (:func:`group_norms`), "every axis except these" (:func:`axes_except`) and the
-``(-1, out)`` matrix view of a kernel (:func:`as_matrix`). Low-precision leaves
-get float32 arithmetic, no norm has a NaN gradient at zero, and no norm
-overflows or underflows before the result itself does (:func:`norm_parts`).
+``(-1, out)`` matrix view of a kernel (:func:`as_matrix`), or of each kernel of
+a stack (:func:`as_matrices`, :func:`map_matrices`). Low-precision leaves get
+float32 arithmetic, no norm has a NaN gradient at zero, and no norm overflows
+or underflows before the result itself does (:func:`norm_parts`).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -136,6 +138,37 @@ def as_matrix(w: jax.Array) -> jax.Array:
     """``w`` as the ``(-1, w.shape[-1])`` matrix (inputs x outputs of a kernel), in :func:`acc_dtype`."""
     # The row count spelled out: reshape(-1, 0) cannot infer it for a zero-size w.
     return w.astype(acc_dtype(w.dtype)).reshape(math.prod(w.shape[:-1]), w.shape[-1])
+
+
+def as_matrices(w: jax.Array, batch_dims: int) -> jax.Array:
+    """``w`` as a stack of :func:`as_matrix` views, shape ``(B, rows, w.shape[-1])``, in :func:`acc_dtype`.
+
+    The leading ``batch_dims`` axes index independent matrices (``B`` is their size
+    product, 1 for ``batch_dims=0``): a scanned stack of kernels ``(layers, in, out)``
+    with ``batch_dims=1`` is ``layers`` matrices ``(in, out)``, where :func:`as_matrix`
+    would make one ``(layers * in, out)`` matrix. ``batch_dims`` is checked by the
+    caller (:func:`jaxreg._validation.check_batch_dims`); ``reshape(w.shape)``
+    undoes the view.
+    """
+    batch, rows = w.shape[:batch_dims], w.shape[batch_dims:-1]
+    return w.astype(acc_dtype(w.dtype)).reshape(math.prod(batch), math.prod(rows), w.shape[-1])
+
+
+def map_matrices(fn: Callable[..., Any], w: jax.Array, batch_dims: int, *args: jax.Array) -> Any:
+    """``fn(matrix, *items)`` on each matrix of ``w``'s stack, the outputs stacked as ``w.shape[:batch_dims]``.
+
+    ``batch_dims=0``: ``fn(as_matrix(w), *args)``. Otherwise ``fn`` is ``jax.vmap``-ed
+    over :func:`as_matrices` and over ``args``, whose leading ``batch_dims`` axes are
+    those of ``w`` (the per-matrix state, e.g. a power-iteration vector per matrix);
+    every output leaf gets the leading axes ``w.shape[:batch_dims]`` back. The
+    matrices are in :func:`acc_dtype`.
+    """
+    if batch_dims == 0:
+        return fn(as_matrix(w), *args)
+    batch = w.shape[:batch_dims]
+    flat = [a.reshape(math.prod(batch), *a.shape[batch_dims:]) for a in args]
+    out = jax.vmap(fn)(as_matrices(w, batch_dims), *flat)
+    return jax.tree.map(lambda x: x.reshape(*batch, *x.shape[1:]), out)
 
 
 def group_norms(w: jax.Array, axis: int, where: str = "") -> jax.Array:

@@ -187,6 +187,29 @@ def check_count(name: str, value: Any, minimum: int = 0) -> int:
     return int(value)
 
 
+def check_batch_dims(batch_dims: Any, x: Any, name: str, item_ndim: int = 2, *, exact: bool = False) -> int:
+    """Returns ``batch_dims`` as a Python int, raising unless ``x`` is a stack of ``item_ndim``-D items.
+
+    ``batch_dims`` must be an int ``>= 0`` (a ``TypeError`` or ``ValueError`` names it), and ``x``
+    must have ``batch_dims + item_ndim`` dimensions (at least that many unless ``exact``): the
+    leading ``batch_dims`` axes index the stack, the rest is one item (a matrix for
+    ``item_ndim=2``). With ``batch_dims=0`` the error is :func:`check_ndim`'s.
+    """
+    batch_dims = check_count("batch_dims", batch_dims)
+    if batch_dims == 0:
+        check_ndim(name, x, item_ndim, at_least=not exact)
+        return 0
+    got, need = np.ndim(x), batch_dims + item_ndim
+    if got < need if not exact else got != need:
+        what = "exactly" if exact else "at least"
+        item = f", then {what} {item_ndim} of each item" if item_ndim else ""
+        raise ValueError(
+            f"batch_dims={batch_dims} needs {name} with {what} {need} dimensions ({batch_dims} stacked "
+            f"axes{item}), got shape {np.shape(x)}"
+        )
+    return batch_dims
+
+
 def check_bool(name: str, value: Any) -> bool:
     """Returns ``value`` as a Python bool, raising unless it is a bool (Python, NumPy or a concrete JAX scalar).
 

@@ -231,6 +231,29 @@ def weight_fns() -> dict[str, WeightFn]:
     fns["keep_top_k_global"] = WeightFn(
         lambda: jaxreg.keep_top_k(k=100, scope="global"), False, None, counts=True
     )
+    # The weight-decay variants: elementwise (no communication), with masks and per-leaf factors
+    # (factors split the leaves into groups, each decayed by its own masked transform).
+    fns["decoupled_weight_decay"] = WeightFn(
+        lambda: jaxreg.decoupled_weight_decay(
+            0.1, schedule=0.5, mask=jaxreg.masks.weights_only, factors={"kernel": 0.5, "bias": 1.0}
+        ),
+        False,
+        None,
+    )
+    fns["corrected_weight_decay"] = WeightFn(
+        lambda: jaxreg.corrected_weight_decay(
+            0.1, 0.5, max_learning_rate=1.0, factors=jaxreg.masks.factors([("bias", 0.5)])
+        ),
+        False,
+        None,
+    )
+    fns["cautious_weight_decay"] = WeightFn(
+        lambda: jaxreg.cautious_weight_decay(
+            0.1, mask={"kernel": True, "bias": True}, factors={"kernel": 2.0, "bias": 0.5}
+        ),
+        False,
+        None,
+    )
     return fns
 
 
@@ -395,6 +418,39 @@ def check_matrix_case(fn_name: str, mesh_id: str, layout: str) -> list[str]:
     return problems
 
 
+# A scanned stack of 8 kernels (16, 32) and the matrix penalties with batch_dims=1. Along "data",
+# the layers: each device penalizes its own and all-reduces one partial sum, with no gather (the
+# buffers are not checked: the Gram matrices of a device's layers can be as large as the stack).
+# Along "data" and "model": each matrix is exchanged, as for one kernel; values only.
+STACK_LAYOUTS = {"layers": P("data", None, None), "both": P("data", None, "model")}
+STACK_CASES = (("8x1", "layers"), ("2x4explicit", "layers"), ("2x4explicit", "both"))
+STACK_PENALTIES = ("orthogonal_penalty", "soft_orthogonal_penalty", "spectral_penalty")
+
+
+def _stack() -> np.ndarray:
+    return np.random.default_rng(2).standard_normal((8, 16, 32)).astype(np.float32)
+
+
+def _stacked_penalty(name: str) -> Callable[[Any], Any]:
+    return lambda w: getattr(jaxreg, name)(w, batch_dims=1)
+
+
+@functools.cache
+def stack_reference(fn_name: str) -> Any:
+    return jax.jit(_stacked_penalty(fn_name))(on_one_device(_stack()))
+
+
+def check_stack_case(fn_name: str, mesh_id: str, layout: str) -> list[str]:
+    w = jax.device_put(_stack(), NamedSharding(make_mesh(mesh_id), STACK_LAYOUTS[layout]))
+    got, hlo = run_sharded(_stacked_penalty(fn_name), (w,))
+    problems = compare(got, stack_reference(fn_name), exact=False)
+    if not got.sharding.is_fully_replicated:
+        problems.append(f"penalty is not replicated: {got.sharding}")
+    if layout == "layers":
+        problems += check_collectives(hlo, 1)
+    return problems
+
+
 def matrix_cases() -> dict[str, Callable[[], list[str]]]:
     cases = {}
     for fn_name in matrix_fns():
@@ -403,6 +459,11 @@ def matrix_cases() -> dict[str, Callable[[], list[str]]]:
                 cases[f"matrix/{fn_name}/{mesh_id}/{layout}"] = lambda f=fn_name, m=mesh_id, lay=layout: (
                     check_matrix_case(f, m, lay)
                 )
+    for fn_name in STACK_PENALTIES:
+        for mesh_id, layout in STACK_CASES:
+            cases[f"matrix/{fn_name}_stack/{mesh_id}/{layout}"] = lambda f=fn_name, m=mesh_id, lay=layout: (
+                check_stack_case(f, m, lay)
+            )
     return cases
 
 

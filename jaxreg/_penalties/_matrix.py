@@ -5,6 +5,15 @@ take a single weight ``w`` and return a float32 scalar (float64 for a float64 ``
 no strength factor: add ``factor * penalty(w)`` to the loss yourself, e.g.
 ``loss + 0.01 * jaxreg.orthogonal_penalty(params["dense"]["kernel"])``.
 
+**Stacked layers.** A scanned stack of layers (``nn.scan``, ``nnx.vmap``) stores
+its kernels as one array ``(layers, in, out)``. ``batch_dims=1`` makes the
+leading axis a stack of independent matrices: the penalty is computed on each
+``(in, out)`` matrix and the result is their **sum**, a scalar equal to
+``sum(penalty(w[i]) for i in range(layers))``, so it drops into a loss
+unchanged. (Without ``batch_dims``, ``spectral_penalty`` would take the
+``(layers * in, out)`` matrix, and the orthogonality penalties raise.) For one
+value per matrix, ``jax.vmap`` the function with ``batch_dims=0``.
+
 **Activity regularization.** Keras's ``activity_regularizer=`` penalizes a
 layer's *outputs*, not its weights, and divides the penalty by the batch size
 "so that the relative weighting between the weight regularizers and the
@@ -35,31 +44,33 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxreg._norms import acc_dtype, as_matrix, normalize
-from jaxreg._validation import check_ndim
+from jaxreg._norms import acc_dtype, as_matrices, normalize
+from jaxreg._validation import check_batch_dims
 
 _HIGHEST = jax.lax.Precision.HIGHEST  # full f32 matmuls on GPU/TPU too (no TF32/bf16 passes)
 
 
-def replicated_acc(w: jax.Array) -> jax.Array:
-    """``w`` in the accumulation dtype, replicated if it is sharded along explicit mesh axes.
+def replicated_acc(w: jax.Array, batch_dims: int = 0) -> jax.Array:
+    """``w`` in the accumulation dtype, its matrix axes replicated if sharded along explicit mesh axes.
 
     These penalties pair every row (or column) with every other one, or take an exact
     SVD: a sharded matrix has to be exchanged whatever the code does. With explicit mesh
     axes (``jax.sharding.AxisType.Explicit``) JAX makes that exchange the caller's
     choice and a matmul over a sharded contracting axis raises ``ShardingTypeError``;
-    the matrix is resharded to replicated here, the all-gather XLA inserts by itself
-    on meshes with automatic axes.
+    the axes after the first ``batch_dims`` are resharded to replicated here, the
+    all-gather XLA inserts by itself on meshes with automatic axes. The stack axes
+    keep their sharding: each device works on its own matrices.
     """
     w = jnp.asarray(w)
     sharding = jax.typeof(w).sharding
-    if any(entry is not None for entry in getattr(sharding, "spec", ())):
-        replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
-        w = jax.sharding.reshard(w, replicated)
+    spec = tuple(getattr(sharding, "spec", ()))
+    if any(entry is not None for entry in spec[batch_dims:]):
+        kept = jax.sharding.PartitionSpec(*spec[:batch_dims])
+        w = jax.sharding.reshard(w, jax.sharding.NamedSharding(sharding.mesh, kept))
     return w.astype(acc_dtype(w.dtype))
 
 
-def orthogonal_penalty(w: jax.Array, mode: str = "rows") -> jax.Array:
+def orthogonal_penalty(w: jax.Array, mode: str = "rows", *, batch_dims: int = 0) -> jax.Array:
     r"""Mean absolute cosine similarity between distinct rows (or columns) of ``w``.
 
     With $\hat w_i = w_i / \max(\|w_i\|_2, \epsilon)$ the L2-normalized rows
@@ -87,11 +98,15 @@ def orthogonal_penalty(w: jax.Array, mode: str = "rows") -> jax.Array:
     the units' incoming weight vectors.
 
     Args:
-      w: a 2-D weight matrix.
+      w: a 2-D weight matrix, or a stack of them (``batch_dims + 2`` dimensions).
       mode: ``"rows"`` or ``"columns"``.
+      batch_dims: the number of leading axes of ``w`` that index a stack of
+        matrices (a Python int, ``0 <= batch_dims == w.ndim - 2``); the result
+        is the sum of the penalties of the matrices.
 
     Returns:
-      A float32 scalar (float64 for a float64 ``w``).
+      A float32 scalar (float64 for a float64 ``w``); with ``batch_dims > 0``, the
+      sum over the stack.
 
     Examples:
       >>> import jax.numpy as jnp, jaxreg
@@ -104,22 +119,23 @@ def orthogonal_penalty(w: jax.Array, mode: str = "rows") -> jax.Array:
       Keras, ``keras.regularizers.OrthogonalRegularizer``
       (https://keras.io/api/layers/regularizers/).
     """
-    check_ndim("w", w, 2)
+    batch_dims = check_batch_dims(batch_dims, w, "w", exact=True)
     if mode not in ("rows", "columns"):
         raise ValueError(f'mode must be "rows" or "columns", got {mode!r}')
-    m = replicated_acc(w) if mode == "rows" else replicated_acc(w).T
-    n = m.shape[0]
+    m = as_matrices(replicated_acc(w, batch_dims), batch_dims)
+    m = m if mode == "rows" else m.mT
+    n = m.shape[1]
     if n < 2:
         return jnp.zeros((), m.dtype)
-    m_hat = normalize(m, axis=1, eps=1e-7)  # scaled: rows of 1e20 in float32 do not overflow
-    gram = jnp.matmul(m_hat, m_hat.T, precision=_HIGHEST)
+    m_hat = normalize(m, axis=-1, eps=1e-7)  # scaled: rows of 1e20 in float32 do not overflow
+    gram = jnp.matmul(m_hat, m_hat.mT, precision=_HIGHEST)
     # sign(g) * g is |g| with the subgradient sign(0) = 0 at g = 0 (jnp.abs has 1): a zero row has
     # zero cosines with every other row, so it gets no gradient (and gives none) instead of ~1/eps.
     off_diagonal = jnp.sign(gram) * gram * (1 - jnp.eye(n, dtype=m.dtype))
     return jnp.sum(off_diagonal) / (n * (n - 1))
 
 
-def soft_orthogonal_penalty(w: jax.Array) -> jax.Array:
+def soft_orthogonal_penalty(w: jax.Array, *, batch_dims: int = 0) -> jax.Array:
     r"""Soft orthogonality $\|W^\top W - I\|_F^2$ (Bansal et al., 2018).
 
     The Gram matrix is $W^\top W$, of shape ``(out, out)`` for a Dense kernel
@@ -131,10 +147,15 @@ def soft_orthogonal_penalty(w: jax.Array) -> jax.Array:
     yourself. Unlike :func:`orthogonal_penalty` it also fixes the norms to 1.
 
     Args:
-      w: a 2-D weight matrix (reshape conv kernels with ``w.reshape(-1, w.shape[-1])``).
+      w: a 2-D weight matrix (reshape conv kernels with ``w.reshape(-1, w.shape[-1])``),
+        or a stack of them (``batch_dims + 2`` dimensions).
+      batch_dims: the number of leading axes of ``w`` that index a stack of
+        matrices (a Python int, ``0 <= batch_dims == w.ndim - 2``); the result
+        is the sum of the penalties of the matrices.
 
     Returns:
-      A float32 scalar (float64 for a float64 ``w``).
+      A float32 scalar (float64 for a float64 ``w``); with ``batch_dims > 0``, the
+      sum over the stack.
 
     Examples:
       >>> import jax.numpy as jnp, jaxreg
@@ -146,13 +167,13 @@ def soft_orthogonal_penalty(w: jax.Array) -> jax.Array:
       Regularizations in Training Deep CNNs? <https://arxiv.org/abs/1810.09102>`_
       (SO regularization).
     """
-    check_ndim("w", w, 2)
-    m = replicated_acc(w)
-    gram = jnp.matmul(m.T, m, precision=_HIGHEST)
-    return jnp.sum(jnp.square(gram - jnp.eye(gram.shape[0], dtype=m.dtype)))
+    batch_dims = check_batch_dims(batch_dims, w, "w", exact=True)
+    m = as_matrices(replicated_acc(w, batch_dims), batch_dims)
+    gram = jnp.matmul(m.mT, m, precision=_HIGHEST)
+    return jnp.sum(jnp.square(gram - jnp.eye(gram.shape[-1], dtype=m.dtype)))
 
 
-def spectral_penalty(w: jax.Array) -> jax.Array:
+def spectral_penalty(w: jax.Array, *, batch_dims: int = 0) -> jax.Array:
     r"""Squared spectral norm $\sigma_{\max}(W)^2$, the largest singular value squared.
 
     Computed exactly with an SVD (``jnp.linalg.svd(..., compute_uv=False)``); its
@@ -166,11 +187,20 @@ def spectral_penalty(w: jax.Array) -> jax.Array:
     0. The result is $\sigma^2$ itself, so it overflows where $\sigma$ exceeds the
     square root of the dtype's largest value (about 1.8e19 in float32).
 
+    With ``batch_dims=b`` the leading ``b`` axes of ``w`` index a stack of
+    weights, each reshaped to ``(-1, w.shape[-1])`` on its own, and the result
+    is $\sum_i \sigma_{\max}(W_i)^2$ (for a scanned stack ``(layers, in,
+    out)``, ``batch_dims=1`` gives the sum over the layers, the per-layer
+    penalty of Yoshida and Miyato).
+
     Args:
-      w: a weight with ``ndim >= 2``.
+      w: a weight with ``ndim >= 2``, or a stack of them.
+      batch_dims: the number of leading axes of ``w`` that index a stack of
+        weights (a Python int, ``0 <= batch_dims <= w.ndim - 2``).
 
     Returns:
-      A float32 scalar (float64 for a float64 ``w``).
+      A float32 scalar (float64 for a float64 ``w``); with ``batch_dims > 0``, the
+      sum over the stack.
 
     Examples:
       >>> import jax.numpy as jnp, jaxreg
@@ -181,8 +211,8 @@ def spectral_penalty(w: jax.Array) -> jax.Array:
       Yoshida and Miyato, 2017, `Spectral Norm Regularization for Improving the
       Generalizability of Deep Learning <https://arxiv.org/abs/1705.10941>`_.
     """
-    check_ndim("w", w, 2, at_least=True)
-    m = as_matrix(replicated_acc(w))
-    if m.size == 0:  # the zero map: sigma_max = 0
+    batch_dims = check_batch_dims(batch_dims, w, "w")
+    m = as_matrices(replicated_acc(w, batch_dims), batch_dims)
+    if m.size == 0:  # the zero map (or an empty stack): sigma_max = 0
         return jnp.zeros((), m.dtype)
-    return jnp.max(jnp.linalg.svd(m, compute_uv=False)) ** 2
+    return jnp.sum(jnp.max(jnp.linalg.svd(m, compute_uv=False), axis=-1) ** 2)

@@ -15,14 +15,16 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxreg._norms import as_matrix, power_of_two, safe_norm
-from jaxreg._validation import check_count, check_float_array, check_ndim, check_positive
+from jaxreg._norms import acc_dtype, map_matrices, power_of_two, safe_norm
+from jaxreg._validation import check_batch_dims, check_count, check_float_array, check_positive
 
 
 class SpectralNormState(NamedTuple):
     """State of :func:`spectral_normalize`: the power-iteration vector."""
 
-    u: jax.Array  # shape (w.shape[-1],), unit norm, float32 (float64 if w is): right singular vector estimate
+    # shape w.shape[:batch_dims] + (w.shape[-1],), unit norm per matrix, float32 (float64 if w is):
+    # the right singular vector estimate of each matrix
+    u: jax.Array
 
 
 def _matvec(m: jax.Array, x: jax.Array) -> jax.Array:
@@ -33,14 +35,13 @@ def _matvec(m: jax.Array, x: jax.Array) -> jax.Array:
     return jnp.sum(m * x, axis=-1)
 
 
-def _scaled(w: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(M / p, p)``: the ``(-1, out)`` matrix ``M`` of ``w`` over a power of two ``p`` near ``max|M|``.
+def _scaled(m: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(M / p, p)``: the matrix ``M`` over a power of two ``p`` near ``max|M|``.
 
     Exact (a power-of-two scaling), and it keeps every product and norm of the
     iteration inside the dtype's range. ``p`` is held constant for differentiation:
     ``W / sigma(W)`` does not change when ``W`` is scaled.
     """
-    m = as_matrix(w)
     p, _ = power_of_two(jax.lax.stop_gradient(jnp.max(jnp.abs(m), initial=0)))
     return m / p, p
 
@@ -88,11 +89,12 @@ def _power_iteration(m: jax.Array, u: jax.Array, n_steps: int, eps: jax.Array) -
 
 
 def spectral_norm_init(
-    key: jax.Array, w: jax.Array, *, n_steps: int = 15, eps: float = 1e-12
+    key: jax.Array, w: jax.Array, *, n_steps: int = 15, eps: float = 1e-12, batch_dims: int = 0
 ) -> SpectralNormState:
     r"""Initial state for :func:`spectral_normalize`: a random unit ``u``, refined.
 
-    ``u`` is drawn from a standard normal of shape ``(w.shape[-1],)``, normalized,
+    ``u`` is drawn from a standard normal of shape ``(w.shape[-1],)`` (for a stack,
+    ``w.shape[:batch_dims] + (w.shape[-1],)``: one independent draw per matrix), normalized,
     then refined by ``n_steps`` power iterations on ``w`` (15 by default, as
     ``torch.nn.utils.parametrizations.spectral_norm`` does when it is registered),
     so that the first call already sees an accurate $\sigma$. On a zero weight
@@ -105,19 +107,25 @@ def spectral_norm_init(
       w: the weight to be normalized (``ndim >= 2``; see :func:`spectral_normalize`).
       n_steps: power iterations run at initialization (``>= 0``).
       eps: the norm at or below which the iteration's safeguards apply.
+      batch_dims: the number of leading axes of ``w`` that index a stack of
+        weights, each with its own ``u`` (see :func:`spectral_normalize`).
 
     Returns:
-      A :class:`SpectralNormState`.
+      A :class:`SpectralNormState`, ``u`` of shape ``w.shape[:batch_dims] + (w.shape[-1],)``.
     """
-    check_ndim("w", w, 2, at_least=True)
+    batch_dims = check_batch_dims(batch_dims, w, "w")
     check_float_array("w", w)
     n_steps = check_count("n_steps", n_steps)
     eps = check_positive("eps", eps)
-    m, p = _scaled(w)
-    u = jax.random.normal(key, (m.shape[1],), m.dtype)
-    u = u / safe_norm(u, eps=eps)
-    if m.size:  # a zero-size weight keeps the random u (of shape (0,) if w.shape[-1] == 0)
-        u = _power_iteration(m, u, n_steps, eps / p)
+    u = jax.random.normal(key, (*w.shape[:batch_dims], w.shape[-1]), acc_dtype(w.dtype))
+    u = u / safe_norm(u, axis=-1, eps=eps)  # one unit vector per matrix
+    if w.size:  # a zero-size weight keeps the random u (of shape (0,) if w.shape[-1] == 0)
+
+        def refine(m, u):  # one matrix M and its u
+            m, p = _scaled(m)
+            return _power_iteration(m, u, n_steps, eps / p)
+
+        u = map_matrices(refine, w, batch_dims, u)
     return SpectralNormState(u=jax.lax.stop_gradient(u))
 
 
@@ -128,6 +136,7 @@ def spectral_normalize(
     n_steps: int = 1,
     update: bool = True,
     eps: float = 1e-12,
+    batch_dims: int = 0,
 ) -> tuple[jax.Array, SpectralNormState]:
     r"""Spectral normalization $W / \sigma(W)$ with an explicit power-iteration state.
 
@@ -178,6 +187,13 @@ def spectral_normalize(
       update: whether to iterate and return the refined ``u``.
       eps: lower bound on $\sigma$, and the norm at or below which the iteration's
         safeguards apply: nothing divides by zero.
+      batch_dims: the number of leading axes of ``w`` that index a stack of
+        independent weights (a Python int, ``0 <= batch_dims <= w.ndim - 2``):
+        for a scanned stack of kernels ``(layers, in, out)``, ``batch_dims=1``
+        normalizes each ``(in, out)`` kernel by its own $\sigma$, with its own
+        ``u`` (``state.u`` of shape ``(layers, out)``), as a loop over the
+        layers would; ``batch_dims=0`` would take the ``(layers * in, out)``
+        matrix and one $\sigma$ for all.
 
     Returns:
       ``(w_normalized, new_state)``.
@@ -195,27 +211,33 @@ def spectral_normalize(
       Networks <https://arxiv.org/abs/1802.05957>`_;
       ``torch.nn.utils.parametrizations.spectral_norm``; ``flax.linen.SpectralNorm``.
     """
-    check_ndim("w", w, 2, at_least=True)
+    batch_dims = check_batch_dims(batch_dims, w, "w")
     check_float_array("w", w)
     n_steps = check_count("n_steps", n_steps)
     eps = check_positive("eps", eps)
     u = state.u
-    if u.shape != (w.shape[-1],):
+    u_shape = (*w.shape[:batch_dims], w.shape[-1])
+    if u.shape != u_shape:
         raise ValueError(
-            f"state.u must have shape ({w.shape[-1]},) for w of shape {w.shape}, got {u.shape}; "
-            "create it with spectral_norm_init(key, w)"
+            f"state.u must have shape {u_shape} for w of shape {w.shape} and batch_dims={batch_dims}, "
+            f"got {u.shape}; create it with spectral_norm_init(key, w, batch_dims={batch_dims})"
         )
     if w.size == 0:
         return w, state
-    # Everything in units of p (a power of two near max|W|): M / p and eps / p.
-    m, p = _scaled(w)
-    eps_scaled = eps / p
-    u = u.astype(m.dtype)
-    if update:
-        u = _power_iteration(m, u, n_steps, eps_scaled)
-    u = jax.lax.stop_gradient(u)
-    sigma = safe_norm(_matvec(m, u), keepdims=False)  # ||M u||, with a zero gradient at W = 0
-    # max(sigma, eps) for sigma > 0, and 1 (1 / p in units of p) for sigma = 0.
-    divisor = jnp.where(sigma > eps_scaled, sigma, jnp.where(sigma > 0, eps_scaled, 1 / p))
-    w_normalized = (m / divisor).reshape(w.shape).astype(w.dtype)
+
+    def normalize(m, u):  # one matrix M and its u
+        # Everything in units of p (a power of two near max|M|): M / p and eps / p.
+        m, p = _scaled(m)
+        eps_scaled = eps / p
+        u = u.astype(m.dtype)
+        if update:
+            u = _power_iteration(m, u, n_steps, eps_scaled)
+        u = jax.lax.stop_gradient(u)
+        sigma = safe_norm(_matvec(m, u), keepdims=False)  # ||M u||, with a zero gradient at W = 0
+        # max(sigma, eps) for sigma > 0, and 1 (1 / p in units of p) for sigma = 0.
+        divisor = jnp.where(sigma > eps_scaled, sigma, jnp.where(sigma > 0, eps_scaled, 1 / p))
+        return m / divisor, u
+
+    m_normalized, u = map_matrices(normalize, w, batch_dims, u)
+    w_normalized = m_normalized.reshape(w.shape).astype(w.dtype)
     return w_normalized, SpectralNormState(u=u) if update else state

@@ -15,16 +15,25 @@ import jax.numpy as jnp
 
 from jaxreg._norms import axes_except, norm_parts, safe_norm
 from jaxreg._typing import FeatureAxes
-from jaxreg._validation import check_axes, check_positive
+from jaxreg._validation import check_axes, check_batch_dims, check_positive
 
 
-def _split_axes(v: jax.Array, feature_axes: FeatureAxes) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(feature axes, reduction axes) of ``v``, normalized; ``None`` keeps no axis."""
-    kept = check_axes("feature_axes", feature_axes, v.ndim, "v") or ()
+def _split_axes(
+    v: jax.Array, feature_axes: FeatureAxes, batch_dims: int
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(kept axes, reduction axes) of ``v``, normalized: the stack axes, then each item's ``feature_axes``.
+
+    ``feature_axes`` count the axes of one item ``v[i]`` (``v.shape[batch_dims:]``);
+    ``None`` keeps no axis of the item.
+    """
+    batch_dims = check_batch_dims(batch_dims, v, "v", item_ndim=0)
+    where = "v" if batch_dims == 0 else f"each item of v after batch_dims={batch_dims}"
+    item = check_axes("feature_axes", feature_axes, v.ndim - batch_dims, where) or ()
+    kept = tuple(range(batch_dims)) + tuple(batch_dims + a for a in item)
     return kept, axes_except(v.ndim, kept)
 
 
-def weight_norm_init(v: jax.Array, *, feature_axes: FeatureAxes = -1) -> jax.Array:
+def weight_norm_init(v: jax.Array, *, feature_axes: FeatureAxes = -1, batch_dims: int = 0) -> jax.Array:
     r"""The scale $g = \|v\|_2$ that makes :func:`weight_normalize` return ``v`` itself.
 
     One norm per index of ``feature_axes`` (taken over all other axes), so that
@@ -35,18 +44,20 @@ def weight_norm_init(v: jax.Array, *, feature_axes: FeatureAxes = -1) -> jax.Arr
     Args:
       v: the direction parameter (the layer's initial weight).
       feature_axes: the axes that keep one scale each (see :func:`weight_normalize`).
+      batch_dims: the number of leading axes of ``v`` that index a stack of
+        weights (see :func:`weight_normalize`).
 
     Returns:
       ``g`` of shape ``tuple(v.shape[a] for a in feature_axes)`` (``()`` for ``None``),
-      float32 or wider.
+      after the stack's axes ``v.shape[:batch_dims]``; float32 or wider.
     """
-    kept, reduce = _split_axes(v, feature_axes)
+    kept, reduce = _split_axes(v, feature_axes, batch_dims)
     norms = safe_norm(v, reduce, keepdims=False)
     return norms.reshape(tuple(v.shape[a] for a in kept))
 
 
 def weight_normalize(
-    v: jax.Array, g: jax.Array, *, feature_axes: FeatureAxes = -1, eps: float = 1e-12
+    v: jax.Array, g: jax.Array, *, feature_axes: FeatureAxes = -1, eps: float = 1e-12, batch_dims: int = 0
 ) -> jax.Array:
     r"""Weight normalization $w = g \cdot v / \max(\|v\|_2, \epsilon)$.
 
@@ -67,10 +78,19 @@ def weight_normalize(
     Args:
       v: the direction parameter.
       g: the scale parameter, of shape ``tuple(v.shape[a] for a in feature_axes)``
-        (as returned by :func:`weight_norm_init`).
+        after the stack's axes ``v.shape[:batch_dims]`` (as returned by
+        :func:`weight_norm_init`).
       feature_axes: the axes that keep one norm and one scale each (int, tuple or
-        ``None``).
+        ``None``), counted in each item of the stack when ``batch_dims > 0``.
       eps: lower bound on the norm.
+      batch_dims: the number of leading axes of ``v`` that index a stack of
+        independent weights (a Python int, ``0 <= batch_dims <= v.ndim``): for a
+        scanned stack of kernels ``(layers, in, out)``, ``batch_dims=1`` takes the
+        norms within each layer's ``(in, out)`` kernel, ``g`` of shape
+        ``(layers, out)``, as a loop over the layers would. ``feature_axes``
+        indexes the axes of one item ``v[i]``, so the value used for one layer
+        carries over to the stack; ``batch_dims=0`` with ``feature_axes=-1``
+        would instead take each unit's norm across all the layers.
 
     Returns:
       ``w``, of the shape and dtype of ``v``.
@@ -90,12 +110,14 @@ def weight_normalize(
       <https://arxiv.org/abs/1602.07868>`_; ``torch.nn.utils.weight_norm``.
     """
     eps = check_positive("eps", eps)
-    kept, reduce = _split_axes(v, feature_axes)
+    kept, reduce = _split_axes(v, feature_axes, batch_dims)
     expected = tuple(v.shape[a] for a in kept)
     if jnp.shape(g) != expected:
+        stack = f"batch_dims={batch_dims} and " if batch_dims else ""
         raise ValueError(
-            f"g must have shape {expected} (v.shape at feature_axes={feature_axes!r}) for v of shape "
-            f"{v.shape}, got {jnp.shape(g)}; create it with weight_norm_init(v)"
+            f"g must have shape {expected} (v.shape at {stack}feature_axes={feature_axes!r}) for v of "
+            f"shape {v.shape}, got {jnp.shape(g)}; create it with weight_norm_init(v"
+            + (f", batch_dims={batch_dims})" if batch_dims else ")")
         )
     broadcast = [1] * v.ndim
     for a in kept:

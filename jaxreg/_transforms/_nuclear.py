@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxreg._norms import acc_dtype
+from jaxreg._norms import as_matrices
 from jaxreg._transforms._generic import build_proximal
 from jaxreg._typing import Mask
 from jaxreg._validation import check_count, check_non_negative
@@ -21,8 +21,7 @@ def singular_value_threshold(z: jax.Array, threshold: Any, batch_dims: int) -> j
             f"needs at least 2 axes after batch_dims={batch_dims}, got a {z.ndim}-D leaf; "
             "select matrices with mask=jaxreg.masks.weights_only"
         )
-    batch = z.shape[:batch_dims]
-    m = z.astype(acc_dtype(z.dtype)).reshape(*batch, -1, z.shape[-1])
+    m = as_matrices(z, batch_dims)
     u, s, vt = jnp.linalg.svd(m, full_matrices=False)
     s = jnp.maximum(s - jnp.asarray(threshold, s.dtype), 0)
     return ((u * s[..., None, :]) @ vt).reshape(z.shape).astype(z.dtype)

@@ -159,3 +159,46 @@ def test_linen_spectral_norm_conv_operator_errors():
         match=r"holds u for inputs of shape \(\.\.\., 6, 6, 2\).*got an input of shape \(1, 8, 8, 2\)",
     ):
         apply.eval_shape(variables, jnp.ones((1, 8, 8, 2)))
+
+
+class _Block(nn.Module):
+    """One layer of a scanned stack: a spectrally normalized Dense, then a weight-normalized one."""
+
+    @nn.compact
+    def __call__(self, x, _, train: bool = True):
+        h = jnp.tanh(jrl.SpectralNorm(nn.Dense(4))(x, update_stats=train))
+        return jrl.WeightNorm(nn.Dense(4))(h), None
+
+
+def _np_power_step(kernel, u):
+    # One power iteration (Miyato et al., Algorithm 1) on M = kernel, output axis last.
+    m = np.asarray(kernel, np.float64)
+    v = m @ u
+    u = m.T @ (v / np.linalg.norm(v))
+    return u / np.linalg.norm(u)
+
+
+def test_linen_wrappers_in_nn_scan_equal_the_layers_applied_in_a_loop():
+    # nn.scan stacks each layer's params, u and scale along axis 0 (variable_axes): every layer has
+    # its own u (split "params" rng) and is normalized on its own, exactly as a Python loop over the
+    # three layers, each applied to its slice of the variables.
+    stack = nn.scan(
+        _Block, variable_axes={"params": 0, "batch_stats": 0}, split_rngs={"params": True}, length=3
+    )()
+    x = jnp.asarray(random_normal(0, (2, 4)))
+    variables = jax.jit(lambda k, x: stack.init(k, x, None))(jax.random.key(0), x)
+    u0 = np.asarray(variables["batch_stats"]["SpectralNorm_0"]["Dense_0/kernel/u"])
+    assert u0.shape == (3, 4) and len({tuple(u.round(4)) for u in u0}) == 3  # one u per layer
+    assert variables["params"]["WeightNorm_0"]["Dense_1/kernel/scale"].shape == (3, 4)
+    (y, _), updates = jax.jit(lambda v, x: stack.apply(v, x, None, mutable=["batch_stats"]))(variables, x)
+    u1 = np.asarray(updates["batch_stats"]["SpectralNorm_0"]["Dense_0/kernel/u"])
+    layer = jax.jit(lambda v, x: _Block().apply(v, x, None, mutable=["batch_stats"]))  # one compilation
+    h = x
+    for i in range(3):
+        (h, _), layer_updates = layer(jax.tree.map(lambda a, i=i: a[i], variables), h)
+        np.testing.assert_allclose(
+            np.asarray(layer_updates["batch_stats"]["SpectralNorm_0"]["Dense_0/kernel/u"]), u1[i], rtol=1e-6
+        )
+        kernel = np.asarray(variables["params"]["Dense_0"]["kernel"][i])
+        np.testing.assert_allclose(u1[i], _np_power_step(kernel, u0[i]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(h), rtol=1e-6, atol=1e-7)

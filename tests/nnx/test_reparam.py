@@ -205,3 +205,57 @@ def test_nnx_spectral_norm_conv_operator_errors():
         match=r"holds u for inputs of shape \(\.\.\., 6, 6, 2\).*got an input of shape \(1, 7, 6, 2\)",
     ):
         model(jnp.ones((1, 7, 6, 2)))
+
+
+class _Block(nnx.Module):
+    """One layer of a stack: a spectrally normalized Linear, then a weight-normalized one."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.sn = jrx.SpectralNorm(nnx.Linear(4, 4, rngs=rngs), rngs=rngs)
+        self.wn = jrx.WeightNorm(nnx.Linear(4, 4, rngs=rngs))
+
+    def __call__(self, x):
+        return self.wn(jnp.tanh(self.sn(x)))
+
+
+def test_nnx_wrappers_in_a_vmap_scan_stack_equal_the_layers_applied_in_a_loop():
+    # nnx.vmap builds three layers with stacked Params, u (BatchStat) and scales, each from its own
+    # split rng; nnx.scan hands each layer its slice and writes the updated u back. The oracle: the
+    # same three layers applied in a Python loop, each merged from its slice of the state before the
+    # call; and one NumPy power iteration per layer for the new u.
+    @nnx.jit  # jitted: eager, spectral_norm_init's 15 vmapped power iterations dispatch op by op
+    @nnx.split_rngs(splits=3)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def make_stack(rngs):
+        return _Block(rngs)
+
+    @nnx.jit
+    def forward(stack, x):
+        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+        def body(x, block):
+            return block(x)
+
+        return body(x, stack)
+
+    stack = make_stack(nnx.Rngs(0))
+    assert stack.sn.u["kernel"].shape == (3, 4) and stack.wn.scales["kernel"].shape == (3, 4)
+    graphdef, state = nnx.split(stack)
+    state = jax.tree.map(np.array, state)  # a copy: the call below updates the stack's u in place
+    u0 = state["sn"]["u"]["kernel"][...]
+    assert len({tuple(u.round(4)) for u in u0}) == 3  # one u per layer
+    x = jnp.asarray(random_normal(0, (2, 4)))
+    y = forward(stack, x)
+    u1 = np.asarray(stack.sn.u["kernel"][...])
+    layer_forward = nnx.jit(lambda block, x: block(x))  # one compilation for the loop
+    h = x
+    for i in range(3):
+        block = nnx.merge(graphdef, jax.tree.map(lambda a, i=i: jnp.asarray(a[i]), state))
+        h = layer_forward(block, h)
+        np.testing.assert_allclose(np.asarray(block.sn.u["kernel"][...]), u1[i], rtol=1e-6)
+        kernel = state["sn"]["layer_instance"]["kernel"][...][i]
+        np.testing.assert_allclose(u1[i], _np_power_step(kernel, u0[i]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(h), rtol=1e-6, atol=1e-7)
+    # The stored kernels are untouched (the normalized ones are ephemeral).
+    np.testing.assert_array_equal(
+        np.asarray(stack.sn.layer_instance.kernel[...]), state["sn"]["layer_instance"]["kernel"][...]
+    )

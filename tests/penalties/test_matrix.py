@@ -98,3 +98,67 @@ def test_penalty_errors_name_the_argument():
         jaxreg.spectral_penalty(jnp.ones(3))
     with pytest.raises(ValueError, match="mode"):
         jaxreg.orthogonal_penalty(jnp.ones((2, 2)), mode="diagonal")
+
+
+# --- stacks of matrices (batch_dims) -----------------------------------------------------------------
+
+# (penalty, stack shape, batch_dims): (layers, in, out) scanned kernels and a 2-D grid of them; the
+# spectral penalty also on a stack of conv kernels, each reshaped to (-1, out) on its own.
+STACKS = [
+    ("rows", (3, 5, 4), 1),
+    ("columns", (2, 3, 4, 5), 2),
+    ("soft", (3, 5, 4), 1),
+    ("soft", (2, 3, 4, 5), 2),
+    ("spectral", (2, 3, 4, 5), 2),
+    ("spectral", (2, 3, 4, 5), 1),
+]
+PENALTIES = {
+    "rows": lambda w, **kw: jaxreg.orthogonal_penalty(w, "rows", **kw),
+    "columns": lambda w, **kw: jaxreg.orthogonal_penalty(w, "columns", **kw),
+    "soft": jaxreg.soft_orthogonal_penalty,
+    "spectral": jaxreg.spectral_penalty,
+}
+
+
+@pytest.mark.parametrize(("name", "shape", "batch_dims"), STACKS)
+def test_matrix_penalties_of_a_stack_are_the_sum_of_a_loop_over_its_matrices(name, shape, batch_dims):
+    # The oracle: a Python loop over the matrices, each penalized by the unbatched function; the
+    # stacked penalty is their sum, and its gradient is each matrix's own gradient, in place.
+    fn = PENALTIES[name]
+    w = jnp.asarray(random_normal(11, shape))
+    got, grad = jax.jit(jax.value_and_grad(lambda w: fn(w, batch_dims=batch_dims)))(w)
+    items = w.reshape(-1, *shape[batch_dims:])
+    per_matrix = jax.jit(jax.value_and_grad(fn))  # batch_dims=0, one compilation for the loop
+    want = [per_matrix(item) for item in items]
+    np.testing.assert_allclose(float(got), sum(float(v) for v, _ in want), rtol=1e-5)
+    want_grad = np.stack([np.asarray(g) for _, g in want]).reshape(shape)
+    np.testing.assert_allclose(np.asarray(grad), want_grad, rtol=1e-4, atol=1e-6)
+    assert got.shape == () and got.dtype == jnp.float32
+
+
+def test_matrix_penalties_per_matrix_values_by_vmap_and_empty_stacks():
+    # The docstrings' recipe for one value per matrix: jax.vmap of the unbatched function.
+    w = jnp.asarray(random_normal(12, (3, 4, 2)))
+    per_matrix = jax.vmap(jaxreg.soft_orthogonal_penalty)(w)
+    np.testing.assert_allclose(
+        np.asarray(per_matrix), [np.sum((m.T @ m - np.eye(2)) ** 2) for m in np.asarray(w)], rtol=1e-5
+    )
+    for fn in PENALTIES.values():  # an empty stack sums to 0
+        assert float(fn(jnp.zeros((0, 3, 2)), batch_dims=1)) == 0.0
+
+
+def test_matrix_penalties_batch_dims_errors_name_the_argument():
+    w = jnp.ones((3, 4, 2))
+    for fn in PENALTIES.values():
+        with pytest.raises(ValueError, match="batch_dims must be >= 0, got -1"):
+            fn(w, batch_dims=-1)
+        with pytest.raises(TypeError, match=r"batch_dims must be an int, got 1\.0"):
+            fn(w, batch_dims=1.0)
+        with pytest.raises(
+            ValueError, match=r"batch_dims=2 needs w with .* 4 dimensions .* got shape \(3, 4, 2\)"
+        ):
+            fn(w, batch_dims=2)
+    # The orthogonality penalties take matrices, not conv kernels: exactly batch_dims + 2 axes.
+    for fn in (PENALTIES["rows"], PENALTIES["soft"]):
+        with pytest.raises(ValueError, match=r"batch_dims=1 needs w with exactly 3 dimensions"):
+            fn(jnp.ones((2, 3, 4, 2)), batch_dims=1)

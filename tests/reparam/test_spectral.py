@@ -81,3 +81,76 @@ def test_spectral_normalize_errors_name_the_argument():
         jaxreg.spectral_normalize(jnp.ones((4, 3)), state, n_steps=1.5)
     with pytest.raises(ValueError, match="eps"):
         jaxreg.spectral_normalize(jnp.ones((4, 3)), state, eps=0.0)
+
+
+# --- stacks of weights (batch_dims) ------------------------------------------------------------------
+
+
+def _train_eval(w, u, c, batch_dims):
+    """A training step (2 iterations: w_sn, the new u, the gradient of <w_sn, c>), then evaluation."""
+
+    def loss(w):
+        w_sn, state = jaxreg.spectral_normalize(
+            w, jaxreg.SpectralNormState(u), n_steps=2, batch_dims=batch_dims
+        )
+        return jnp.sum(w_sn * c), (w_sn, state.u)
+
+    (_, (w_sn, u2)), grad = jax.value_and_grad(loss, has_aux=True)(w)
+    w_eval, _ = jaxreg.spectral_normalize(
+        w, jaxreg.SpectralNormState(u2), update=False, batch_dims=batch_dims
+    )
+    return w_sn, u2, grad, w_eval
+
+
+@pytest.mark.parametrize(("shape", "batch_dims"), [((3, 5, 4), 1), ((2, 2, 2, 3, 4), 2)])
+def test_spectral_normalize_of_a_stack_equals_a_loop_over_its_weights(shape, batch_dims):
+    # The oracle: a Python loop over the weights of the stack (scanned layers' kernels; a grid of
+    # conv kernels for batch_dims=2), each normalized by the unbatched function from its own u.
+    w = jnp.asarray(random_normal(5, shape))
+    c = jnp.asarray(random_normal(6, shape))
+    batch, item = shape[:batch_dims], shape[batch_dims:]
+    # spectral_norm_init: the random draws (n_steps=0), and the draws refined by 2 power iterations.
+    u_init, refined = jax.jit(
+        lambda w: [
+            jaxreg.spectral_norm_init(jax.random.key(2), w, n_steps=n, batch_dims=batch_dims).u
+            for n in (0, 2)
+        ]
+    )(w)
+    assert u_init.shape == (*batch, shape[-1])
+    u0 = np.asarray(u_init).reshape(-1, shape[-1])
+    np.testing.assert_allclose(np.linalg.norm(u0, axis=-1), 1.0, rtol=1e-6)
+    assert len({tuple(u.round(4)) for u in u0}) == len(u0)  # one independent draw per weight
+    got = jax.jit(_train_eval, static_argnums=3)(w, u_init, c, batch_dims)
+    got = [np.asarray(x).reshape(-1, *x.shape[batch_dims:]) for x in got]
+    one = jax.jit(_train_eval, static_argnums=3)  # batch_dims=0: one compilation for the loop
+    for i, (w_i, c_i) in enumerate(zip(w.reshape(-1, *item), c.reshape(-1, *item), strict=True)):
+        want = one(w_i, jnp.asarray(u0[i]), c_i, 0)
+        for name, g, x in zip(("w_sn", "u", "grad", "w_eval"), got, want, strict=True):
+            np.testing.assert_allclose(g[i], np.asarray(x), rtol=1e-4, atol=1e-6, err_msg=f"{name} {i}")
+    # Evaluation divides each weight by ||M u|| with its own stored u (NumPy).
+    m = np.asarray(w, np.float64).reshape(len(u0), -1, shape[-1])
+    sigma = np.linalg.norm(np.einsum("bij,bj->bi", m, got[1].astype(np.float64)), axis=-1)
+    np.testing.assert_allclose(
+        got[3], np.asarray(w).reshape(len(u0), *item) / sigma.reshape(-1, *[1] * len(item)), rtol=1e-5
+    )
+    # spectral_norm_init refines the same draws by the same power iteration, each u on its weight.
+    np.testing.assert_allclose(np.asarray(refined).reshape(len(u0), -1), got[1], rtol=1e-5, atol=1e-6)
+
+
+def test_spectral_normalize_batch_dims_errors_name_the_argument():
+    key, w = jax.random.key(0), jnp.ones((3, 4, 2))
+    for kwargs in ({}, {"batch_dims": 1}):
+        state = jaxreg.spectral_norm_init(key, w, n_steps=0, **kwargs)
+        other = 1 - kwargs.get("batch_dims", 0)
+        with pytest.raises(ValueError, match=rf"state.u must have shape .* batch_dims={other}"):
+            jaxreg.spectral_normalize(w, state, batch_dims=other)
+    for fn in (
+        lambda **kw: jaxreg.spectral_norm_init(key, w, **kw),
+        lambda **kw: jaxreg.spectral_normalize(w, jaxreg.SpectralNormState(jnp.ones(2)), **kw),
+    ):
+        with pytest.raises(ValueError, match=r"batch_dims=2 needs w with at least 4 dimensions"):
+            fn(batch_dims=2)
+        with pytest.raises(ValueError, match="batch_dims must be >= 0, got -1"):
+            fn(batch_dims=-1)
+        with pytest.raises(TypeError, match="batch_dims must be an int"):
+            fn(batch_dims=True)

@@ -50,3 +50,54 @@ def test_weight_normalize_errors_name_the_argument():
         jaxreg.weight_normalize(jnp.ones((5, 3)), jnp.ones(3), feature_axes=2)
     with pytest.raises(ValueError, match="eps"):
         jaxreg.weight_normalize(jnp.ones((5, 3)), jnp.ones(3), eps=-1.0)
+
+
+def _normalize_and_grads(v, g, c, feature_axes, batch_dims):
+    """w = weight_normalize(v, g), the gradients of <w, c> w.r.t. v and g, and weight_norm_init(v)."""
+
+    def loss(v, g):
+        w = jaxreg.weight_normalize(v, g, feature_axes=feature_axes, batch_dims=batch_dims)
+        return jnp.sum(w * c), w
+
+    (_, w), (gv, gg) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(v, g)
+    return w, gv, gg, jaxreg.weight_norm_init(v, feature_axes=feature_axes, batch_dims=batch_dims)
+
+
+@pytest.mark.parametrize(
+    ("shape", "batch_dims", "feature_axes"),
+    [((3, 5, 4), 1, -1), ((3, 4, 2, 3), 1, 0), ((2, 3, 5, 4), 2, None)],
+)
+def test_weight_normalize_of_a_stack_equals_a_loop_over_its_weights(shape, batch_dims, feature_axes):
+    # The oracle: a Python loop over the weights of the stack, each with the unbatched functions and
+    # its own g; feature_axes counts the axes of one weight, so the loop passes the same value.
+    v, c = jnp.asarray(random_normal(0, shape)), jnp.asarray(random_normal(1, shape))
+    g_shape = jaxreg.weight_norm_init(v, feature_axes=feature_axes, batch_dims=batch_dims).shape
+    g = jnp.asarray(0.5 + np.abs(random_normal(2, g_shape)))
+    run = jax.jit(_normalize_and_grads, static_argnums=(3, 4))  # one compilation for the loop
+    got = [np.asarray(x) for x in run(v, g, c, feature_axes, batch_dims)]
+    for index in np.ndindex(*shape[:batch_dims]):
+        want = run(v[index], g[index], c[index], feature_axes, 0)
+        for name, x, y in zip(("w", "grad v", "grad g", "init g"), got, want, strict=True):
+            np.testing.assert_allclose(
+                x[index], np.asarray(y), rtol=1e-5, atol=1e-6, err_msg=f"{name} {index}"
+            )
+
+
+def test_weight_normalize_batch_dims_errors_name_the_argument():
+    v = jnp.ones((3, 5, 4))
+    with pytest.raises(
+        ValueError, match=r"g must have shape \(3, 4\) \(v.shape at batch_dims=1 and feature_axes=-1\)"
+    ):
+        jaxreg.weight_normalize(v, jnp.ones(4), batch_dims=1)
+    with pytest.raises(ValueError, match=r"batch_dims=4 needs v with at least 4 dimensions"):
+        jaxreg.weight_norm_init(v, batch_dims=4)
+    with pytest.raises(
+        ValueError, match="feature_axes=-1 is out of range for the 0-D array of each item of v"
+    ):
+        jaxreg.weight_norm_init(v, batch_dims=3)
+    with pytest.raises(ValueError, match="feature_axes=2 is out of range for the 2-D array"):
+        jaxreg.weight_normalize(v, jnp.ones((3, 4)), feature_axes=2, batch_dims=1)
+    with pytest.raises(ValueError, match="batch_dims must be >= 0, got -1"):
+        jaxreg.weight_normalize(v, jnp.ones(4), batch_dims=-1)
+    with pytest.raises(TypeError, match="batch_dims must be an int"):
+        jaxreg.weight_norm_init(v, batch_dims=None)
