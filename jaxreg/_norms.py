@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxreg._validation import check_axis
+from jaxreg._validation import check_group_axes
 
 
 def acc_dtype(*dtypes: Any) -> jnp.dtype:
@@ -134,14 +134,19 @@ def as_matrix(w: jax.Array) -> jax.Array:
     return w.astype(acc_dtype(w.dtype)).reshape(math.prod(w.shape[:-1]), w.shape[-1])
 
 
-def group_norms(w: jax.Array, axis: int, where: str = "") -> jax.Array:
+def group_norms(w: jax.Array, axis: int | tuple[int, ...], where: str = "") -> jax.Array:
     """Euclidean norm of each group of ``w``, keeping dims so it broadcasts against ``w``.
 
-    A group is the set of entries that share an index along ``axis``; arrays with
-    ``ndim < 2`` are one group. The gradient at a zero group is 0, not NaN.
-    Computed in float32, or float64 for a float64 ``w``.
+    ``axis`` (an int or a tuple of ints, negative ones counting from the end) names the axes
+    that *index* the groups: a group is the set of entries that share their indices along
+    all of ``axis``, and the norm runs over the other axes (:func:`axes_except`). ``axis=0``
+    on an ``(in, out)`` kernel: one group per row; ``axis=(2, 3)`` on an HWIO kernel: one
+    group per ``(in, out)`` pair, its ``kh x kw`` kernel. Arrays with ``ndim < 2`` are one
+    group, whatever ``axis``. An axis out of range or repeated raises a ``ValueError`` that
+    names ``axis`` (and ``where``). The gradient at a zero group is 0, not NaN. Computed in
+    float32, or float64 for a float64 ``w``.
     """
     if w.ndim < 2:
         return safe_norm(w, None)
-    axis = check_axis("axis", axis, w.ndim, where)
-    return safe_norm(w, axes_except(w.ndim, (axis,)))
+    kept = check_group_axes("axis", axis, w.ndim, where)
+    return safe_norm(w, axes_except(w.ndim, kept))
