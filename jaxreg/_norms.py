@@ -2,8 +2,9 @@ r"""Norms and array views shared by penalties, transforms and reparametrizations
 
 The one accumulation dtype (:func:`acc_dtype`), the one gradient-safe
 Euclidean norm (:func:`safe_norm`), the group norms of the group lasso
-(:func:`group_norms`), "every axis except these" (:func:`axes_except`) and the
-``(-1, out)`` matrix view of a kernel (:func:`as_matrix`). Low-precision leaves
+(:func:`group_norms`), "every axis except these" (:func:`axes_except`), the
+``(-1, out)`` matrix view of a kernel (:func:`as_matrix`) and the replicated view
+of a matrix that must be whole on every device (:func:`replicated_acc`). Low-precision leaves
 get float32 arithmetic, no norm has a NaN gradient at zero, and no norm
 overflows or underflows before the result itself does (:func:`norm_parts`).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import jax
@@ -132,6 +134,72 @@ def as_matrix(w: jax.Array) -> jax.Array:
     """``w`` as the ``(-1, w.shape[-1])`` matrix (inputs x outputs of a kernel), in :func:`acc_dtype`."""
     # The row count spelled out: reshape(-1, 0) cannot infer it for a zero-size w.
     return w.astype(acc_dtype(w.dtype)).reshape(math.prod(w.shape[:-1]), w.shape[-1])
+
+
+def explicit_shards(x: jax.Array, axis: int) -> int:
+    """How many pieces explicit mesh axes (``jax.sharding.AxisType.Explicit``) cut ``x`` into along ``axis``.
+
+    1 when ``axis`` is not sharded, and on meshes with automatic axes, where XLA
+    partitions (and inserts any exchange) by itself.
+    """
+    sharding = jax.typeof(x).sharding
+    spec = tuple(getattr(sharding, "spec", ()))
+    entry = spec[axis] if axis < len(spec) else None
+    if entry is None:
+        return 1
+    names = (entry,) if isinstance(entry, str) else tuple(entry)
+    return math.prod(sharding.mesh.shape[name] for name in names)
+
+
+def unsharded(x: jax.Array, axes: Iterable[int]) -> jax.Array:
+    """``x`` resharded to be whole along ``axes`` if explicit mesh axes split it there, else ``x``.
+
+    The other axes keep their sharding. With automatic mesh axes nothing is done: XLA
+    inserts the exchange an operation needs by itself; with explicit axes
+    (``jax.sharding.AxisType.Explicit``) JAX leaves it to the caller and raises
+    ``ShardingTypeError`` for operations that need a whole axis (an SVD of a sharded
+    matrix, a reshape into blocks that straddle devices). This is an all-gather along
+    ``axes``.
+    """
+    sharding = jax.typeof(x).sharding
+    spec = list(getattr(sharding, "spec", ()))
+    axes = [a for a in axes if a < len(spec) and spec[a] is not None]
+    if not axes:
+        return x
+    for a in axes:
+        spec[a] = None
+    return jax.sharding.reshard(
+        x, jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*spec))
+    )
+
+
+def sharded_like(x: jax.Array, ref: jax.Array) -> jax.Array:
+    """``x`` resharded as ``ref`` if ``ref`` is sharded along explicit mesh axes, else ``x``.
+
+    With explicit axes (``jax.sharding.AxisType.Explicit``) the branches of a
+    ``jnp.where`` must have the same sharding; resharding an array that is whole
+    along an axis to one split there only slices it (no communication).
+    """
+    sharding = jax.typeof(ref).sharding
+    if any(entry is not None for entry in getattr(sharding, "spec", ())):
+        return jax.sharding.reshard(x, sharding)
+    return x
+
+
+def replicated_acc(w: jax.Array, batch_dims: int = 0) -> jax.Array:
+    """``w`` in :func:`acc_dtype`, whole on every device but for its first ``batch_dims`` axes.
+
+    Pairing every row (or column) of a matrix with every other one, or taking its exact
+    SVD, needs the whole matrix on one device: a sharded matrix has to be exchanged
+    whatever the code does. With automatic mesh axes XLA inserts that all-gather by
+    itself; with explicit axes a matmul over a sharded contracting axis, or an SVD of a
+    matrix sharded along its rows or columns, raises ``ShardingTypeError``, so the matrix
+    is resharded here (:func:`unsharded`). The first ``batch_dims`` axes (a stack of
+    matrices) keep their sharding.
+    """
+    w = jnp.asarray(w)
+    w = unsharded(w, range(batch_dims, w.ndim))
+    return w.astype(acc_dtype(w.dtype))
 
 
 def group_norms(w: jax.Array, axis: int | tuple[int, ...], where: str = "") -> jax.Array:

@@ -35,28 +35,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxreg._norms import acc_dtype, as_matrix, normalize
+from jaxreg._norms import as_matrix, normalize, replicated_acc
 from jaxreg._validation import check_ndim
 
 _HIGHEST = jax.lax.Precision.HIGHEST  # full f32 matmuls on GPU/TPU too (no TF32/bf16 passes)
-
-
-def replicated_acc(w: jax.Array) -> jax.Array:
-    """``w`` in the accumulation dtype, replicated if it is sharded along explicit mesh axes.
-
-    These penalties pair every row (or column) with every other one, or take an exact
-    SVD: a sharded matrix has to be exchanged whatever the code does. With explicit mesh
-    axes (``jax.sharding.AxisType.Explicit``) JAX makes that exchange the caller's
-    choice and a matmul over a sharded contracting axis raises ``ShardingTypeError``;
-    the matrix is resharded to replicated here, the all-gather XLA inserts by itself
-    on meshes with automatic axes.
-    """
-    w = jnp.asarray(w)
-    sharding = jax.typeof(w).sharding
-    if any(entry is not None for entry in getattr(sharding, "spec", ())):
-        replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
-        w = jax.sharding.reshard(w, replicated)
-    return w.astype(acc_dtype(w.dtype))
 
 
 def orthogonal_penalty(w: jax.Array, mode: str = "rows") -> jax.Array:
