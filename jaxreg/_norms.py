@@ -162,12 +162,11 @@ def unsharded(x: jax.Array, axes: Iterable[int]) -> jax.Array:
     ``axes``.
     """
     sharding = jax.typeof(x).sharding
-    spec = list(getattr(sharding, "spec", ()))
-    axes = [a for a in axes if a < len(spec) and spec[a] is not None]
-    if not axes:
+    old: tuple[Any, ...] = tuple(getattr(sharding, "spec", ()))
+    whole = set(axes)
+    spec = [None if d in whole else entry for d, entry in enumerate(old)]
+    if spec == list(old):
         return x
-    for a in axes:
-        spec[a] = None
     return jax.sharding.reshard(
         x, jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*spec))
     )
