@@ -76,6 +76,8 @@ REGULARIZERS: dict[str, tuple[str, Callable[[], optax.GradientTransformation]]] 
 API_NAME = {"keep_top_k_global": "keep_top_k"}
 # Cases timed after some of BASES only.
 ONLY_AFTER = {"prox_nuclear_norm": ("sgd",)}
+# Cases whose steps take seconds: the default number of samples (not twice as many).
+SLOW = {"prox_nuclear_norm"}
 
 # jaxreg transform -> (label, optax counterpart in the same place of the chain).
 OPTAX_COUNTERPARTS: dict[str, tuple[str, Callable[[], optax.GradientTransformation]]] = {
@@ -206,5 +208,5 @@ def cases(cfg: Config) -> Iterator[Case]:
                 f"{base} + {reg} step",
                 n,
                 "optim",
-                functools.partial(_build, base, reg, layers, 1 if cfg.quick else 2),
+                functools.partial(_build, base, reg, layers, 1 if cfg.quick or reg in SLOW else 2),
             )

@@ -287,13 +287,13 @@ def _fixed_axes(expr: str, ndim: int, where: str) -> tuple[int, ...]:
 
 
 def test_axis_tables_say_which_entries_form_a_group_and_a_norm():
-    """Every row of the axis tables (two guides, three docstrings), against the functions."""
+    """Every row of the axis tables (two guides, two docstrings), against the functions."""
     from helpers import group_slices, random_normal
 
     import jaxreg
 
     sources = {page: (DOCS / page).read_text() for page in _AXIS_TABLE_PAGES}
-    for name in ("group_lasso_penalty", "prox_group_lasso", "max_norm"):
+    for name in ("group_lasso_penalty", "max_norm"):
         sources[f"jaxreg.{name}"] = getattr(jaxreg, name).__doc__
     rows = []
     for where, text in sources.items():

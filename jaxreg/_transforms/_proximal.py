@@ -291,19 +291,10 @@ def prox_group_lasso(
     every axis of ``axis`` (an int or a tuple of ints); the norm runs over all
     the other axes. The constraints (:func:`max_norm`, :func:`unit_norm`,
     :func:`min_max_norm`) follow Keras: their ``axis`` names the axes the norm
-    *runs over*, so the same value selects the complementary vectors. With
-    ``i, j, y, x, c, o`` the fixed indices of one group or norm:
-
-    ==========================  =============  =================  =================  ================
-    kernel                      ``axis``       constraint norm    group lasso group  the group lasso
-    ==========================  =============  =================  =================  ================
-    Dense ``(in, out)``         ``0``          ``w[:, j]``        ``w[i, :]``        input features
-    Dense ``(in, out)``         ``1``          ``w[i, :]``        ``w[:, j]``        output units
-    HWIO ``(kh, kw, in, out)``  ``3``          ``w[y, x, c, :]``  ``w[:, :, :, o]``  output filters
-    HWIO ``(kh, kw, in, out)``  ``2``          ``w[y, x, :, o]``  ``w[:, :, c, :]``  input channels
-    HWIO ``(kh, kw, in, out)``  ``(2, 3)``     ``w[y, x, :, :]``  ``w[:, :, c, o]``  kh x kw kernels
-    HWIO ``(kh, kw, in, out)``  ``(0, 1, 2)``  ``w[:, :, :, o]``  ``w[y, x, c, :]``  positions
-    ==========================  =============  =================  =================  ================
+    *runs over*, so the same value selects the complementary vectors (the table
+    of :func:`group_lasso_penalty` lists both for typical values). On a Dense
+    kernel ``(in, out)``, ``axis=0`` makes each row ``w[i, :]`` a group, where
+    ``max_norm(axis=0)`` bounds each column ``w[:, j]``.
 
     ``axis=0`` on a Dense kernel is feature selection; ``axis=(2, 3)`` on an
     HWIO conv kernel prunes the ``kh x kw`` kernel of each (input, output)
@@ -392,8 +383,8 @@ def prox_sparse_group_lasso(
     keeps. ``l1=0`` is :func:`prox_group_lasso`, ``group=0`` is :func:`prox_l1`.
 
     **``axis`` indexes the groups: the opposite of the constraints' ``axis``.**
-    As for :func:`prox_group_lasso` (whose table lists the groups for typical
-    values), ``axis`` (an int or a tuple of ints) names the axes that *index*
+    As for :func:`prox_group_lasso` (the table of :func:`group_lasso_penalty`
+    lists the groups for typical values), ``axis`` (an int or a tuple of ints) names the axes that *index*
     the groups and the norm runs over all the other axes: ``axis=0`` on a Dense
     kernel ``(in, out)`` makes each input feature's row ``w[i, :]`` a group,
     ``axis=(2, 3)`` on an HWIO conv kernel each ``kh x kw`` kernel
