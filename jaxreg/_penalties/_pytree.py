@@ -154,14 +154,14 @@ def group_lasso_penalty(params: Any, axis: GroupAxes = 0, mask: Mask = None) -> 
     ``i, j, y, x, c, o`` the fixed indices of one group or norm:
 
     ==========================  =============  =================  =================  ================
-    kernel                      ``axis``       constraint norm    group lasso group  the group lasso
+    kernel                      ``axis``       constraint norm    group lasso group  one group per
     ==========================  =============  =================  =================  ================
-    Dense ``(in, out)``         ``0``          ``w[:, j]``        ``w[i, :]``        input features
-    Dense ``(in, out)``         ``1``          ``w[i, :]``        ``w[:, j]``        output units
-    HWIO ``(kh, kw, in, out)``  ``3``          ``w[y, x, c, :]``  ``w[:, :, :, o]``  output filters
-    HWIO ``(kh, kw, in, out)``  ``2``          ``w[y, x, :, o]``  ``w[:, :, c, :]``  input channels
-    HWIO ``(kh, kw, in, out)``  ``(2, 3)``     ``w[y, x, :, :]``  ``w[:, :, c, o]``  kh x kw kernels
-    HWIO ``(kh, kw, in, out)``  ``(0, 1, 2)``  ``w[:, :, :, o]``  ``w[y, x, c, :]``  positions
+    Dense ``(in, out)``         ``0``          ``w[:, j]``        ``w[i, :]``        input feature
+    Dense ``(in, out)``         ``1``          ``w[i, :]``        ``w[:, j]``        output unit
+    HWIO ``(kh, kw, in, out)``  ``3``          ``w[y, x, c, :]``  ``w[:, :, :, o]``  output filter
+    HWIO ``(kh, kw, in, out)``  ``2``          ``w[y, x, :, o]``  ``w[:, :, c, :]``  input channel
+    HWIO ``(kh, kw, in, out)``  ``(2, 3)``     ``w[y, x, :, :]``  ``w[:, :, c, o]``  (in, out) pair
+    HWIO ``(kh, kw, in, out)``  ``(0, 1, 2)``  ``w[:, :, :, o]``  ``w[y, x, c, :]``  ``(y, x, c)``
     ==========================  =============  =================  =================  ================
 
     On a Dense kernel ``axis=0`` drives whole input features to zero (feature
