@@ -11,6 +11,9 @@ under ``jax.jit``, with the gradients given, so the table shows the cost of the
 update alone. Params and state are donated to the step (``donate_argnums``)
 and threaded from call to call, as in a training loop. GB/s counts the step's
 inputs and outputs (params, grads, state, new params, new state).
+``prox_nuclear_norm`` takes one SVD of each 2048 x 2048 kernel per step (six at
+full size, the biases masked out): that step is the SVDs' time, seconds on a
+CPU, and it is timed after ``optax.sgd`` only.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from benchmarks._harness import NONE, Baseline, Bench, Case, Config, io_nbytes, 
 
 LR = 1e-2
 STRENGTH = 1e-4
+_BOX = functools.partial(optax.projections.projection_box, lower=-1.0, upper=1.0)
 FULL_LAYERS = (6, 2048)  # 6 x (2048 x 2048 kernel + 2048 bias) = 25,178,112 parameters
 QUICK_LAYERS = (4, 512)  # 4 x (512 x 512 + 512) = 1,050,624 parameters
 
@@ -50,11 +54,30 @@ REGULARIZERS: dict[str, tuple[str, Callable[[], optax.GradientTransformation]]] 
     "prox_ridge": ("after", lambda: jaxreg.prox_ridge(STRENGTH, LR)),
     "prox_sparse_group_lasso": ("after", lambda: jaxreg.prox_sparse_group_lasso(STRENGTH, STRENGTH, LR)),
     "fista": ("after", lambda: optax.chain(jaxreg.prox_l1(STRENGTH, LR), jaxreg.fista())),
-    # Pruning: one sort of each kernel's magnitudes per step (prox_nuclear_norm, one SVD of each
-    # 2048 x 2048 kernel per step, is not timed here).
+    # Any prox or projection: the generic builders (soft-thresholding, as prox_l1; a box).
+    "proximal": ("after", lambda: jaxreg.proximal(jaxreg.soft_threshold, STRENGTH, LR)),
+    "projected": ("after", lambda: jaxreg.projected(_BOX)),
+    # Pruning: the k-th largest magnitude by bisection on scalar counts (per kernel, or over all
+    # kernels together), and 2:4 blocks ranked by pairwise comparisons.
     "keep_top_k": ("after", lambda: jaxreg.keep_top_k(fraction=0.1, mask=jaxreg.masks.weights_only)),
+    "keep_top_k_global": (
+        "after",
+        lambda: jaxreg.keep_top_k(fraction=0.1, scope="global", mask=jaxreg.masks.weights_only),
+    ),
     "keep_n_of_m": ("after", lambda: jaxreg.keep_n_of_m(2, 4, mask=jaxreg.masks.weights_only)),
+    # One SVD per matrix: each 2048 x 2048 kernel (six per step at full size), the biases left
+    # alone. The step is the SVDs' time, seconds on a CPU, so only after optax.sgd.
+    "prox_nuclear_norm": (
+        "after",
+        lambda: jaxreg.prox_nuclear_norm(STRENGTH, LR, mask=jaxreg.masks.weights_only),
+    ),
 }
+# Cases whose key is not the name of the jaxreg function they time.
+API_NAME = {"keep_top_k_global": "keep_top_k"}
+# Cases timed after some of BASES only.
+ONLY_AFTER = {"prox_nuclear_norm": ("sgd",)}
+# Cases whose steps take seconds: the default number of samples (not twice as many).
+SLOW = {"prox_nuclear_norm"}
 
 # jaxreg transform -> (label, optax counterpart in the same place of the chain).
 OPTAX_COUNTERPARTS: dict[str, tuple[str, Callable[[], optax.GradientTransformation]]] = {
@@ -143,8 +166,8 @@ def _timed(step, tx_init, params, grads):
 
 
 def _build(base: str, reg: str, layers: tuple[int, int], repeats_factor: int) -> Bench | str:
-    if not hasattr(jaxreg, reg):
-        return f"jaxreg.{reg} does not exist yet"
+    if not hasattr(jaxreg, API_NAME.get(reg, reg)):
+        return f"jaxreg.{API_NAME.get(reg, reg)} does not exist yet"
     params, grads = _inputs(*layers)
     tx = _chain(base, reg)
     ours, nbytes = _timed(_step_of(tx), tx.init, params, grads)
@@ -179,9 +202,11 @@ def cases(cfg: Config) -> Iterator[Case]:
     n = layers[0] * (layers[1] ** 2 + layers[1])
     for base in BASES:
         for reg in REGULARIZERS:
+            if base not in ONLY_AFTER.get(reg, BASES):
+                continue
             yield Case(
                 f"{base} + {reg} step",
                 n,
                 "optim",
-                functools.partial(_build, base, reg, layers, 1 if cfg.quick else 2),
+                functools.partial(_build, base, reg, layers, 1 if cfg.quick or reg in SLOW else 2),
             )

@@ -2,24 +2,25 @@ r"""Norms and array views shared by penalties, transforms and reparametrizations
 
 The one accumulation dtype (:func:`acc_dtype`), the one gradient-safe
 Euclidean norm (:func:`safe_norm`), the group norms of the group lasso
-(:func:`group_norms`), "every axis except these" (:func:`axes_except`) and the
+(:func:`group_norms`), "every axis except these" (:func:`axes_except`), the
 ``(-1, out)`` matrix view of a kernel (:func:`as_matrix`), or of each kernel of
-a stack (:func:`as_matrices`, :func:`map_matrices`). Low-precision leaves get
-float32 arithmetic, no norm has a NaN gradient at zero, and no norm overflows
-or underflows before the result itself does (:func:`norm_parts`).
+a stack (:func:`as_matrices`, :func:`map_matrices`), and the replicated view of a
+matrix that must be whole on every device (:func:`replicated_acc`). Low-precision
+leaves get float32 arithmetic, no norm has a NaN gradient at zero, and no norm
+overflows or underflows before the result itself does (:func:`norm_parts`).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from jaxreg._validation import check_axis
+from jaxreg._validation import check_group_axes
 
 
 def acc_dtype(*dtypes: Any) -> jnp.dtype:
@@ -171,14 +172,84 @@ def map_matrices(fn: Callable[..., Any], w: jax.Array, batch_dims: int, *args: j
     return jax.tree.map(lambda x: x.reshape(*batch, *x.shape[1:]), out)
 
 
-def group_norms(w: jax.Array, axis: int, where: str = "") -> jax.Array:
+def explicit_shards(x: jax.Array, axis: int) -> int:
+    """How many pieces explicit mesh axes (``jax.sharding.AxisType.Explicit``) cut ``x`` into along ``axis``.
+
+    1 when ``axis`` is not sharded, and on meshes with automatic axes, where XLA
+    partitions (and inserts any exchange) by itself.
+    """
+    sharding = jax.typeof(x).sharding
+    spec = tuple(getattr(sharding, "spec", ()))
+    entry = spec[axis] if axis < len(spec) else None
+    if entry is None:
+        return 1
+    names = (entry,) if isinstance(entry, str) else tuple(entry)
+    return math.prod(sharding.mesh.shape[name] for name in names)
+
+
+def unsharded(x: jax.Array, axes: Iterable[int]) -> jax.Array:
+    """``x`` resharded to be whole along ``axes`` if explicit mesh axes split it there, else ``x``.
+
+    The other axes keep their sharding. With automatic mesh axes nothing is done: XLA
+    inserts the exchange an operation needs by itself; with explicit axes
+    (``jax.sharding.AxisType.Explicit``) JAX leaves it to the caller and raises
+    ``ShardingTypeError`` for operations that need a whole axis (an SVD of a sharded
+    matrix, a reshape into blocks that straddle devices). This is an all-gather along
+    ``axes``.
+    """
+    sharding = jax.typeof(x).sharding
+    old: tuple[Any, ...] = tuple(getattr(sharding, "spec", ()))
+    whole = set(axes)
+    spec = [None if d in whole else entry for d, entry in enumerate(old)]
+    if spec == list(old):
+        return x
+    return jax.sharding.reshard(
+        x, jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*spec))
+    )
+
+
+def sharded_like(x: jax.Array, ref: jax.Array) -> jax.Array:
+    """``x`` resharded as ``ref`` if ``ref`` is sharded along explicit mesh axes, else ``x``.
+
+    With explicit axes (``jax.sharding.AxisType.Explicit``) the branches of a
+    ``jnp.where`` must have the same sharding; resharding an array that is whole
+    along an axis to one split there only slices it (no communication).
+    """
+    sharding = jax.typeof(ref).sharding
+    if any(entry is not None for entry in getattr(sharding, "spec", ())):
+        return jax.sharding.reshard(x, sharding)
+    return x
+
+
+def replicated_acc(w: jax.Array, batch_dims: int = 0) -> jax.Array:
+    """``w`` in :func:`acc_dtype`, whole on every device but for its first ``batch_dims`` axes.
+
+    Pairing every row (or column) of a matrix with every other one, or taking its exact
+    SVD, needs the whole matrix on one device: a sharded matrix has to be exchanged
+    whatever the code does. With automatic mesh axes XLA inserts that all-gather by
+    itself; with explicit axes a matmul over a sharded contracting axis, or an SVD of a
+    matrix sharded along its rows or columns, raises ``ShardingTypeError``, so the matrix
+    is resharded here (:func:`unsharded`). The first ``batch_dims`` axes (a stack of
+    matrices) keep their sharding.
+    """
+    w = jnp.asarray(w)
+    w = unsharded(w, range(batch_dims, w.ndim))
+    return w.astype(acc_dtype(w.dtype))
+
+
+def group_norms(w: jax.Array, axis: int | tuple[int, ...], where: str = "") -> jax.Array:
     """Euclidean norm of each group of ``w``, keeping dims so it broadcasts against ``w``.
 
-    A group is the set of entries that share an index along ``axis``; arrays with
-    ``ndim < 2`` are one group. The gradient at a zero group is 0, not NaN.
-    Computed in float32, or float64 for a float64 ``w``.
+    ``axis`` (an int or a tuple of ints, negative ones counting from the end) names the axes
+    that *index* the groups: a group is the set of entries that share their indices along
+    all of ``axis``, and the norm runs over the other axes (:func:`axes_except`). ``axis=0``
+    on an ``(in, out)`` kernel: one group per row; ``axis=(2, 3)`` on an HWIO kernel: one
+    group per ``(in, out)`` pair, its ``kh x kw`` kernel. Arrays with ``ndim < 2`` are one
+    group, whatever ``axis``. An axis out of range or repeated raises a ``ValueError`` that
+    names ``axis`` (and ``where``). The gradient at a zero group is 0, not NaN. Computed in
+    float32, or float64 for a float64 ``w``.
     """
     if w.ndim < 2:
         return safe_norm(w, None)
-    axis = check_axis("axis", axis, w.ndim, where)
-    return safe_norm(w, axes_except(w.ndim, (axis,)))
+    kept = check_group_axes("axis", axis, w.ndim, where)
+    return safe_norm(w, axes_except(w.ndim, kept))

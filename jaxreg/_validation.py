@@ -159,8 +159,30 @@ def check_axes(name: str, axis: Any, ndim: int | None = None, where: str = "") -
         raise ValueError(f"{name}={axis!r} is out of range for the {ndim}-D array{suffix}")
     normalized = tuple(int(a) % ndim for a in axes)
     if len(set(normalized)) != len(normalized):
-        raise ValueError(f"{name}={axis!r} repeats an axis")
+        suffix = f" of {where}" if where else ""
+        raise ValueError(f"{name}={axis!r} repeats an axis of the {ndim}-D array{suffix}")
     return normalized
+
+
+def check_group_axes(name: str, axis: Any, ndim: int | None = None, where: str = "") -> tuple[int, ...]:
+    """Checks the axes that index groups (group lasso): an int or a tuple (or list) of ints, never ``None``.
+
+    Returns them as a tuple, normalized to [0, ndim) when ``ndim`` is given (negative axes
+    count from the end); raises a ``TypeError`` for any other type and a ``ValueError`` for an
+    axis out of range or repeated (``(0, 0)`` at once, ``(1, -1)`` once ``ndim`` says so).
+    """
+    _reject_array_axis(name, axis)
+    items = axis if isinstance(axis, (tuple, list)) else (axis,)
+    if any(isinstance(a, bool) or not isinstance(a, (int, np.integer)) for a in items):
+        for a in items:
+            _reject_array_axis(name, a)
+        raise TypeError(f"{name} must be an int or a tuple of ints, got {axis!r}")
+    if ndim is not None:
+        return check_axes(name, axis, ndim, where) or ()
+    axes = tuple(int(a) for a in items)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"{name}={axis!r} repeats an axis")
+    return axes
 
 
 def check_less_equal(name_lo: str, lo: Any, name_hi: str, hi: Any, *, allow_schedule: bool = False) -> None:

@@ -67,6 +67,38 @@ def conv_matrix(kernel, example_shape, **conv):
     return np.asarray(jax.jacfwd(apply)(jnp.zeros(int(np.prod(example_shape)))), np.float64)
 
 
+def group_slices(shape, axes):
+    """NumPy index tuples of the groups of the group lasso, by a loop over the group axes.
+
+    ``axes`` (an int or a tuple of ints, negative counting from the end) index the groups: one
+    group per ``np.ndindex`` of the sizes along them, every other axis taken whole (``:``).
+    """
+    axes = tuple(a % len(shape) for a in ((axes,) if isinstance(axes, int) else axes))
+    for index in np.ndindex(*(shape[a] for a in axes)):
+        selection = [slice(None)] * len(shape)
+        for a, i in zip(axes, index, strict=True):
+            selection[a] = i
+        yield tuple(selection)
+
+
+def np_group_lasso(w, axes):
+    """``sum_g ||w_g||_2`` over :func:`group_slices` (float64; ``ndim < 2``: one group)."""
+    w = np.asarray(w, np.float64)
+    if w.ndim < 2:
+        return np.linalg.norm(w)
+    return sum(np.linalg.norm(w[g]) for g in group_slices(w.shape, axes))
+
+
+def np_group_shrink(z, t, axes):
+    """Block soft-thresholding ``z_g max(1 - t / ||z_g||, 0)`` group by group (float64)."""
+    z = np.asarray(z, np.float64)
+    out = np.zeros_like(z)
+    for g in group_slices(z.shape, axes) if z.ndim >= 2 else [...]:
+        norm = np.linalg.norm(z[g])
+        out[g] = z[g] * max(1.0 - t / norm, 0.0) if norm > 0 else 0.0
+    return out
+
+
 # Keras 3 (keras/src/constraints/constraints.py, keras/src/regularizers/regularizers.py) adds this
 # epsilon to the norms that it divides by.
 KERAS_EPS = 1e-7

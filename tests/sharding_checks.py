@@ -25,6 +25,13 @@ on one device (the oracle):
 - no buffer in the compiled module as large as the unsharded input (work replicated on every
   device, e.g. random bits generated for the whole array and then sliced).
 
+Two transforms need data that other devices hold, and their cases check exactly which:
+``prox_nuclear_norm`` takes the SVD of the whole matrix, so a sharded kernel is all-gathered (the
+largest all-gather is the whole leaf, and nothing else is exchanged); ``keep_n_of_m`` ranks the
+entries of blocks of ``m`` rows, so it exchanges nothing while every shard holds whole blocks and
+otherwise all-gathers only the rows of the blocks that straddle devices (all of axis 0 with
+explicit mesh axes).
+
 The ``detector/*`` cases check that these detectors do fire on a gather and on a large all-reduce.
 """
 
@@ -66,6 +73,8 @@ MESHES = {
     "8x1": ((8, 1), AxisType.Auto, ("data",)),
     "2x4explicit": ((2, 4), AxisType.Explicit, ("both",)),
 }
+# Meshes used only by the functions that name them in ``WeightFn.extra``.
+EXTRA_MESHES = {"8x1explicit": ((8, 1), AxisType.Explicit, ("data",))}
 # Sharded along one axis of the 2x4 mesh and replicated along the other: for the functions
 # whose communication depends on which dimensions are split (norms, sums, broadcast masks).
 PARTIAL = {"2x4": ("data", "model")}
@@ -74,6 +83,7 @@ PARTIAL_WEIGHT_FNS = (
     "prox_group_lasso_axis1",
     "group_lasso_penalty_axis0",
     "l1_penalty",
+    "keep_n_of_m",
 )
 PARTIAL_DROP_OPS = ("dropout", "dropout_broadcast", "dropblock")
 # How case ids name those layouts: params' rows along "data" and columns along "model";
@@ -90,7 +100,7 @@ _SHAPE = re.compile(r"[a-z]+[0-9]*\[([0-9,]*)\]")
 
 
 def make_mesh(mesh_id: str) -> Mesh:
-    shape, axis_type, _ = MESHES[mesh_id]
+    shape, axis_type, _ = {**MESHES, **EXTRA_MESHES}[mesh_id]
     devices = np.array(jax.devices()[:N_DEVICES]).reshape(shape)
     return Mesh(devices, AXES, axis_types=(axis_type, axis_type))
 
@@ -106,10 +116,21 @@ def collectives(hlo: str) -> list[tuple[str, int]]:
     return out
 
 
-def check_collectives(hlo: str, allreduce_bound: int) -> list[str]:
-    """Problems with the collectives of ``hlo``; ``allreduce_bound`` 0 means none allowed."""
+def check_collectives(hlo: str, allreduce_bound: int, gather: int = 0) -> list[str]:
+    """Problems with the collectives of ``hlo``; ``allreduce_bound`` 0 means none allowed.
+
+    ``gather`` > 0: the function must all-gather, and its largest all-gather moves exactly
+    ``gather`` elements.
+    """
     problems = []
-    for op, elems in collectives(hlo):
+    found = collectives(hlo)
+    if gather:
+        largest = max((elems for op, elems in found if op == "all-gather"), default=0)
+        if largest != gather:
+            problems.append(f"largest all-gather of {largest} elements, expected {gather}")
+    for op, elems in found:
+        if op == "all-gather" and elems <= gather:
+            continue
         if op in FORBIDDEN:
             problems.append(f"{op} of {elems} elements")
         elif op == "all-reduce" and elems > allreduce_bound:
@@ -118,11 +139,16 @@ def check_collectives(hlo: str, allreduce_bound: int) -> list[str]:
     return problems
 
 
-def full_size_buffers(hlo: str, global_size: int) -> list[str]:
-    """Problems: arrays in the compiled module as large as the unsharded input (replicated work)."""
+def full_size_buffers(hlo: str, global_size: int, factor: int = 1) -> list[str]:
+    """Problems: arrays in the compiled module as large as the unsharded input (replicated work).
+
+    ``factor``: the function's own intermediates are up to this many times its input (the
+    pairwise comparisons of ``keep_n_of_m``'s blocks), so the threshold is ``factor`` times
+    the unsharded size.
+    """
     sizes = [int(np.prod([int(d) for d in dims.split(",") if d] or [1])) for dims in _SHAPE.findall(hlo)]
-    big = [n for n in sizes if n >= global_size]
-    return [f"{len(big)} buffers of >= {global_size} elements, the unsharded size"] if big else []
+    big = [n for n in sizes if n >= factor * global_size]
+    return [f"{len(big)} buffers of >= {factor} x {global_size} elements, the unsharded size"] if big else []
 
 
 def run_sharded(fn: Callable, args: tuple) -> tuple[Any, str]:
@@ -178,6 +204,31 @@ class WeightFn(NamedTuple):
     reduced: Callable[[int], tuple[int, ...]] | None
     sums: int = 1  # scalar sums per leaf of a penalty (elastic net: its L1 and its L2 term)
     counts: bool = False  # a selection by counts (keep_top_k): scalar counts, one per sharded leaf
+    # (kernel shape, shards per dim, explicit mesh) -> the elements of its largest all-gather
+    # (0: none), for the functions that need entries other devices hold
+    gather: Callable[[tuple[int, ...], tuple[int, ...], bool], int] | None = None
+    buffer_factor: int = 1  # see full_size_buffers
+    exact: bool = True  # values bit for bit (False: to 1e-5, e.g. an SVD partitioned differently)
+    extra: tuple[str, ...] = ()  # "mesh/layout" cases on EXTRA_MESHES
+
+
+def _whole_leaf(shape: tuple[int, ...], shards: tuple[int, ...], explicit: bool) -> int:
+    """prox_nuclear_norm: a leaf sharded along its matrix axes is gathered whole."""
+    return int(np.prod(shape)) if max(shards) > 1 else 0
+
+
+def _straddling_blocks(m: int) -> Callable[[tuple[int, ...], tuple[int, ...], bool], int]:
+    """keep_n_of_m(axis=0) on a 2-D kernel: nothing while each shard holds whole blocks of m rows;
+    else the rows of one block (automatic axes: XLA gathers among the devices sharing a block)
+    or all rows (explicit axes: the leaf is made whole along axis 0), times a shard's columns."""
+
+    def gather(shape, shards, explicit):
+        rows, cols = shape[0] // shards[0], shape[1] // shards[1]
+        if rows % m == 0:
+            return 0
+        return (shape[0] if explicit else m) * cols
+
+    return gather
 
 
 def _group_dims(axis: int) -> Callable[[int], tuple[int, ...]]:
@@ -254,6 +305,23 @@ def weight_fns() -> dict[str, WeightFn]:
         False,
         None,
     )
+    # 2:4 along the kernel's rows (axis 0): blocks of 4 rows, each ranked where it lies.
+    fns["keep_n_of_m"] = WeightFn(
+        lambda: jaxreg.keep_n_of_m(2, 4, axis=0, mask=jaxreg.masks.weights_only),
+        False,
+        None,
+        gather=_straddling_blocks(4),
+        buffer_factor=4,
+        extra=("8x1explicit/rows",),
+    )
+    # An SVD of the whole matrix on every device.
+    fns["prox_nuclear_norm"] = WeightFn(
+        lambda: jaxreg.prox_nuclear_norm(0.5, 1.0, mask=jaxreg.masks.weights_only),
+        False,
+        None,
+        gather=_whole_leaf,
+        exact=False,
+    )
     return fns
 
 
@@ -317,6 +385,12 @@ def check_weight_case(fn_name: str, mesh_id: str, layout: str) -> list[str]:
     p_sh = {k: jax.device_put(v, shard[k]) for k, v in params.items()}
     u_sh = {k: jax.device_put(v, shard[k]) for k, v in updates.items()}
     bound = _allreduce_bound(fn, params, specs, mesh)
+    gather = 0
+    if fn.gather is not None:
+        spec = tuple(kernel_spec) + (None,) * (2 - len(kernel_spec))
+        shards = tuple(_mesh_size(mesh, e) for e in spec)
+        explicit = AxisType.Explicit in mesh.axis_types
+        gather = fn.gather(params["kernel"].shape, shards, explicit)
     obj = fn.build()
     problems = []
     if fn.is_penalty:
@@ -327,10 +401,11 @@ def check_weight_case(fn_name: str, mesh_id: str, layout: str) -> list[str]:
     else:
         state = obj.init(p_sh)
         got, hlo = run_sharded(obj.update, (u_sh, state, p_sh))
-        problems += compare(got[0], weight_reference(fn_name), exact=fn.reduced is None)
+        problems += compare(got[0], weight_reference(fn_name), exact=fn.reduced is None and fn.exact)
         problems += compare_shardings(got[0], u_sh)
-    problems += check_collectives(hlo, bound)
-    problems += full_size_buffers(hlo, params["kernel"].size)
+    problems += check_collectives(hlo, bound, gather)
+    if gather != params["kernel"].size:  # a leaf gathered whole is replicated by design
+        problems += full_size_buffers(hlo, params["kernel"].size, fn.buffer_factor)
     return problems
 
 
@@ -344,6 +419,11 @@ def weight_cases() -> dict[str, Callable[[], list[str]]]:
                 cases[f"weights/{fn_name}/{mesh_id}/{layout}"] = lambda f=fn_name, m=mesh_id, lay=layout: (
                     check_weight_case(f, m, lay)
                 )
+        for mesh_layout in weight_fns()[fn_name].extra:
+            mesh_id, layout = mesh_layout.split("/")
+            cases[f"weights/{fn_name}/{mesh_layout}"] = lambda f=fn_name, m=mesh_id, lay=layout: (
+                check_weight_case(f, m, lay)
+            )
     return cases
 
 

@@ -281,3 +281,120 @@ def test_browser_check_serves_on_the_loopback_only_while_open(tmp_path):
             assert response.read() == b"<p>site</p>"
     with pytest.raises(OSError):  # the server was stopped
         urllib.request.urlopen(base + "index.html", timeout=5)
+
+
+# --- the axis tables: which entries form one norm (constraints) and one group (group lasso) ------
+
+# A row of those tables, in the guides (Markdown) and in the docstrings (reST): the kernel, the
+# axis, then `w[...]` for one norm of the constraints and `w[...]` for one group of the group
+# lasso, a letter where the index is fixed and ':' where the norm runs.
+_AXIS_ROW = re.compile(
+    r"^\s*\|?\s*(?P<kernel>Dense|HWIO)\s+`+\((?:in, out|kh, kw, in, out)\)`+\s*\|?\s*"
+    r"`+(?P<axis>-?\d+|\((?:-?\d+, )*-?\d+\))`+(?P<rest>.*)$"
+)
+_KERNELS = {"Dense": (4, 6), "HWIO": (3, 2, 4, 5)}
+_GROUP_LASSO = ("group_lasso_penalty", "prox_group_lasso", "prox_sparse_group_lasso")
+_CONSTRAINTS = ("max_norm", "unit_norm", "min_max_norm")
+_AXIS_TABLE_PAGES = ("guides/weight_regularization.md", "guides/constraints.md")
+
+
+def _axis_rows(text: str, where: str) -> list[tuple]:
+    rows = []
+    for line in text.splitlines():
+        m = _AXIS_ROW.match(line)
+        if m:
+            exprs = re.findall(r"`+(w\[[^\]`]*\])`+", m["rest"])
+            assert len(exprs) >= 2, f"{where}: a row without its norm and its group: {line}"
+            axis = eval(m["axis"])  # an int or a tuple of ints (the regex allows nothing else)
+            rows.append((m["kernel"], axis, exprs[0], exprs[1], where))
+    return rows
+
+
+def _fixed_axes(expr: str, ndim: int, where: str) -> tuple[int, ...]:
+    """The axes where ``w[...]`` has a letter (a fixed index) rather than ':'."""
+    entries = [e.strip() for e in expr[2:-1].split(",")]
+    assert len(entries) == ndim, f"{where}: {expr} for a {ndim}-D kernel"
+    assert all(e == ":" or re.fullmatch(r"[a-z]", e) for e in entries), f"{where}: {expr}"
+    return tuple(d for d, e in enumerate(entries) if e != ":")
+
+
+def test_axis_tables_say_which_entries_form_a_group_and_a_norm():
+    """Every row of the axis tables (two guides, two docstrings), against the functions."""
+    from helpers import group_slices, random_normal
+
+    import jaxreg
+
+    sources = {page: (DOCS / page).read_text() for page in _AXIS_TABLE_PAGES}
+    for name in ("group_lasso_penalty", "max_norm"):
+        sources[f"jaxreg.{name}"] = getattr(jaxreg, name).__doc__
+    rows = []
+    for where, text in sources.items():
+        found = _axis_rows(text, where)
+        assert len(found) >= 6, f"{where}: {len(found)} axis table rows"
+        rows += found
+    # The same kernel and axis say the same thing wherever they appear.
+    said = {}
+    for kernel, axis, norm_expr, group_expr, where in rows:
+        first = said.setdefault((kernel, axis), (norm_expr, group_expr, where))
+        assert first[:2] == (norm_expr, group_expr), (
+            f"{where} and {first[2]} differ on {kernel} axis={axis!r}"
+        )
+    # The functions of each row, on kernels with distinct sizes along every axis.
+    kernels = {k: np.asarray(random_normal(i, s), np.float64) for i, (k, s) in enumerate(_KERNELS.items())}
+    cases, thresholds = list(said), []
+    for kernel, axis in cases:  # a group threshold between two group norms: some groups vanish
+        w, group_expr = kernels[kernel], said[(kernel, axis)][1]
+        norms = sorted(
+            np.linalg.norm(w[g]) for g in group_slices(w.shape, _fixed_axes(group_expr, w.ndim, ""))
+        )
+        thresholds.append(0.5 * (norms[len(norms) // 2 - 1] + norms[len(norms) // 2]))
+    c = 0.05  # a radius below every norm: max_norm and min_max_norm(c, c) rescale every vector to c
+
+    def apply(kernel, axis, t):
+        w = jnp.asarray(kernels[kernel], jnp.float32)
+        zero = jnp.zeros_like(w)
+        out = {"group_lasso_penalty": jax.grad(lambda v: jaxreg.group_lasso_penalty(v, axis=axis))(w)}
+        txs = {
+            "prox_group_lasso": jaxreg.prox_group_lasso(t, 1.0, axis=axis),
+            "prox_sparse_group_lasso": jaxreg.prox_sparse_group_lasso(0.0, t, 1.0, axis=axis),
+            "max_norm": jaxreg.max_norm(c, axis=axis),
+            "unit_norm": jaxreg.unit_norm(axis=axis),
+            "min_max_norm": jaxreg.min_max_norm(c, c, axis=axis),
+        }
+        for name, tx in txs.items():
+            out[name] = w + tx.update(zero, tx.init(w), w)[0]
+        return out
+
+    outputs = jax.jit(lambda: [apply(*case, t) for case, t in zip(cases, thresholds, strict=True)])()
+    for (kernel, axis), t, got in zip(cases, thresholds, outputs, strict=True):
+        w = kernels[kernel]
+        norm_expr, group_expr, where = said[(kernel, axis)]
+        msg = f"{where}: {kernel} axis={axis!r}"
+        # group lasso: the entries of a group share the row's letters; the penalty's gradient is
+        # w_g / ||w_g|| and the prox lands on w_g max(1 - t / ||w_g||, 0)
+        grad, shrunk = np.zeros_like(w), np.zeros_like(w)
+        for g in group_slices(w.shape, _fixed_axes(group_expr, w.ndim, where)):
+            n = np.linalg.norm(w[g])
+            grad[g], shrunk[g] = w[g] / n, w[g] * max(1 - t / n, 0)
+        np.testing.assert_allclose(got["group_lasso_penalty"], grad, rtol=1e-5, err_msg=msg)
+        for name in _GROUP_LASSO[1:]:
+            np.testing.assert_allclose(got[name], shrunk, rtol=1e-5, atol=1e-6, err_msg=f"{msg} {name}")
+        # constraints: one norm per index of the row's letters, over its ':' axes
+        unit = np.zeros_like(w)
+        for g in group_slices(w.shape, _fixed_axes(norm_expr, w.ndim, where)):
+            unit[g] = w[g] / np.linalg.norm(w[g])
+        for name in _CONSTRAINTS:
+            want = unit if name == "unit_norm" else c * unit
+            np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-7, err_msg=f"{msg} {name}")
+
+
+def test_both_meanings_of_axis_are_said_prominently():
+    import jaxreg
+
+    for name in _GROUP_LASSO + _CONSTRAINTS:
+        doc = getattr(jaxreg, name).__doc__
+        assert re.search(r"\*\*[^*]*``axis``[^*]*opposite[^*]*\*\*", doc), name
+    for page in _AXIS_TABLE_PAGES:
+        text = (DOCS / page).read_text()
+        assert re.search(r"^#+ `axis`: .* mean opposite things$", text, re.M), page
+        assert ":::{important}" in text, page

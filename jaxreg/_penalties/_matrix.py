@@ -44,30 +44,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxreg._norms import acc_dtype, as_matrices, normalize
+from jaxreg._norms import as_matrices, normalize, replicated_acc
 from jaxreg._validation import check_batch_dims
 
 _HIGHEST = jax.lax.Precision.HIGHEST  # full f32 matmuls on GPU/TPU too (no TF32/bf16 passes)
-
-
-def replicated_acc(w: jax.Array, batch_dims: int = 0) -> jax.Array:
-    """``w`` in the accumulation dtype, its matrix axes replicated if sharded along explicit mesh axes.
-
-    These penalties pair every row (or column) with every other one, or take an exact
-    SVD: a sharded matrix has to be exchanged whatever the code does. With explicit mesh
-    axes (``jax.sharding.AxisType.Explicit``) JAX makes that exchange the caller's
-    choice and a matmul over a sharded contracting axis raises ``ShardingTypeError``;
-    the axes after the first ``batch_dims`` are resharded to replicated here, the
-    all-gather XLA inserts by itself on meshes with automatic axes. The stack axes
-    keep their sharding: each device works on its own matrices.
-    """
-    w = jnp.asarray(w)
-    sharding = jax.typeof(w).sharding
-    spec = tuple(getattr(sharding, "spec", ()))
-    if any(entry is not None for entry in spec[batch_dims:]):
-        kept = jax.sharding.PartitionSpec(*spec[:batch_dims])
-        w = jax.sharding.reshard(w, jax.sharding.NamedSharding(sharding.mesh, kept))
-    return w.astype(acc_dtype(w.dtype))
 
 
 def orthogonal_penalty(w: jax.Array, mode: str = "rows", *, batch_dims: int = 0) -> jax.Array:

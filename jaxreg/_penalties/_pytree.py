@@ -24,8 +24,8 @@ import jax.numpy as jnp
 
 from jaxreg._masking import selected_leaves
 from jaxreg._norms import acc_dtype, group_norms
-from jaxreg._typing import Mask
-from jaxreg._validation import check_axis, check_non_negative
+from jaxreg._typing import GroupAxes, Mask
+from jaxreg._validation import check_group_axes, check_non_negative
 
 
 def _sum_over(params: Any, mask: Mask, fn) -> jax.Array:
@@ -142,30 +142,51 @@ def elastic_net_penalty(params: Any, l1: Any, l2: Any, mask: Mask = None) -> jax
     return l1 * l1_penalty(params, mask) + l2 * l2_penalty(params, mask)
 
 
-def group_lasso_penalty(params: Any, axis: int = 0, mask: Mask = None) -> jax.Array:
+def group_lasso_penalty(params: Any, axis: GroupAxes = 0, mask: Mask = None) -> jax.Array:
     r"""Group-lasso penalty $\sum_g \|w_g\|_2$ over the groups of each selected leaf.
 
-    **Groups.** A group is the set of entries of one leaf that share an index
-    along ``axis``: for a Dense kernel of shape ``(in, out)`` and ``axis=0`` each
-    group is one input feature's outgoing weights ``w[i, :]``, so the penalty
-    drives whole input features to zero; ``axis=1`` (or ``-1``) groups each output
-    unit's incoming weights ``w[:, j]``. For a conv kernel ``(h, w, in, out)``,
-    ``axis=-1`` groups whole output filters. Leaves with ``ndim < 2`` (biases,
-    scales) are each a single group. Groups are not weighted by $\sqrt{|g|}$.
+    **Groups: ``axis`` indexes them, the opposite of the constraints' ``axis``.**
+    A group is the set of entries of one leaf that share their indices along
+    every axis of ``axis`` (an int or a tuple of ints); the norm runs over all
+    the other axes. The constraints (:func:`max_norm`, :func:`unit_norm`,
+    :func:`min_max_norm`) follow Keras: their ``axis`` names the axes the norm
+    *runs over*, so the same value selects the complementary vectors. With
+    ``i, j, y, x, c, o`` the fixed indices of one group or norm:
+
+    ==========================  =============  =================  =================  ================
+    kernel                      ``axis``       constraint norm    group lasso group  one group per
+    ==========================  =============  =================  =================  ================
+    Dense ``(in, out)``         ``0``          ``w[:, j]``        ``w[i, :]``        input feature
+    Dense ``(in, out)``         ``1``          ``w[i, :]``        ``w[:, j]``        output unit
+    HWIO ``(kh, kw, in, out)``  ``3``          ``w[y, x, c, :]``  ``w[:, :, :, o]``  output filter
+    HWIO ``(kh, kw, in, out)``  ``2``          ``w[y, x, :, o]``  ``w[:, :, c, :]``  input channel
+    HWIO ``(kh, kw, in, out)``  ``(2, 3)``     ``w[y, x, :, :]``  ``w[:, :, c, o]``  (in, out) pair
+    HWIO ``(kh, kw, in, out)``  ``(0, 1, 2)``  ``w[:, :, :, o]``  ``w[y, x, c, :]``  ``(y, x, c)``
+    ==========================  =============  =================  =================  ================
+
+    On a Dense kernel ``axis=0`` drives whole input features to zero (feature
+    selection); on an HWIO conv kernel ``axis=(2, 3)`` drives the ``kh x kw``
+    kernel of single (input, output) channel pairs to zero. Negative axes count
+    from the end of each leaf (``-1`` is the output axis of both kernels).
+    Leaves with ``ndim < 2`` (biases, scales) are each a single group. An axis
+    out of range for a leaf, or one given twice (``(1, -1)`` on a 2-D leaf),
+    raises a ``ValueError`` naming ``axis`` and the leaf's key path. Groups are
+    not weighted by $\sqrt{|g|}$.
 
     The gradient at a group that is exactly zero is 0 (a valid subgradient).
 
     **Sharded params.** Two reductions can need communication, both all-reduces,
-    never an all-gather: if a leaf is sharded along a dimension other than
+    never an all-gather: if a leaf is sharded along a dimension not in
     ``axis`` (for ``ndim < 2``: along any dimension), each group is split across
     devices and the norms need an all-reduce of one partial sum of squares per
     group; and the sum over groups to a scalar needs an all-reduce of one scalar
-    per sharded leaf. A leaf sharded only along ``axis`` keeps every group on one
-    device, so its norms are local.
+    per sharded leaf. A leaf sharded only along axes of ``axis`` keeps every
+    group on one device, so its norms are local.
 
     Args:
       params: any pytree of arrays.
-      axis: the axis that indexes groups; negative values count from the end.
+      axis: the axes that index groups, an int or a tuple of ints; negative
+        values count from the end.
       mask: as in :func:`l1_penalty`.
 
     Returns:
@@ -178,11 +199,14 @@ def group_lasso_penalty(params: Any, axis: int = 0, mask: Mask = None) -> jax.Ar
       6.0
       >>> round(float(jaxreg.group_lasso_penalty({"kernel": kernel}, axis=1)), 4)  # columns: sqrt(10) + 4
       7.1623
+      >>> conv = jnp.ones((3, 3, 2, 4))  # HWIO: 8 kernels of 3 x 3 ones, each of norm 3
+      >>> float(jaxreg.group_lasso_penalty({"kernel": conv}, axis=(2, 3)))
+      24.0
 
     References:
       Yuan and Lin, "Model selection and estimation in regression with grouped
       variables", JRSS B 2006; Scardapane et al., "Group sparse regularization
       for deep neural networks", Neurocomputing 2017.
     """
-    check_axis("axis", axis)  # even if every selected leaf is 1-D (one group, whatever the axis)
+    check_group_axes("axis", axis)  # even if every selected leaf is 1-D (one group, whatever the axis)
     return _sum_over(params, mask, lambda w, path: group_norms(w, axis, f"params leaf '{path}'"))

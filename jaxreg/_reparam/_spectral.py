@@ -15,7 +15,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxreg._norms import acc_dtype, map_matrices, power_of_two, safe_norm
+from jaxreg._norms import acc_dtype, map_matrices, power_of_two, safe_norm, sharded_like
 from jaxreg._validation import check_batch_dims, check_count, check_float_array, check_positive
 
 
@@ -46,19 +46,6 @@ def _scaled(m: jax.Array) -> tuple[jax.Array, jax.Array]:
     return m / p, p
 
 
-def _sharded_like(x: jax.Array, ref: jax.Array) -> jax.Array:
-    """``x`` resharded as ``ref`` if ``ref`` is sharded along explicit mesh axes, else ``x``.
-
-    With explicit axes (``jax.sharding.AxisType.Explicit``) the two branches of a
-    ``jnp.where`` must have the same sharding; resharding a replicated vector to
-    a sharded one only slices it (no communication).
-    """
-    sharding = jax.typeof(ref).sharding
-    if any(entry is not None for entry in getattr(sharding, "spec", ())):
-        return jax.sharding.reshard(x, sharding)
-    return x
-
-
 def _power_iteration(m: jax.Array, u: jax.Array, n_steps: int, eps: jax.Array) -> jax.Array:
     """``n_steps`` power iterations on the matrix ``m`` from ``u``; ``eps`` in the units of ``m``.
 
@@ -76,13 +63,13 @@ def _power_iteration(m: jax.Array, u: jax.Array, n_steps: int, eps: jax.Array) -
         mu_norm = safe_norm(mu, keepdims=False)
         # The indicator of the first row of largest norm, from a max and a min (on a mesh: all-reduces
         # of one element, where an argmax would all-gather its partial results).
-        index = _sharded_like(jnp.arange(rows.shape[0]), rows)
+        index = sharded_like(jnp.arange(rows.shape[0]), rows)
         first = jnp.min(jnp.where(rows == jnp.max(rows), index, rows.shape[0]))
         restart = (index == first).astype(m.dtype)
         v = jnp.where(mu_norm > eps, mu / jnp.where(mu_norm > eps, mu_norm, 1), restart)
         mtv = _matvec(m.T, v)
         mtv_norm = safe_norm(mtv, keepdims=False)
-        u = _sharded_like(u, mtv)
+        u = sharded_like(u, mtv)
         return jnp.where(mtv_norm > eps, mtv / jnp.where(mtv_norm > eps, mtv_norm, 1), u)
 
     return jax.lax.fori_loop(0, n_steps, step, u)

@@ -68,13 +68,16 @@ def require_params(params: Any, name: str) -> Any:
     return params
 
 
-def landing_transform(name, prox_leaf, hyperparams) -> optax.GradientTransformation:
+def landing_transform(name, prox_leaf, hyperparams, keep_fixed: bool = False) -> optax.GradientTransformation:
     """Builds the transform ``u -> prox(w + u, *hyperparams at count) - w``, leaf by leaf.
 
     Every "land on a projection or prox of ``params + updates``" transform (the
     proximal steps here, the constraints of :mod:`jaxreg._transforms._constraints`) is built
     with it. A ``ValueError`` raised by ``prox_leaf`` (e.g. an axis out of range
     for a leaf) is re-raised naming the transform, the leaf's key path and shape.
+    With ``keep_fixed``, an entry that ``prox_leaf`` leaves unchanged (``prox(z) == z``)
+    keeps the update ``u`` itself, so it lands where the plain step does, bit for bit
+    (also for infinite entries and the sign of a zero).
     """
 
     def update_fn(updates, state, params=None):
@@ -88,7 +91,8 @@ def landing_transform(name, prox_leaf, hyperparams) -> optax.GradientTransformat
             except ValueError as e:
                 where = key_path_str(path)
                 raise ValueError(f"{name}: params leaf '{where}' of shape {w.shape}: {e}") from None
-            return (projected - w).astype(u.dtype)
+            update = (projected - w).astype(u.dtype)
+            return jnp.where(projected == z, u, update) if keep_fixed else update
 
         return jax.tree_util.tree_map_with_path(leaf, updates, params), count_next(state)
 

@@ -9,11 +9,15 @@ optimizer step. They are built by the same mechanism as the proximal steps
 
     optax.chain(optax.sgd(lr, momentum=0.9), jaxreg.max_norm(3.0, mask=jaxreg.masks.weights_only))
 
-**Axes.** ``axis`` names the axes the norm is taken over, as in Keras: one norm
-per index of the remaining axes. On a Dense kernel ``(in, out)``, ``axis=0``
-constrains each output unit's incoming weight vector ``w[:, j]`` (the max-norm
-of Srivastava et al.); on a conv kernel ``(h, w, in, out)``, ``axis=(0, 1, 2)``
-constrains each filter. ``axis=None`` takes one norm over the whole leaf.
+**Axes: the axes the norm runs over, the opposite of the group lasso's.**
+``axis`` names the axes the norm is taken over, as in Keras: one norm per index
+of the remaining axes. On a Dense kernel ``(in, out)``, ``axis=0`` constrains
+each output unit's incoming weight vector ``w[:, j]`` (the max-norm of
+Srivastava et al.); on a conv kernel ``(h, w, in, out)``, ``axis=(0, 1, 2)``
+constrains each filter. ``axis=None`` takes one norm over the whole leaf. The
+group lasso (:func:`jaxreg.group_lasso_penalty`, :func:`jaxreg.prox_group_lasso`)
+uses ``axis`` the other way round, for the axes that *index* its groups:
+:func:`max_norm` tabulates both for typical values.
 
 **Biases.** Keras applies a constraint per variable (``kernel_constraint`` and
 ``bias_constraint`` are separate). Here the constraint applies to every float
@@ -66,9 +70,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxreg._masking import masked
 from jaxreg._norms import acc_dtype, norm_parts
-from jaxreg._transforms._base import count_init, count_next, require_params
 from jaxreg._transforms._generic import build_projected
 from jaxreg._typing import Axis, Mask
 from jaxreg._validation import (
@@ -132,6 +134,28 @@ def max_norm(
     see the module notes for the epsilon. Srivastava et al. pair it with dropout
     (their $c$ is typically 3 to 4).
 
+    **``axis`` is the axes the norm runs over: the opposite of the group lasso's ``axis``.**
+    As in Keras, there is one norm per index of the remaining axes. The group
+    lasso (:func:`group_lasso_penalty`, :func:`prox_group_lasso`,
+    :func:`prox_sparse_group_lasso`) names with ``axis`` the axes that *index*
+    its groups, so the same value selects the complementary vectors. With
+    ``i, j, y, x, c, o`` the fixed indices of one norm or group:
+
+    ==========================  =============  =================  =================  ===============
+    kernel                      ``axis``       constraint norm    group lasso group  one norm per
+    ==========================  =============  =================  =================  ===============
+    Dense ``(in, out)``         ``0``          ``w[:, j]``        ``w[i, :]``        output unit
+    Dense ``(in, out)``         ``1``          ``w[i, :]``        ``w[:, j]``        input feature
+    HWIO ``(kh, kw, in, out)``  ``3``          ``w[y, x, c, :]``  ``w[:, :, :, o]``  ``(y, x, c)``
+    HWIO ``(kh, kw, in, out)``  ``2``          ``w[y, x, :, o]``  ``w[:, :, c, :]``  ``(y, x, o)``
+    HWIO ``(kh, kw, in, out)``  ``(2, 3)``     ``w[y, x, :, :]``  ``w[:, :, c, o]``  position
+    HWIO ``(kh, kw, in, out)``  ``(0, 1, 2)``  ``w[:, :, :, o]``  ``w[y, x, c, :]``  output filter
+    ==========================  =============  =================  =================  ===============
+
+    ``axis=0`` on a Dense kernel is the max-norm of Srivastava et al. (each
+    unit's incoming weights); ``axis=(0, 1, 2)`` on an HWIO conv kernel bounds
+    each output filter; ``axis=None`` takes one norm over the whole leaf.
+
     **Rounding** (module notes; $N$ entries per norm, $\delta = 2^{-24}$, or
     $2^{-53}$ for float64 leaves, and $\delta_w$ the unit roundoff of the params'
     dtype): a vector with $n \le c$ is returned bit for bit; a projected one has
@@ -187,6 +211,11 @@ def unit_norm(axis: Axis = 0, mask: Mask = None) -> optax.GradientTransformation
     $z / (\epsilon + n)$). A zero vector stays zero: it has no unit-norm
     projection.
 
+    **``axis`` is the axes the norm runs over: the opposite of the group lasso's ``axis``**
+    (Keras semantics; :func:`max_norm` tabulates both): ``axis=0`` on a Dense
+    kernel ``(in, out)`` normalizes each column ``w[:, j]``, where
+    ``prox_group_lasso(axis=0)`` groups each row ``w[i, :]``.
+
     **Rounding** (module notes; $N$ entries per norm, $\delta = 2^{-24}$, or
     $2^{-53}$ for float64 leaves, and $\delta_w$ the unit roundoff of the params'
     dtype): a vector of computed norm exactly 1 is returned bit for bit; a
@@ -199,8 +228,9 @@ def unit_norm(axis: Axis = 0, mask: Mask = None) -> optax.GradientTransformation
     an ulp of $w$ when $|w| \gg 1$ (``[5e7]`` in float32 lands on 0).
 
     Args:
-      axis: the axes the norm is taken over, as in :func:`max_norm` (with
-        ``optax.inject_hyperparams``, ``static_args=("axis",)``).
+      axis: the axes the norm is taken over, as in :func:`max_norm`: the opposite
+        of the group lasso's ``axis`` (with ``optax.inject_hyperparams``,
+        ``static_args=("axis",)``).
       mask: which leaves (``optax.masked`` semantics).
 
     Returns:
@@ -241,6 +271,11 @@ def min_max_norm(
     ``min_value``, ``max_value`` and ``rate`` may be floats, JAX scalars or optax
     schedules.
 
+    **``axis`` is the axes the norm runs over: the opposite of the group lasso's ``axis``**
+    (Keras semantics; :func:`max_norm` tabulates both): ``axis=0`` on a Dense
+    kernel ``(in, out)`` bounds the norm of each column ``w[:, j]``, where
+    ``prox_group_lasso(axis=0)`` groups each row ``w[i, :]``.
+
     **Rounding** (module notes; $N$ entries per norm, $\delta = 2^{-24}$, or
     $2^{-53}$ for float64 leaves, and $\delta_w$ the unit roundoff of the params'
     dtype): with ``rate=1`` a vector with $a \le n \le b$ is returned bit for
@@ -255,8 +290,9 @@ def min_max_norm(
       min_value: the lower bound $a \ge 0$ on the norm.
       max_value: the upper bound $b > 0$, with $a \le b$.
       rate: $r \in [0, 1]$, the fraction of the way to the interval per step.
-      axis: the axes the norm is taken over, as in :func:`max_norm` (with
-        ``optax.inject_hyperparams``, ``static_args=("axis",)``).
+      axis: the axes the norm is taken over, as in :func:`max_norm`: the opposite
+        of the group lasso's ``axis`` (with ``optax.inject_hyperparams``,
+        ``static_args=("axis",)``).
       mask: which leaves (``optax.masked`` semantics).
 
     Returns:
@@ -289,11 +325,13 @@ def min_max_norm(
 def non_negative(mask: Mask = None) -> optax.GradientTransformation:
     r"""Non-negativity constraint, placed **last** in the chain (Keras ``NonNeg``).
 
-    Lands on $\max(z, 0)$ elementwise: this is ``optax.keep_params_nonnegative``
-    (reused, not rewritten) restricted to the float leaves that ``mask`` selects.
-    Entries that would go negative land on exactly ``0.0`` (the update is
-    ``-w``); the others keep the incoming update and land where the plain step
-    does, on ``w + u`` rounded once: exactly idempotent.
+    Lands on $\max(z, 0)$ elementwise: this is
+    ``jaxreg.projected(optax.projections.projection_non_negative)`` (the same
+    builder; errors name ``non_negative``) restricted to the float leaves that
+    ``mask`` selects. Entries that would go negative land on exactly ``0.0``
+    (the update is ``-w``); the others keep the incoming update and land where
+    the plain step does, on ``w + u`` rounded once: exactly idempotent, and the
+    same bits as ``optax.keep_params_nonnegative``.
 
     Args:
       mask: which leaves (``optax.masked`` semantics).
@@ -310,12 +348,9 @@ def non_negative(mask: Mask = None) -> optax.GradientTransformation:
       [0.0, 1.0]
 
     References:
-      Keras, ``keras.constraints.NonNeg``; ``optax.keep_params_nonnegative``.
+      Keras, ``keras.constraints.NonNeg``; ``optax.projections.projection_non_negative``;
+      ``optax.keep_params_nonnegative``.
     """
-    keep = optax.keep_params_nonnegative()
-
-    def update_fn(updates, state, params=None):
-        params = require_params(params, "non_negative")
-        return keep.update(updates, keep.init(params), params)[0], count_next(state)
-
-    return masked(optax.GradientTransformation(count_init, update_fn), mask)
+    return build_projected(
+        "non_negative", optax.projections.projection_non_negative, (), mask, keep_fixed=True
+    )

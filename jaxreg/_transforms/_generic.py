@@ -44,10 +44,18 @@ def build_proximal(
 
 
 def build_projected(
-    name: str, proj_fn: Callable[..., jax.Array], hyperparams: tuple[Any, ...], mask: Mask
+    name: str,
+    proj_fn: Callable[..., jax.Array],
+    hyperparams: tuple[Any, ...],
+    mask: Mask,
+    keep_fixed: bool = False,
 ) -> optax.GradientTransformation:
-    """The projection builder: lands on ``proj_fn(z, *hyperparams at the count)``; errors name ``name``."""
-    return masked(landing_transform(name, proj_fn, hyperparams), mask)
+    """The projection builder: lands on ``proj_fn(z, *hyperparams at the count)``; errors name ``name``.
+
+    ``keep_fixed``: entries that ``proj_fn`` leaves unchanged keep the incoming update (see
+    :func:`jaxreg._transforms._base.landing_transform`).
+    """
+    return masked(landing_transform(name, proj_fn, hyperparams, keep_fixed), mask)
 
 
 def proximal(
@@ -122,9 +130,15 @@ def projected(
     ``functools.partial`` for its extra arguments (``projection_box`` with
     ``lower=`` and ``upper=``, ``projection_l2_ball`` with ``scale=``).
     Note that ``proj_fn`` sees one whole leaf: ``projection_simplex`` makes the
-    entries of each leaf sum to one, not the rows. The constraints
-    (:func:`max_norm`, :func:`unit_norm`, :func:`min_max_norm`) are built by the
-    same builder.
+    entries of each leaf sum to one, not the rows. An entry that ``proj_fn``
+    leaves unchanged keeps the incoming update, so it lands where the plain step
+    does, bit for bit: :func:`non_negative` is
+    ``projected(optax.projections.projection_non_negative)``, and so also
+    ``optax.keep_params_nonnegative``. The constraints (:func:`max_norm`,
+    :func:`unit_norm`, :func:`min_max_norm`) are built by the same builder.
+    :func:`keep_top_k` and :func:`keep_n_of_m` are projections too (onto sets
+    of sparse arrays) but are not built on it: one selects across leaves
+    (``scope="global"``) and both can keep state (``freeze=True``).
 
     Args:
       proj_fn: ``z -> array`` of the shape of ``z``, traceable by JAX; the result
@@ -151,4 +165,4 @@ def projected(
     """
     if not callable(proj_fn):
         raise TypeError(f"proj_fn must be a callable z -> array, got {proj_fn!r}")
-    return build_projected("projected", proj_fn, (), mask)
+    return build_projected("projected", proj_fn, (), mask, keep_fixed=True)

@@ -30,8 +30,14 @@ import optax
 
 from jaxreg._norms import group_norms
 from jaxreg._transforms._generic import build_proximal
-from jaxreg._typing import Mask
-from jaxreg._validation import check_axis, check_bool, check_float_array, check_non_negative, concrete_float
+from jaxreg._typing import GroupAxes, Mask
+from jaxreg._validation import (
+    check_bool,
+    check_float_array,
+    check_group_axes,
+    check_non_negative,
+    concrete_float,
+)
 
 
 def soft_threshold(z: jax.Array, threshold: jax.Array | float) -> jax.Array:
@@ -263,7 +269,7 @@ def prox_ridge(
 def prox_group_lasso(
     strength: optax.ScalarOrSchedule,
     learning_rate: optax.ScalarOrSchedule,
-    axis: int = 0,
+    axis: GroupAxes = 0,
     mask: Mask = None,
     *,
     factors: Any = None,
@@ -271,35 +277,44 @@ def prox_group_lasso(
     r"""Proximal group-lasso step (block soft-thresholding), placed **last** in the chain.
 
     For each group $g$ of $z = w + u$ it lands on $z_g \max(1 - \eta\lambda /
-    \|z_g\|_2, 0)$, the prox of $\eta\lambda\sum_g\|w_g\|_2$. Groups are those of
-    :func:`group_lasso_penalty`: entries of one leaf sharing an index along
-    ``axis`` (``axis=0`` on a Dense kernel ``(in, out)`` zeroes whole input
-    features); leaves with ``ndim < 2`` are one group. A group with
-    $\|z_g\| = 0$ stays at zero (no NaN, no inf). The group norms are computed
-    on values scaled by a power of two, so they neither overflow nor underflow
-    (float32 groups of entries 1e20 or 1e-25 are thresholded correctly).
-    Groups with $\|z_g\| \le \eta\lambda$ land on exactly 0; the other entries
-    within $\delta_w(|w| + 2|P|)(1 + \delta_w)$ of their prox value $P$, $\delta_w$ the unit
-    roundoff of the params' dtype (up to an ulp of $w$ when $|w| \gg |P|$).
+    \|z_g\|_2, 0)$, the prox of $\eta\lambda\sum_g\|w_g\|_2$, with the groups of
+    :func:`group_lasso_penalty`. A group with $\|z_g\| = 0$ stays at zero (no
+    NaN, no inf). The group norms are computed on values scaled by a power of
+    two, so they neither overflow nor underflow (float32 groups of entries 1e20
+    or 1e-25 are thresholded correctly). Groups with $\|z_g\| \le \eta\lambda$
+    land on exactly 0; the other entries within $\delta_w(|w| + 2|P|)(1 +
+    \delta_w)$ of their prox value $P$, $\delta_w$ the unit roundoff of the
+    params' dtype (up to an ulp of $w$ when $|w| \gg |P|$).
 
-    **Axes.** ``axis`` is the axis that *indexes the groups*; the norm runs over
-    all the other axes. The constraints (:func:`max_norm`) use the opposite
-    convention, Keras's: their ``axis`` names the axes the norm runs over. On a
-    Dense kernel ``(in, out)``, group lasso ``axis=0`` makes each row ``w[i, :]``
-    (an input feature) a group, while ``max_norm(axis=0)`` bounds each column
-    ``w[:, j]``.
+    **``axis`` indexes the groups: the opposite of the constraints' ``axis``.**
+    A group is the set of entries of one leaf that share their indices along
+    every axis of ``axis`` (an int or a tuple of ints); the norm runs over all
+    the other axes. The constraints (:func:`max_norm`, :func:`unit_norm`,
+    :func:`min_max_norm`) follow Keras: their ``axis`` names the axes the norm
+    *runs over*, so the same value selects the complementary vectors (the table
+    of :func:`group_lasso_penalty` lists both for typical values). On a Dense
+    kernel ``(in, out)``, ``axis=0`` makes each row ``w[i, :]`` a group, where
+    ``max_norm(axis=0)`` bounds each column ``w[:, j]``.
 
-    Sharded params: a leaf sharded only along ``axis`` keeps each group on one
-    device and needs no communication. A leaf sharded along another dimension
-    (any dimension, for ``ndim < 2``) splits its groups across devices: the
-    norms need one all-reduce of one partial sum of squares per group, over the
-    mesh axes of those dimensions. Never an all-gather; the update keeps the
-    parameter's sharding.
+    ``axis=0`` on a Dense kernel is feature selection; ``axis=(2, 3)`` on an
+    HWIO conv kernel prunes the ``kh x kw`` kernel of each (input, output)
+    channel pair. Negative axes count from the end of each leaf (``-1`` is the
+    output axis of both kernels). Leaves with ``ndim < 2`` are one group. An
+    axis out of range for a leaf, or one given twice (``(1, -1)`` on a 2-D
+    leaf), raises a ``ValueError`` naming ``axis``, the leaf's key path and
+    shape.
+
+    Sharded params: a leaf sharded only along axes of ``axis`` keeps each group
+    on one device and needs no communication. A leaf sharded along another
+    dimension (any dimension, for ``ndim < 2``) splits its groups across
+    devices: the norms need one all-reduce of one partial sum of squares per
+    group, over the mesh axes of those dimensions. Never an all-gather; the
+    update keeps the parameter's sharding.
 
     Args:
       strength: $\lambda \ge 0$ (float, JAX scalar or optax schedule).
       learning_rate: $\eta \ge 0$, the step size that scaled the updates.
-      axis: the axis that indexes groups, a Python int. With
+      axis: the axes that index groups, a Python int or a tuple of ints. With
         ``optax.inject_hyperparams`` pass ``static_args=("axis",)``: optax turns
         int arguments into arrays, which cannot select an axis (a ``TypeError``
         says so).
@@ -319,6 +334,12 @@ def prox_group_lasso(
       >>> updates, _ = tx.update({"kernel": jnp.zeros((3, 2))}, tx.init(params), params)
       >>> np.asarray(optax.apply_updates(params, updates)["kernel"], float).round(6).tolist()
       [[2.4, 3.2], [0.0, 0.0], [0.0, 0.0]]
+      >>> conv = {"kernel": jnp.ones((3, 3, 2, 4)).at[:, :, 0, 1].set(0.1)}  # HWIO
+      >>> tx = jaxreg.prox_group_lasso(strength=1.5, learning_rate=1.0, axis=(2, 3))
+      >>> updates, _ = tx.update({"kernel": jnp.zeros((3, 3, 2, 4))}, tx.init(conv), conv)
+      >>> kept = optax.apply_updates(conv, updates)["kernel"]  # 3x3 kernels: norm 3, or 0.3 for (0, 1)
+      >>> kept.sum(axis=(0, 1)).tolist()  # per (in, out) pair: 9 * (1 - 1.5 / 3), or 0
+      [[4.5, 0.0, 4.5, 4.5], [4.5, 4.5, 4.5, 4.5]]
 
     References:
       Yuan and Lin, 2006; Parikh and Boyd, "Proximal Algorithms", 2014, sec. 6.5.4;
@@ -326,14 +347,14 @@ def prox_group_lasso(
     """
     check_non_negative("strength", strength, allow_schedule=True)
     check_non_negative("learning_rate", learning_rate, allow_schedule=True)
-    check_axis("axis", axis)
+    check_group_axes("axis", axis)
 
     return build_proximal(
         "prox_group_lasso", lambda z, t: group_shrink(z, t, axis), (strength,), learning_rate, mask, factors
     )
 
 
-def group_shrink(z: jax.Array, threshold: Any, axis: int) -> jax.Array:
+def group_shrink(z: jax.Array, threshold: Any, axis: GroupAxes) -> jax.Array:
     r"""Block soft-thresholding $z_g \max(1 - t / \|z_g\|_2, 0)$ per group of :func:`group_norms`.
 
     A group with $\|z_g\| = 0$ stays at zero (no NaN, no inf).
@@ -348,7 +369,7 @@ def prox_sparse_group_lasso(
     l1: optax.ScalarOrSchedule,
     group: optax.ScalarOrSchedule,
     learning_rate: optax.ScalarOrSchedule,
-    axis: int = 0,
+    axis: GroupAxes = 0,
     *,
     mask: Mask = None,
     factors: Any = None,
@@ -361,17 +382,21 @@ def prox_sparse_group_lasso(
     $z = w + u$. It zeroes whole groups and single entries within the groups it
     keeps. ``l1=0`` is :func:`prox_group_lasso`, ``group=0`` is :func:`prox_l1`.
 
-    **Axes.** As for :func:`prox_group_lasso`, ``axis`` is the axis that
-    *indexes the groups* (the norm runs over all the other axes): ``axis=0`` on
-    a Dense kernel ``(in, out)`` makes each input feature's row a group. This is
-    the opposite of the constraints' ``axis`` (:func:`max_norm`), which names the
-    axes the norm runs over. Leaves with ``ndim < 2`` are one group.
+    **``axis`` indexes the groups: the opposite of the constraints' ``axis``.**
+    As for :func:`prox_group_lasso` (the table of :func:`group_lasso_penalty`
+    lists the groups for typical values), ``axis`` (an int or a tuple of ints) names the axes that *index*
+    the groups and the norm runs over all the other axes: ``axis=0`` on a Dense
+    kernel ``(in, out)`` makes each input feature's row ``w[i, :]`` a group,
+    ``axis=(2, 3)`` on an HWIO conv kernel each ``kh x kw`` kernel
+    ``w[:, :, c, o]``. The constraints' ``axis`` (:func:`max_norm`) names the
+    axes the norm runs over: ``max_norm(axis=0)`` bounds each column
+    ``w[:, j]``. Leaves with ``ndim < 2`` are one group.
 
     Args:
       l1: $l_1 \ge 0$, the entrywise strength (float, JAX scalar or optax schedule).
       group: $\lambda_g \ge 0$, the group strength (float, JAX scalar or optax schedule).
       learning_rate: $\eta \ge 0$, the step size that scaled the updates.
-      axis: the axis that indexes groups, a Python int (with
+      axis: the axes that index groups, a Python int or a tuple of ints (with
         ``optax.inject_hyperparams``, ``static_args=("axis",)``).
       mask: which leaves (``optax.masked`` semantics).
       factors: per-leaf multipliers of both strengths: a pytree of non-negative
@@ -396,7 +421,7 @@ def prox_sparse_group_lasso(
     check_non_negative("l1", l1, allow_schedule=True)
     check_non_negative("group", group, allow_schedule=True)
     check_non_negative("learning_rate", learning_rate, allow_schedule=True)
-    check_axis("axis", axis)
+    check_group_axes("axis", axis)
 
     def prox(z, t1, tg):
         return group_shrink(_shrink(z, t1), tg, axis)

@@ -3,7 +3,12 @@ r"""Exact sparsity: magnitude pruning to k entries, N:M structured sparsity, the
 :func:`keep_top_k` and :func:`keep_n_of_m` are projections placed **last** in a
 chain, as the constraints are: with $z = w + u$ the plain step, a kept entry
 lands on $z$ exactly (its update is ``u`` itself) and a pruned one on exactly
-``0.0`` (its update is ``-w``).
+``0.0`` (its update is ``-w``), the landing :func:`jaxreg.projected` gives a
+projection that keeps or zeroes entries. They are not built on ``projected``,
+which maps one leaf at a time to its projection and keeps only a step count:
+``keep_top_k(scope="global")`` ranks the entries of all selected leaves
+together, and ``freeze=True`` keeps the pruned pattern in the state
+(:class:`PruningState`); one mechanism (``_select``) serves both.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 import optax
 
 from jaxreg._masking import key_path_str, masked
-from jaxreg._norms import acc_dtype
+from jaxreg._norms import acc_dtype, explicit_shards, sharded_like, unsharded
 from jaxreg._transforms._base import CountState, count_init, require_params, value_at
 from jaxreg._typing import Mask
 from jaxreg._validation import check_axis, check_bool, check_count, check_positive, check_rate, concrete_float
@@ -266,6 +271,17 @@ def keep_n_of_m(
     selected leaf along ``axis`` must be a multiple of ``m`` (a ``ValueError``
     names the leaf); exclude the others (biases) with ``mask=``.
 
+    Sharded params: every block is ranked where it lies, so a leaf whose shards
+    hold whole blocks needs no communication: one not split along ``axis``
+    (split along its other axes only), or one whose size per shard along
+    ``axis`` is a multiple of ``m``. Otherwise blocks straddle devices and are
+    exchanged: with automatic mesh axes XLA all-gathers the entries of each
+    block among the devices that share it (checked on 8 devices holding 2 rows
+    each of a ``(16, 32)`` kernel, ``m=4``: all-gathers of 4 rows, never the
+    whole leaf); with explicit mesh axes (``AxisType.Explicit``) the leaf is
+    made whole along ``axis`` (an all-gather along that axis). The update keeps
+    the parameter's sharding.
+
     Args:
       n: the entries kept per block, a Python int, $0 \le n \le m$.
       m: the block length, a Python int $\ge 1$.
@@ -313,9 +329,11 @@ def keep_n_of_m(
         a = jnp.abs(z).astype(acc_dtype(z.dtype))
         if alive is not None:  # pruned for good: ranked below every magnitude, never kept
             a = jnp.where(alive, a, -1)
+        if (a.shape[ax] // explicit_shards(a, ax)) % m:  # blocks straddle explicitly sharded devices
+            a = unsharded(a, (ax,))
         a = jnp.moveaxis(a, ax, -1)
         blocks = a.reshape(*a.shape[:-1], a.shape[-1] // m, m)
-        keep = jnp.moveaxis((_block_ranks(blocks) < n).reshape(a.shape), -1, ax)
+        keep = sharded_like(jnp.moveaxis((_block_ranks(blocks) < n).reshape(a.shape), -1, ax), z)
         return keep if alive is None else keep & alive
 
     def keep_fn(zs: Sequence[jax.Array], paths: Sequence[Any], alive: Any) -> list[jax.Array]:

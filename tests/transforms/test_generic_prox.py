@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import land, random_normal
+from helpers import group_slices, land, random_normal
 
 import jaxreg
 
@@ -161,6 +161,20 @@ def test_prox_sparse_group_lasso_reduces_to_its_two_parts():
     )
 
 
+@pytest.mark.parametrize(("shape", "axis"), [((4, 6), 0), ((3, 2, 4, 5), (2, 3)), ((3, 2, 4, 5), (0, -1))])
+def test_prox_group_lasso_is_jaxopt_prox_group_lasso_on_each_group(shape, axis):
+    # jaxopt's block soft-thresholding treats its whole input as one group: apply it per group.
+    w, u = random_normal(3, shape), random_normal(4, shape, scale=0.3)
+    z = jnp.asarray(w + u)
+    t = float(np.median([np.linalg.norm((w + u)[g]) for g in group_slices(shape, axis)]))
+    got = _landed(jaxreg.prox_group_lasso(t / 0.5, 0.5, axis=axis), w, u)
+    want = np.zeros(shape, np.float32)
+    for g in group_slices(shape, axis):
+        want[g] = np.asarray(jaxopt_prox.prox_group_lasso(z[g], t))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert (got == 0).any() and (got != 0).any()  # the threshold is active on some groups, not all
+
+
 def _svt(z, t):
     u, s, vt = np.linalg.svd(np.asarray(z, np.float64), full_matrices=False)
     return (u * np.maximum(s - t, 0)) @ vt
@@ -190,12 +204,61 @@ def test_prox_nuclear_norm_batch_dims_and_kernels():
         jaxreg.prox_nuclear_norm(1.0, 1.0, batch_dims=-1)
 
 
+def _wide_range(dtype):
+    """``w`` and ``u`` over many binades (about 1e-4 to 1e4), plus the edge cases:
+    ``u = -w`` (z exactly 0), signed zeros, infinities and a NaN."""
+    rng = np.random.default_rng(5)
+    n = 4096
+    w = rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4, n)
+    u = rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4, n)
+    u[:64] = -w[:64]
+    edges_w = [0.0, -0.0, 0.0, -0.0, np.inf, np.inf, -np.inf, 1.0, np.nan, 2.0]
+    edges_u = [-0.0, -0.0, 0.0, 0.0, -1.0, 1.0, 1.0, np.inf, 1.0, -np.inf]
+    w = np.concatenate([w, edges_w]).astype(dtype)
+    u = np.concatenate([u, edges_u]).astype(dtype)
+    return jnp.asarray(w), jnp.asarray(u)
+
+
+def _bits(x):
+    x = np.asarray(x)
+    return x.view(np.dtype(f"u{x.dtype.itemsize}"))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+def test_non_negative_lands_on_the_same_bits_as_optax_keep_params_nonnegative(dtype):
+    # non_negative is projected(projection_non_negative); before it was built on projected it
+    # was optax.keep_params_nonnegative (update -w below 0, u elsewhere): the same bits, also for
+    # the sign of a zero, infinite params and NaN.
+    w, u = _wide_range(dtype)
+    want = land(optax.keep_params_nonnegative(), {"w": w}, {"w": u}, jit=True)["w"]
+    for tx in (jaxreg.non_negative(), jaxreg.projected(optax.projections.projection_non_negative)):
+        got = land(tx, {"w": w}, {"w": u}, jit=True)["w"]
+        assert got.dtype == w.dtype
+        np.testing.assert_array_equal(_bits(got), _bits(want))
+    landed = np.asarray(want, np.float64)
+    assert (landed[~np.isnan(landed)] >= 0).all()
+    assert (landed == 0).sum() > 1000 and (landed > 0).sum() > 1000  # both branches taken
+
+
 def test_non_negative_is_the_optax_projection_of_w_plus_u():
     got = _landed(jaxreg.non_negative())
     np.testing.assert_allclose(
-        got, _landed(jaxreg.projected(optax.projections.projection_non_negative)), atol=1e-7
+        got, np.asarray(optax.projections.projection_non_negative(jnp.asarray(Z))), rtol=1e-6, atol=1e-7
     )
     np.testing.assert_array_equal(got == 0, Z <= 0)
+
+
+def test_prox_l1_non_negative_is_proximal_of_the_non_negative_soft_threshold():
+    # prox_l1(non_negative=True) and proximal(prox_fn) come from one builder: the same bits.
+    def shrink_non_negative(z, t):
+        return jnp.maximum(z - t, 0)
+
+    w, u = _wide_range(jnp.float32)
+    ok = jnp.isfinite(w) & jnp.isfinite(u)
+    w, u = w[ok], u[ok]
+    want = land(jaxreg.proximal(shrink_non_negative, 0.5, 0.4), {"w": w}, {"w": u}, jit=True)["w"]
+    got = land(jaxreg.prox_l1(0.5, 0.4, non_negative=True), {"w": w}, {"w": u}, jit=True)["w"]
+    np.testing.assert_array_equal(_bits(got), _bits(want))
 
 
 def test_proximal_under_inject_hyperparams_with_prox_fn_static():

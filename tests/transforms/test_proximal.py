@@ -1,11 +1,17 @@
-"""Proximal steps (prox_l1, prox_elastic_net, prox_group_lasso): formulas against NumPy, groups, errors."""
+"""Proximal steps (prox_l1, prox_elastic_net, prox_group_lasso): formulas against NumPy, groups, errors.
+
+The group lasso's groups for a tuple ``axis`` are checked against a NumPy loop over the groups
+(``np.ndindex`` over the group axes, ``helpers.group_slices``).
+"""
+
+import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import land
+from helpers import group_slices, land, np_group_lasso, np_group_shrink, random_normal
 
 import jaxreg
 
@@ -70,13 +76,112 @@ def test_prox_group_lasso_with_inject_hyperparams_needs_static_axis():
         jaxreg.group_lasso_penalty(p, axis=jnp.asarray(0))
 
 
-@pytest.mark.parametrize("bad", ["junk", 1.5, True, (0, 1), None])
+@pytest.mark.parametrize("bad", ["junk", 1.5, True, None, (0, 1.5), (0, "1"), [True]])
 def test_group_lasso_axis_type_is_checked_even_for_1d_leaves(bad):
     vector = {"b": jnp.ones(3)}  # a single group whatever the axis: the axis used to go unchecked
-    with pytest.raises(TypeError, match=r"^axis must be an int, got"):
+    msg = r"^axis must be an int or a tuple of ints, got"
+    with pytest.raises(TypeError, match=msg):
         jaxreg.group_lasso_penalty(vector, axis=bad)
-    with pytest.raises(TypeError, match=r"^axis must be an int, got"):
+    with pytest.raises(TypeError, match=msg):
         jaxreg.prox_group_lasso(0.1, 0.1, axis=bad)  # at construction, before any update
+    with pytest.raises(TypeError, match=msg):
+        jaxreg.prox_sparse_group_lasso(0.1, 0.1, 0.1, axis=bad)
+
+
+# Shapes and group axes: a Dense kernel (in, out) and an HWIO conv kernel (kh, kw, in, out).
+# (2, 3) on HWIO: the kh x kw kernel of each (in, out) pair; every axis: each entry alone
+# (the L1 norm); (): the whole leaf as one group.
+TUPLE_CASES = [
+    ((4, 6), (0,)),
+    ((4, 6), (-1,)),
+    ((4, 6), (1, 0)),
+    ((3, 2, 4, 5), (2, 3)),
+    ((3, 2, 4, 5), (-2, -1)),
+    ((3, 2, 4, 5), (0, 3)),
+    ((3, 2, 4, 5), (0, 1, 2)),
+    ((3, 2, 4, 5), ()),
+]
+
+
+@pytest.mark.parametrize(("shape", "axis"), TUPLE_CASES)
+def test_group_lasso_tuple_axis_against_a_loop_over_groups(shape, axis):
+    w = random_normal(0, shape)
+    g = random_normal(1, shape, scale=0.3)
+    z = w.astype(np.float64) + g
+    # A threshold between the smallest and the largest group norm: some groups vanish, some shrink.
+    norms = sorted(np.linalg.norm(z[s]) for s in group_slices(shape, axis))
+    t = float(np.median(norms)) if len(norms) > 1 else 0.5 * norms[0]
+    lr = 0.5
+    got = jax.jit(lambda p: jaxreg.group_lasso_penalty(p, axis=axis))({"w": w})
+    np.testing.assert_allclose(float(got), np_group_lasso(w, axis), rtol=1e-6)
+    got = land(jaxreg.prox_group_lasso(t / lr, lr, axis=axis), {"w": w}, {"w": g}, jit=True)["w"]
+    np.testing.assert_allclose(got, np_group_shrink(z, t, axis), rtol=1e-5, atol=1e-6)
+    if len(norms) > 1:
+        assert np.any(np.asarray(got) == 0.0) and np.any(np.asarray(got) != 0.0)
+    got = land(jaxreg.prox_sparse_group_lasso(0.2, t / lr, lr, axis=axis), {"w": w}, {"w": g}, jit=True)["w"]
+    soft = np.sign(z) * np.maximum(np.abs(z) - 0.2 * lr, 0)
+    np.testing.assert_allclose(got, np_group_shrink(soft, t, axis), rtol=1e-5, atol=1e-6)
+
+
+def test_group_lasso_int_axis_is_the_one_tuple():
+    params = {
+        "dense": jnp.asarray(random_normal(0, (4, 6))),
+        "conv": jnp.asarray(random_normal(1, (3, 2, 4, 5))),
+    }
+    updates = jax.tree.map(lambda w: 0.1 * w, params)
+
+    def results(axis):  # penalty and landings for one spelling of axis
+        out = [jaxreg.group_lasso_penalty(params, axis=axis)]
+        for tx in (
+            jaxreg.prox_group_lasso(0.7, 0.5, axis=axis),
+            jaxreg.prox_sparse_group_lasso(0.1, 0.7, 0.5, axis=axis),
+        ):
+            out.append(optax.apply_updates(params, tx.update(updates, tx.init(params), params)[0]))
+        return out
+
+    got = jax.jit(lambda: [(results(a), results((a,))) for a in (0, 1, -1)])()  # one compilation
+    for by_int, by_tuple in got:
+        for want, have in zip(jax.tree.leaves(by_int), jax.tree.leaves(by_tuple), strict=True):
+            np.testing.assert_array_equal(have, want)
+
+
+def test_group_lasso_tuple_axis_errors_name_axis_and_value():
+    params = {"k": jnp.ones((2, 3))}
+    # repeated: at construction when the literal repeats, at the leaf when normalizing does
+    with pytest.raises(ValueError, match=r"^axis=\(0, 0\) repeats an axis$"):
+        jaxreg.prox_group_lasso(0.1, 0.1, axis=(0, 0))
+    with pytest.raises(ValueError, match=r"^axis=\(1, 1\) repeats an axis$"):
+        jaxreg.group_lasso_penalty({"b": jnp.ones(3)}, axis=(1, 1))  # even with only a 1-D leaf
+    with pytest.raises(ValueError, match=r"^axis=\[2, 2\] repeats an axis$"):
+        jaxreg.prox_sparse_group_lasso(0.1, 0.1, 0.1, axis=[2, 2])
+    with pytest.raises(
+        ValueError, match=r"^axis=\(1, -1\) repeats an axis of the 2-D array of params leaf 'k'$"
+    ):
+        jaxreg.group_lasso_penalty(params, axis=(1, -1))
+    tx = jaxreg.prox_group_lasso(0.1, 0.1, axis=(1, -1))
+    with pytest.raises(
+        ValueError, match=r"^prox_group_lasso: params leaf 'k' of shape \(2, 3\): axis=\(1, -1\) repeats"
+    ):
+        tx.update(params, tx.init(params), params)
+    # out of range, positive or negative
+    for bad in ((0, 2), (-3,), (2, 3)):
+        with pytest.raises(
+            ValueError,
+            match=rf"^axis={re.escape(repr(bad))} is out of range for the 2-D array of params leaf 'k'$",
+        ):
+            jaxreg.group_lasso_penalty(params, axis=bad)
+        tx = jaxreg.prox_sparse_group_lasso(0.1, 0.1, 0.1, axis=bad)
+        with pytest.raises(ValueError, match=r"^prox_sparse_group_lasso: params leaf 'k' .*is out of range"):
+            tx.update(params, tx.init(params), params)
+    # arrays (what optax.inject_hyperparams makes of ints) point at static_args, also inside a tuple
+    with pytest.raises(TypeError, match=r"static_args=\('axis',\)"):
+        jaxreg.prox_group_lasso(0.1, 0.1, axis=(0, jnp.asarray(1)))
+    # a tuple is not an int: optax.inject_hyperparams leaves it alone, static_args or not
+    tx = optax.inject_hyperparams(jaxreg.prox_group_lasso)(strength=1.0, learning_rate=1.0, axis=(0,))
+    np.testing.assert_array_equal(
+        land(tx, params, {"k": jnp.zeros((2, 3))}, jit=True)["k"],
+        land(jaxreg.prox_group_lasso(1.0, 1.0), params, {"k": jnp.zeros((2, 3))}, jit=True)["k"],
+    )
 
 
 def test_prox_errors_name_the_key_path():
