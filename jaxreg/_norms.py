@@ -5,13 +5,15 @@ Euclidean norm (:func:`safe_norm`), the group norms of the group lasso
 (:func:`group_norms`), "every axis except these" (:func:`axes_except`) and the
 ``(-1, out)`` matrix view of a kernel (:func:`as_matrix`). Low-precision leaves
 get float32 arithmetic, no norm has a NaN gradient at zero, and no norm
-overflows or underflows before the result itself does (:func:`norm_parts`).
+overflows or underflows before the result itself does (:func:`norm_parts`; in
+one pass where that is exact, for the landing steps: :func:`norm_parts_fast`).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -82,6 +84,81 @@ def norm_parts(
     return r, p
 
 
+def on_one_device(x: jax.Array) -> bool:
+    """Whether ``x`` is computed whole on one device: no mesh, a mesh of one device, or inside
+    ``shard_map`` (every mesh axis manual). A test on the array then needs no collective."""
+    mesh = getattr(getattr(jax.typeof(x), "sharding", None), "mesh", None)
+    if mesh is None or mesh.empty or mesh.size == 1:
+        return True
+    return all(t == jax.sharding.AxisType.Manual for t in mesh.axis_types)
+
+
+def norm_parts_fast(
+    x: jax.Array,
+    axis: int | tuple[int, ...] | None = None,
+    *,
+    zero_ok: Callable[[float], Any] | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    r""":func:`norm_parts` (kept dims), in one pass over ``x`` where that gives the same norms.
+
+    For the steps that land on a rescaling of ``params + updates`` (the
+    constraints, the group-lasso prox), which read ``x`` once more to rescale it.
+    On a CPU, for an ``x`` computed on one device (no mesh, or inside
+    ``shard_map``), the squares are first summed unscaled, $p = 1$ and $r =
+    \sqrt{s}$, and that is the result when every sum $s$ of the array lies in
+    $[N\,\mathrm{tiny}/\epsilon^2, \max]$ ($N$ entries per norm, $\mathrm{tiny}$
+    the smallest normal number and $\epsilon$ the machine epsilon: $N\,2^{-80}$
+    in float32): no square overflowed, and the squares that fell below the
+    normal range (by at most $2^{-150}$ each) changed $s$ by less than a relative
+    $2^{-70}$. Scaling by a power of two being exact, $\sqrt{s}$ is then the
+    norm that :func:`norm_parts` computes (bit for bit unless such subnormal
+    squares change a rounding). A sum of exactly 0 (every entry below
+    $\sqrt{2^{-150}}$ in float32) is taken as the norm 0 where ``zero_ok(b)``
+    holds: the caller's result is the same for every norm in $[0, b)$, and $b$
+    bounds the norm of such an ``x``. Otherwise (a norm beyond that range, a
+    NaN, a mesh of several devices, another platform) the result is
+    :func:`norm_parts`: the max of $|x|$, then the scaled squares, two passes.
+
+    The choice is one ``jax.lax.cond`` per array: a scalar test, with no
+    collective (the array is on one device) and no host synchronization (on
+    CPU the host runs the program; on GPU a ``cond`` would copy its predicate to
+    the host, so other platforms always take the two passes).
+
+    Args:
+      x: a real array, computed in :func:`acc_dtype`.
+      axis: the axes of each norm; ``None`` for one norm over all of ``x``.
+      zero_ok: ``b -> bool`` (a Python or traced bool), or ``None`` (a zero sum
+        takes the two passes).
+
+    Returns:
+      ``(r, p)`` with the reduced axes kept, as :func:`norm_parts` returns them.
+    """
+    x = jnp.asarray(x)
+    x = x.astype(acc_dtype(x.dtype))
+
+    def two_passes(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return norm_parts(x, axis)
+
+    if not on_one_device(x):
+        return two_passes(x)
+    axes = range(x.ndim) if axis is None else (axis,) if isinstance(axis, int) else axis
+    n = math.prod(x.shape[a] for a in axes)
+    info = jnp.finfo(x.dtype)
+    lowest = max(n, 1) * float(info.tiny) / float(info.eps) ** 2
+    zero_bound = math.sqrt(n * float(info.smallest_subnormal))
+
+    def one_pass(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        s = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
+        ok = (s >= lowest) & (s <= info.max)
+        if zero_ok is not None:
+            ok = ok | ((s == 0) & zero_ok(zero_bound))
+        zero = s == 0
+        r = jnp.where(zero, 0, jnp.sqrt(jnp.where(zero, 1, s)))
+        return jax.lax.cond(jnp.all(ok), lambda x: (r, jnp.ones_like(r)), two_passes, x)
+
+    return jax.lax.platform_dependent(x, cpu=one_pass, default=two_passes)
+
+
 def safe_norm(
     x: jax.Array, axis: int | tuple[int, ...] | None = None, *, eps: float = 0.0, keepdims: bool = True
 ) -> jax.Array:
@@ -134,6 +211,13 @@ def as_matrix(w: jax.Array) -> jax.Array:
     return w.astype(acc_dtype(w.dtype)).reshape(math.prod(w.shape[:-1]), w.shape[-1])
 
 
+def group_axes(ndim: int, axis: int, where: str = "") -> tuple[int, ...] | None:
+    """The axes of the group norms of an ``ndim``-D array: all but ``axis``, or ``None`` (one group) for ``ndim < 2``."""
+    if ndim < 2:
+        return None
+    return axes_except(ndim, (check_axis("axis", axis, ndim, where),))
+
+
 def group_norms(w: jax.Array, axis: int, where: str = "") -> jax.Array:
     """Euclidean norm of each group of ``w``, keeping dims so it broadcasts against ``w``.
 
@@ -141,7 +225,4 @@ def group_norms(w: jax.Array, axis: int, where: str = "") -> jax.Array:
     ``ndim < 2`` are one group. The gradient at a zero group is 0, not NaN.
     Computed in float32, or float64 for a float64 ``w``.
     """
-    if w.ndim < 2:
-        return safe_norm(w, None)
-    axis = check_axis("axis", axis, w.ndim, where)
-    return safe_norm(w, axes_except(w.ndim, (axis,)))
+    return safe_norm(w, group_axes(w.ndim, axis, where))

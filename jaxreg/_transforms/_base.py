@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxreg._masking import broadcast_prefix, key_path_str, masked, resolve_mask
+from jaxreg._norms import on_one_device
 from jaxreg._typing import Mask
 from jaxreg._validation import as_float, concrete_float, is_concrete
 
@@ -68,26 +69,46 @@ def require_params(params: Any, name: str) -> Any:
     return params
 
 
-def landing_transform(name, prox_leaf, hyperparams) -> optax.GradientTransformation:
+def landing_transform(name, prox_leaf, hyperparams, *, sequential: bool = False) -> optax.GradientTransformation:
     """Builds the transform ``u -> prox(w + u, *hyperparams at count) - w``, leaf by leaf.
 
     Every "land on a projection or prox of ``params + updates``" transform (the
     proximal steps here, the constraints of :mod:`jaxreg._transforms._constraints`) is built
     with it. A ``ValueError`` raised by ``prox_leaf`` (e.g. an axis out of range
     for a leaf) is re-raised naming the transform, the leaf's key path and shape.
+
+    ``sequential=True`` is for a ``prox_leaf`` that reads ``z = w + u`` more than
+    once (a norm, then the rescaling), so that XLA writes ``z`` out as a temporary
+    the size of the leaf. It returns ``(projected, token)``, ``token`` an array
+    computed from ``z`` before the rescaling (its norms). The next leaf's ``z`` is
+    made to depend on it (``w + (u + (-0.0 * |t|))``, ``t`` a finite entry of
+    ``token``: exactly ``w + u``), so that XLA computes the leaves one after the
+    other and reuses one such temporary, instead of holding one per leaf at once
+    (on CPU, a temporary buffer of more than 32 MiB is mapped afresh, page by page,
+    on every call). Only on one device (:func:`jaxreg._norms.on_one_device`): on a
+    mesh the dependency would cost a collective.
     """
 
     def update_fn(updates, state, params=None):
         require_params(params, name)
         values = [value_at(h, state.count) for h in hyperparams]
+        previous: list[jax.Array] = []  # -0.0, computed from the previous leaf's token
 
         def leaf(path, u, w):
+            if previous:
+                u = u + previous.pop().astype(u.dtype)
             z = w + u
             try:
                 projected = prox_leaf(z, *values)
             except ValueError as e:
                 where = key_path_str(path)
                 raise ValueError(f"{name}: params leaf '{where}' of shape {w.shape}: {e}") from None
+            token = None
+            if sequential:
+                projected, token = projected
+            if token is not None and on_one_device(z):  # on a mesh, the max would be a collective
+                t = jnp.max(token, initial=0)
+                previous.append(-0.0 * jnp.abs(jnp.where(jnp.isfinite(t), t, 0)))
             return (projected - w).astype(u.dtype)
 
         return jax.tree_util.tree_map_with_path(leaf, updates, params), count_next(state)
