@@ -69,7 +69,9 @@ def require_params(params: Any, name: str) -> Any:
     return params
 
 
-def landing_transform(name, prox_leaf, hyperparams, *, sequential: bool = False) -> optax.GradientTransformation:
+def landing_transform(
+    name, prox_leaf, hyperparams, *, sequential: bool = False
+) -> optax.GradientTransformation:
     """Builds the transform ``u -> prox(w + u, *hyperparams at count) - w``, leaf by leaf.
 
     Every "land on a projection or prox of ``params + updates``" transform (the

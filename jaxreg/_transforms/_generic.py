@@ -22,7 +22,7 @@ from jaxreg._validation import check_non_negative
 
 def build_proximal(
     name: str,
-    prox_fn: Callable[..., jax.Array],
+    prox_fn: Callable[..., Any],
     strengths: tuple[Any, ...],
     learning_rate: optax.ScalarOrSchedule,
     mask: Mask,
@@ -49,7 +49,7 @@ def build_proximal(
 
 def build_projected(
     name: str,
-    proj_fn: Callable[..., jax.Array],
+    proj_fn: Callable[..., Any],
     hyperparams: tuple[Any, ...],
     mask: Mask,
     *,

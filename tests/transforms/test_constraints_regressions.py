@@ -113,7 +113,11 @@ def test_min_max_norm_is_not_nan_where_the_norm_overflows():
     np.testing.assert_allclose(got, np.full((4, 2), 1.0), rtol=1e-6)
 
 
-@pytest.mark.parametrize(("scale", "t"), [(1e20, 3e20), (1e-25, 3e-26), (1.0, 0.5)])
+# (1e-25, 1e-20): float32 squares all round to 0 and t is above any such norm: the group lands on 0.
+# (1e-25, 0.0): t = 0 keeps the tiny group as it is, which needs its exact (nonzero) norm.
+@pytest.mark.parametrize(
+    ("scale", "t"), [(1e20, 3e20), (1e-25, 3e-26), (1.0, 0.5), (1e-25, 1e-20), (1e-25, 0.0)]
+)
 def test_prox_group_lasso_norms_neither_overflow_nor_underflow(scale, t):
     z = _column(scale, n=4, seed=1).T  # 3 groups of 4 along axis 0
     got = _project(jaxreg.prox_group_lasso(t, 1.0, axis=0), jnp.asarray(z, jnp.float32))
