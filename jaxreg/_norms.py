@@ -84,13 +84,23 @@ def norm_parts(
     return r, p
 
 
+# Arrays of fewer entries stay in cache: norm_parts_fast takes the two passes (fewer operations to
+# compile), and the landing steps start ordering their leaves only at a larger one.
+ONE_PASS_MIN_SIZE = 2**20
+
+
 def on_one_device(x: jax.Array) -> bool:
     """Whether ``x`` is computed whole on one device: no mesh, a mesh of one device, or inside
-    ``shard_map`` (every mesh axis manual). A test on the array then needs no collective."""
+    ``shard_map`` (every mesh axis manual), so that a test on the whole array needs no collective."""
     mesh = getattr(getattr(jax.typeof(x), "sharding", None), "mesh", None)
     if mesh is None or mesh.empty or mesh.size == 1:
         return True
     return all(t == jax.sharding.AxisType.Manual for t in mesh.axis_types)
+
+
+def one_pass_candidate(x: jax.Array) -> bool:
+    """Whether ``x`` has at least ``ONE_PASS_MIN_SIZE`` entries and is on one device (:func:`on_one_device`)."""
+    return x.size >= ONE_PASS_MIN_SIZE and on_one_device(x)
 
 
 def norm_parts_fast(
@@ -103,8 +113,8 @@ def norm_parts_fast(
 
     For the steps that land on a rescaling of ``params + updates`` (the
     constraints, the group-lasso prox), which read ``x`` once more to rescale it.
-    On a CPU, for an ``x`` computed on one device (no mesh, or inside
-    ``shard_map``), the squares are first summed unscaled, $p = 1$ and $r =
+    On a CPU, for an ``x`` of at least $2^{20}$ entries computed on one device (no
+    mesh, or inside ``shard_map``), the squares are first summed unscaled, $p = 1$ and $r =
     \sqrt{s}$, and that is the result when every sum $s$ of the array lies in
     $[N\,\mathrm{tiny}/\epsilon^2, \max]$ ($N$ entries per norm, $\mathrm{tiny}$
     the smallest normal number and $\epsilon$ the machine epsilon: $N\,2^{-80}$
@@ -116,8 +126,10 @@ def norm_parts_fast(
     $\sqrt{2^{-150}}$ in float32) is taken as the norm 0 where ``zero_ok(b)``
     holds: the caller's result is the same for every norm in $[0, b)$, and $b$
     bounds the norm of such an ``x``. Otherwise (a norm beyond that range, a
-    NaN, a mesh of several devices, another platform) the result is
-    :func:`norm_parts`: the max of $|x|$, then the scaled squares, two passes.
+    NaN, a smaller ``x``, a mesh of several devices, another platform) the result
+    is :func:`norm_parts`: the max of $|x|$, then the scaled squares, two passes
+    (a smaller ``x`` stays in cache for the second one, and the choice would cost
+    more operations to compile than it saves).
 
     The choice is one ``jax.lax.cond`` per array: a scalar test, with no
     collective (the array is on one device) and no host synchronization (on
@@ -139,7 +151,7 @@ def norm_parts_fast(
     def two_passes(x: jax.Array) -> tuple[jax.Array, jax.Array]:
         return norm_parts(x, axis)
 
-    if not on_one_device(x):
+    if not one_pass_candidate(x):
         return two_passes(x)
     axes = range(x.ndim) if axis is None else (axis,) if isinstance(axis, int) else axis
     n = math.prod(x.shape[a] for a in axes)

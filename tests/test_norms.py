@@ -14,9 +14,16 @@ import pytest
 from helpers import random_normal
 
 import jaxreg
+from jaxreg import _norms
 from jaxreg._norms import norm_parts_fast
 
 F32_UNIT_ROUNDOFF = 2.0**-24
+
+
+@pytest.fixture
+def one_pass_everywhere(monkeypatch):
+    """Arrays of any size are candidates for the one pass (by default only those of 2^20 entries)."""
+    monkeypatch.setattr(_norms, "ONE_PASS_MIN_SIZE", 1)
 
 
 def _np_norms(x, axis):
@@ -43,7 +50,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_norm_parts_fast_against_float64(case):
+def test_norm_parts_fast_against_float64(case, one_pass_everywhere):
     x = _columns(CASES[case])
     r, p = jax.jit(lambda x: norm_parts_fast(x, 0))(jnp.asarray(x))
     expected = _np_norms(x, 0)
@@ -54,7 +61,7 @@ def test_norm_parts_fast_against_float64(case):
     assert np.all(np.asarray(p) == 1) == (case == "middle")
 
 
-def test_norm_parts_fast_zero_sums():
+def test_norm_parts_fast_zero_sums(one_pass_everywhere):
     # Entries of 1e-30: float32 squares all round to 0. Without zero_ok the norms take two passes
     # and are exact; with it they are taken as 0, and the bound passed to zero_ok bounds them.
     x = jnp.asarray(_columns((1e-30, 1e-30), n=8))
@@ -70,7 +77,7 @@ def test_norm_parts_fast_zero_sums():
     assert np.all(expected < bounds[0]) and bounds[0] <= np.sqrt(8) * 2.0**-74.5
 
 
-def test_norm_parts_fast_one_pass_for_exact_zeros_only_where_allowed():
+def test_norm_parts_fast_one_pass_for_exact_zeros_only_where_allowed(one_pass_everywhere):
     # A zero column and a middle one: the zero sum takes one pass only with zero_ok.
     x = jnp.asarray(np.stack([np.zeros(5, np.float32), np.full(5, 3.0, np.float32)], axis=1))
     for zero_ok, one_pass in ((None, False), (lambda b: False, False), (lambda b: True, True)):
@@ -79,22 +86,34 @@ def test_norm_parts_fast_one_pass_for_exact_zeros_only_where_allowed():
         assert np.all(np.asarray(p) == 1) == one_pass
 
 
-def test_norm_parts_fast_axes_and_dtypes():
+def test_norm_parts_fast_axes_and_dtypes(one_pass_everywhere):
     # Several axes, one norm over all, a bfloat16 input (computed in float32), float64 under x64.
     w = random_normal(0, (3, 4, 5))
     for axis in ((0, 2), None, 1):
-        r, p = jax.jit(norm_parts_fast, static_argnums=1)(jnp.asarray(w, jnp.bfloat16), axis)
+        r, p = jax.jit(lambda x, axis=axis: norm_parts_fast(x, axis))(jnp.asarray(w, jnp.bfloat16))
         assert r.dtype == jnp.float32
         w32 = np.asarray(jnp.asarray(w, jnp.bfloat16).astype(jnp.float32))
         np.testing.assert_allclose(np.asarray(p * r), _np_norms(w32, axis), rtol=1e-6)
     with jax.enable_x64(True):
         x = jnp.asarray(_columns((1.0, 1e200), dtype=np.float64))
-        r, p = jax.jit(norm_parts_fast, static_argnums=1)(x, 0)
+        r, p = jax.jit(lambda x: norm_parts_fast(x, 0))(x)
         assert r.dtype == jnp.float64
         np.testing.assert_allclose(np.asarray(p * r), _np_norms(np.asarray(x), 0), rtol=1e-14)
 
 
-def test_sequential_landing_keeps_every_leaf_as_computed_alone():
+def test_norm_parts_fast_takes_one_pass_on_large_arrays_only():
+    # By default one pass is for arrays of at least 2^20 entries; smaller ones stay in cache.
+    small = jnp.asarray(random_normal(3, (64, 4)))
+    large = jnp.asarray(random_normal(4, (1024, 1024)))
+    for x, one_pass in ((small, False), (large, True)):
+        r, p = jax.jit(lambda x: norm_parts_fast(x, 0))(x)
+        np.testing.assert_allclose(
+            np.asarray(p * r), _np_norms(np.asarray(x), 0), rtol=600 * F32_UNIT_ROUNDOFF
+        )
+        assert np.all(np.asarray(p) == 1) == one_pass
+
+
+def test_sequential_landing_keeps_every_leaf_as_computed_alone(one_pass_everywhere):
     # The constraints compute the leaves one after the other, each depending on the previous one's
     # norms through an exact no-op (w + (u - 0.0)): a leaf's update is bit for bit the one it gets
     # alone, and a NaN or inf in one leaf does not reach the next.

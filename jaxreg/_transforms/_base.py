@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxreg._masking import broadcast_prefix, key_path_str, masked, resolve_mask
-from jaxreg._norms import on_one_device
+from jaxreg._norms import on_one_device, one_pass_candidate
 from jaxreg._typing import Mask
 from jaxreg._validation import as_float, concrete_float, is_concrete
 
@@ -83,22 +83,23 @@ def landing_transform(
     once (a norm, then the rescaling), so that XLA writes ``z`` out as a temporary
     the size of the leaf. It returns ``(projected, token)``, ``token`` an array
     computed from ``z`` before the rescaling (its norms). The next leaf's ``z`` is
-    made to depend on it (``w + (u + (-0.0 * |t|))``, ``t`` a finite entry of
-    ``token``: exactly ``w + u``), so that XLA computes the leaves one after the
-    other and reuses one such temporary, instead of holding one per leaf at once
-    (on CPU, a temporary buffer of more than 32 MiB is mapped afresh, page by page,
-    on every call). Only on one device (:func:`jaxreg._norms.on_one_device`): on a
-    mesh the dependency would cost a collective.
+    made to depend on it (``w + (u + (-0.0 * |t|))``, ``t`` the first entry of
+    ``token`` made finite: exactly ``w + u``), so that XLA computes the leaves one
+    after the other and reuses one such temporary, instead of holding one per leaf
+    at once (on CPU, a temporary buffer of more than 32 MiB is mapped afresh, page
+    by page, on every call). The chain starts at the first large leaf on one
+    device (:func:`jaxreg._norms.one_pass_candidate`): on a mesh the dependency
+    would cost a collective, and small leaves alone need no ordering.
     """
 
     def update_fn(updates, state, params=None):
         require_params(params, name)
         values = [value_at(h, state.count) for h in hyperparams]
-        previous: list[jax.Array] = []  # -0.0, computed from the previous leaf's token
+        order: list[jax.Array] = []  # -0.0, computed from the previous leaf's token
 
         def leaf(path, u, w):
-            if previous:
-                u = u + previous.pop().astype(u.dtype)
+            if order:
+                u = u + order[0].astype(u.dtype)
             z = w + u
             try:
                 projected = prox_leaf(z, *values)
@@ -108,9 +109,11 @@ def landing_transform(
             token = None
             if sequential:
                 projected, token = projected
-            if token is not None and on_one_device(z):  # on a mesh, the max would be a collective
-                t = jnp.max(token, initial=0)
-                previous.append(-0.0 * jnp.abs(jnp.where(jnp.isfinite(t), t, 0)))
+            # The chain starts at the first large leaf; every leaf after it passes it on.
+            chain = (order and on_one_device(z)) or one_pass_candidate(z)
+            if token is not None and token.size and chain:
+                t = token.reshape(-1)[0]
+                order[:] = [-0.0 * jnp.abs(jnp.where(jnp.isfinite(t), t, 0))]
             return (projected - w).astype(u.dtype)
 
         return jax.tree_util.tree_map_with_path(leaf, updates, params), count_next(state)

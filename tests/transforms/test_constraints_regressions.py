@@ -284,3 +284,30 @@ def test_zero_size_leaves(shape):
     ):
         got = _land(tx, {"w": w}, {"w": w})["w"]
         assert got.shape == shape
+
+
+# --- the one pass over params + updates (large leaves on one device, see jaxreg._norms) -----------
+
+
+@pytest.mark.parametrize("name", [*ORACLES, "prox_group_lasso"])
+def test_one_pass_norms_land_where_the_formulas_do(name, monkeypatch):
+    # Every leaf size takes the one-pass path here (by default only leaves of 2^20 entries), on
+    # columns in the middle of float32's range (one pass), with a zero column (one pass where the
+    # result does not depend on a norm that small), and with squares that overflow or underflow
+    # (two passes): the same formulas, evaluated in float64, in every case.
+    from jaxreg import _norms
+
+    monkeypatch.setattr(_norms, "ONE_PASS_MIN_SIZE", 1)
+    if name == "prox_group_lasso":
+        tx = jaxreg.prox_group_lasso(0.75, 1.0, axis=1)  # groups: the columns, as for the constraints
+
+        def oracle(z):
+            n = _np_norms(z, 0)
+            return np.where(n > 0, z * np.maximum(1 - 0.75 / np.where(n > 0, n, 1), 0), 0)
+    else:
+        make, oracle = ORACLES[name]
+        tx = make()
+    for scales in ((1.0, 0.3, 4.0), (1.0, 0.0, 4.0), (1.0, 1e20, 4.0), (1.0, 1e-25, 4.0)):
+        z = jnp.asarray(_column(1.0, n=6) * np.asarray(scales), jnp.float32)
+        got = np.asarray(_project(tx, z), np.float64)
+        np.testing.assert_allclose(got, oracle(np.asarray(z, np.float64)), rtol=4 * 2.0**-24, atol=0)
