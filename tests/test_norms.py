@@ -15,7 +15,7 @@ from helpers import random_normal
 
 import jaxreg
 from jaxreg import _norms
-from jaxreg._norms import norm_parts_fast
+from jaxreg._norms import norm_parts_fast, power_of_two
 
 F32_UNIT_ROUNDOFF = 2.0**-24
 
@@ -24,6 +24,27 @@ F32_UNIT_ROUNDOFF = 2.0**-24
 def one_pass_everywhere(monkeypatch):
     """Arrays of any size are candidates for the one pass (by default only those of 2^20 entries)."""
     monkeypatch.setattr(_norms, "ONE_PASS_MIN_SIZE", 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_power_of_two_against_numpy_frexp(dtype):
+    # Oracle: NumPy's frexp (m = f 2^e, f in [0.5, 1)), e clipped to [minexp + 1, -(minexp + 1)];
+    # 0, inf and NaN give (1, 1). Subnormal and negative m included.
+    info = np.finfo(dtype)
+    m = np.concatenate(
+        [
+            np.logspace(np.log10(info.smallest_subnormal), 0.999 * np.log10(info.max), 3000),
+            [0.0, -0.0, np.inf, -np.inf, np.nan, info.max, info.tiny, info.smallest_subnormal, 0.5, 1.0],
+        ]
+    ).astype(dtype)
+    m = np.concatenate([m, -m[:100]])
+    _, e = np.frexp(m)
+    lo = info.minexp + 1
+    e = np.where(np.isfinite(m) & (m != 0), np.clip(e, lo, -lo), 0)
+    with jax.enable_x64(dtype == np.float64):
+        p, inv_p = jax.jit(power_of_two)(jnp.asarray(m))
+        np.testing.assert_array_equal(np.asarray(p), np.ldexp(np.ones((), dtype), e))
+        np.testing.assert_array_equal(np.asarray(inv_p), np.ldexp(np.ones((), dtype), -e))
 
 
 def _np_norms(x, axis):
