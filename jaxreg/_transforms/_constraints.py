@@ -32,7 +32,9 @@ leaves (float64 for float64 leaves), on values scaled by a power of two (an
 exact scaling), so they neither overflow nor underflow: float32 or bfloat16
 entries of 1e20, or a norm above the dtype's largest value, are projected as
 accurately as entries of 1. The scaling costs one max-reduction per norm
-before the sum of squares.
+before the sum of squares, except on one CPU device for leaves of at least
+$2^{20}$ entries, whose squares are summed once unscaled and scaled only where
+that sum could have overflowed or underflowed (see the performance notes).
 
 **What is exact, and what holds up to rounding.** Write $N$ for the number of
 entries per norm, $\delta = 2^{-24}$ for the float32 arithmetic (also used for
