@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxreg._norms import group_axes, norm_parts_fast
+from jaxreg._norms import acc_dtype, group_axes, norm_parts_fast
 from jaxreg._transforms._generic import build_proximal
 from jaxreg._typing import Mask
 from jaxreg._validation import check_axis, check_bool, check_float_array, check_non_negative, concrete_float
@@ -348,8 +348,13 @@ def group_shrink(z: jax.Array, threshold: Any, axis: int) -> tuple[jax.Array, ja
     token of a sequential :func:`jaxreg._transforms._base.landing_transform`).
     """
     t = jnp.asarray(threshold, z.dtype)
-    # A group whose norm is below t lands on 0, whatever its value.
-    r, p = norm_parts_fast(z, group_axes(z.ndim, axis), zero_ok=lambda bound: t >= bound)
+
+    def zero_ok(bound: float) -> jax.Array:
+        # A group whose norm is below t lands on 0, whatever its value. Compared in float32 or
+        # wider: bound may be below float16's range.
+        return t.astype(acc_dtype(t.dtype)) >= bound
+
+    r, p = norm_parts_fast(z, group_axes(z.ndim, axis), zero_ok=zero_ok)
     norms = p * r
     scale = jnp.maximum(1 - t / jnp.where(norms > 0, norms, 1), 0)
     return jnp.where(norms > 0, z * scale, jnp.zeros_like(z)), norms
