@@ -7,7 +7,8 @@ Euclidean norm (:func:`safe_norm`), the group norms of the group lasso
 a stack (:func:`as_matrices`, :func:`map_matrices`), and the replicated view of a
 matrix that must be whole on every device (:func:`replicated_acc`). Low-precision
 leaves get float32 arithmetic, no norm has a NaN gradient at zero, and no norm
-overflows or underflows before the result itself does (:func:`norm_parts`).
+overflows or underflows before the result itself does (:func:`norm_parts`; in
+one pass where that is exact, for the landing steps: :func:`norm_parts_fast`).
 """
 
 from __future__ import annotations
@@ -44,12 +45,23 @@ def power_of_two(m: jax.Array) -> tuple[jax.Array, jax.Array]:
     that both factors are normal numbers (no subnormal multiplier, which hardware that flushes
     subnormals would turn into 0) and ``m / 2**e < 8``. ``m`` of 0, inf or NaN gives ``(1, 1)``.
     Multiplying by either factor is exact (barring underflow of entries far below ``m``).
+
+    ``e`` is read from the exponent bits of ``m`` (``jnp.frexp`` gives the same ``e``, and twice
+    as many operations to compile).
     """
-    _, e = jnp.frexp(m)
-    lo = jnp.finfo(m.dtype).minexp + 1
-    e = jnp.clip(e, lo, -lo)
-    one = jnp.ones((), m.dtype)
-    return jnp.ldexp(one, e), jnp.ldexp(one, -e)
+    info = jnp.finfo(m.dtype)
+    bits = jnp.dtype(f"int{info.bits}")
+    b = jax.lax.bitcast_convert_type(m, bits)
+    bias = info.maxexp - 1  # of the stored exponent E: m = 1.f * 2**(E - bias) for 0 < E < 2 bias + 1
+    stored = (b >> info.nmant) & (2 * bias + 1)
+    zero = (b & jnp.iinfo(bits).max) == 0  # +-0, read from the bits: a subnormal m is not 0
+    lo = info.minexp + 1
+    e = jnp.where(zero | (stored == 2 * bias + 1), 0, jnp.clip(stored - (bias - 1), lo, -lo))
+    e = e.astype(bits)
+    return (
+        jax.lax.bitcast_convert_type((e + bias) << info.nmant, m.dtype),
+        jax.lax.bitcast_convert_type((bias - e) << info.nmant, m.dtype),
+    )
 
 
 def norm_parts(
@@ -87,6 +99,93 @@ def norm_parts(
     if not keepdims:
         p = p.reshape(r.shape)
     return r, p
+
+
+# Arrays of fewer entries stay in cache: norm_parts_fast takes the two passes (fewer operations to
+# compile), and the landing steps start ordering their leaves only at a larger one.
+ONE_PASS_MIN_SIZE = 2**20
+
+
+def on_one_device(x: jax.Array) -> bool:
+    """Whether ``x`` is computed whole on one device: no mesh, a mesh of one device, or inside
+    ``shard_map`` (every mesh axis manual), so that a test on the whole array needs no collective."""
+    mesh = getattr(getattr(jax.typeof(x), "sharding", None), "mesh", None)
+    if mesh is None or mesh.empty or mesh.size == 1:
+        return True
+    return all(t == jax.sharding.AxisType.Manual for t in mesh.axis_types)
+
+
+def one_pass_candidate(x: jax.Array) -> bool:
+    """Whether ``x`` has at least ``ONE_PASS_MIN_SIZE`` entries and is on one device (:func:`on_one_device`)."""
+    return x.size >= ONE_PASS_MIN_SIZE and on_one_device(x)
+
+
+def norm_parts_fast(
+    x: jax.Array,
+    axis: int | tuple[int, ...] | None = None,
+    *,
+    zero_ok: Callable[[float], Any] | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    r""":func:`norm_parts` (kept dims), in one pass over ``x`` where that gives the same norms.
+
+    For the steps that land on a rescaling of ``params + updates`` (the
+    constraints, the group-lasso prox), which read ``x`` once more to rescale it.
+    On a CPU, for an ``x`` of at least $2^{20}$ entries computed on one device (no
+    mesh, or inside ``shard_map``), the squares are first summed unscaled, $p = 1$ and $r =
+    \sqrt{s}$, and that is the result when every sum $s$ of the array lies in
+    $[N\,\mathrm{tiny}/\epsilon^2, \max]$ ($N$ entries per norm, $\mathrm{tiny}$
+    the smallest normal number and $\epsilon$ the machine epsilon: $N\,2^{-80}$
+    in float32): no square overflowed, and the squares that fell below the
+    normal range (by at most $2^{-150}$ each) changed $s$ by less than a relative
+    $2^{-70}$. Scaling by a power of two being exact, $\sqrt{s}$ is then the
+    norm that :func:`norm_parts` computes (bit for bit unless such subnormal
+    squares change a rounding). A sum of exactly 0 (every entry below
+    $\sqrt{2^{-150}}$ in float32) is taken as the norm 0 where ``zero_ok(b)``
+    holds: the caller's result is the same for every norm in $[0, b)$, and $b$
+    bounds the norm of such an ``x``. Otherwise (a norm beyond that range, a
+    NaN, a smaller ``x``, a mesh of several devices, another platform) the result
+    is :func:`norm_parts`: the max of $|x|$, then the scaled squares, two passes
+    (a smaller ``x`` stays in cache for the second one, and the choice would cost
+    more operations to compile than it saves).
+
+    The choice is one ``jax.lax.cond`` per array: a scalar test, with no
+    collective (the array is on one device) and no host synchronization (on
+    CPU the host runs the program; on GPU a ``cond`` would copy its predicate to
+    the host, so other platforms always take the two passes).
+
+    Args:
+      x: a real array, computed in :func:`acc_dtype`.
+      axis: the axes of each norm; ``None`` for one norm over all of ``x``.
+      zero_ok: ``b -> bool`` (a Python or traced bool), or ``None`` (a zero sum
+        takes the two passes).
+
+    Returns:
+      ``(r, p)`` with the reduced axes kept, as :func:`norm_parts` returns them.
+    """
+    x = jnp.asarray(x)
+    x = x.astype(acc_dtype(x.dtype))
+
+    def two_passes(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return norm_parts(x, axis)
+
+    if not one_pass_candidate(x):
+        return two_passes(x)
+    axes = range(x.ndim) if axis is None else (axis,) if isinstance(axis, int) else axis
+    n = math.prod(x.shape[a] for a in axes)
+    info = jnp.finfo(x.dtype)
+    lowest = max(n, 1) * float(info.tiny) / float(info.eps) ** 2
+    zero_bound = math.sqrt(n * float(info.smallest_subnormal))
+
+    def one_pass(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        s = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
+        ok = (s >= lowest) & (s <= info.max)
+        if zero_ok is not None:
+            ok = ok | ((s == 0) & zero_ok(zero_bound))
+        zero = s == 0
+        r = jnp.where(zero, 0, jnp.sqrt(jnp.where(zero, 1, s)))
+        return jax.lax.cond(jnp.all(ok), lambda x: (r, jnp.ones_like(r)), two_passes, x)
+
+    return jax.lax.platform_dependent(x, cpu=one_pass, default=two_passes)
 
 
 def safe_norm(
@@ -237,6 +336,13 @@ def replicated_acc(w: jax.Array, batch_dims: int = 0) -> jax.Array:
     return w.astype(acc_dtype(w.dtype))
 
 
+def group_axes(ndim: int, axis: int | tuple[int, ...], where: str = "") -> tuple[int, ...] | None:
+    """The axes of the group norms of an ``ndim``-D array: all but ``axis``, or ``None`` (one group) for ``ndim < 2``."""
+    if ndim < 2:
+        return None
+    return axes_except(ndim, check_group_axes("axis", axis, ndim, where))
+
+
 def group_norms(w: jax.Array, axis: int | tuple[int, ...], where: str = "") -> jax.Array:
     """Euclidean norm of each group of ``w``, keeping dims so it broadcasts against ``w``.
 
@@ -249,7 +355,4 @@ def group_norms(w: jax.Array, axis: int | tuple[int, ...], where: str = "") -> j
     names ``axis`` (and ``where``). The gradient at a zero group is 0, not NaN. Computed in
     float32, or float64 for a float64 ``w``.
     """
-    if w.ndim < 2:
-        return safe_norm(w, None)
-    kept = check_group_axes("axis", axis, w.ndim, where)
-    return safe_norm(w, axes_except(w.ndim, kept))
+    return safe_norm(w, group_axes(w.ndim, axis, where))

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxreg._masking import broadcast_prefix, key_path_str, masked, resolve_mask
+from jaxreg._norms import on_one_device, one_pass_candidate
 from jaxreg._typing import Mask
 from jaxreg._validation import as_float, concrete_float, is_concrete
 
@@ -68,7 +69,9 @@ def require_params(params: Any, name: str) -> Any:
     return params
 
 
-def landing_transform(name, prox_leaf, hyperparams, keep_fixed: bool = False) -> optax.GradientTransformation:
+def landing_transform(
+    name, prox_leaf, hyperparams, *, keep_fixed: bool = False, sequential: bool = False
+) -> optax.GradientTransformation:
     """Builds the transform ``u -> prox(w + u, *hyperparams at count) - w``, leaf by leaf.
 
     Every "land on a projection or prox of ``params + updates``" transform (the
@@ -78,19 +81,42 @@ def landing_transform(name, prox_leaf, hyperparams, keep_fixed: bool = False) ->
     With ``keep_fixed``, an entry that ``prox_leaf`` leaves unchanged (``prox(z) == z``)
     keeps the update ``u`` itself, so it lands where the plain step does, bit for bit
     (also for infinite entries and the sign of a zero).
+
+    ``sequential=True`` is for a ``prox_leaf`` that reads ``z = w + u`` more than
+    once (a norm, then the rescaling), so that XLA writes ``z`` out as a temporary
+    the size of the leaf. It returns ``(projected, token)``, ``token`` an array
+    computed from ``z`` before the rescaling (its norms). The next leaf's ``z`` is
+    made to depend on it (``w + (u + (-0.0 * |t|))``, ``t`` the first entry of
+    ``token`` made finite: exactly ``w + u``), so that XLA computes the leaves one
+    after the other and reuses one such temporary, instead of holding one per leaf
+    at once (on CPU, a temporary buffer of more than 32 MiB is mapped afresh, page
+    by page, on every call). The chain starts at the first large leaf on one
+    device (:func:`jaxreg._norms.one_pass_candidate`): on a mesh the dependency
+    would cost a collective, and small leaves alone need no ordering.
     """
 
     def update_fn(updates, state, params=None):
         require_params(params, name)
         values = [value_at(h, state.count) for h in hyperparams]
+        order: list[jax.Array] = []  # -0.0, computed from the previous leaf's token
 
         def leaf(path, u, w):
+            if order:
+                u = u + order[0].astype(u.dtype)
             z = w + u
             try:
                 projected = prox_leaf(z, *values)
             except ValueError as e:
                 where = key_path_str(path)
                 raise ValueError(f"{name}: params leaf '{where}' of shape {w.shape}: {e}") from None
+            token = None
+            if sequential:
+                projected, token = projected
+            # The chain starts at the first large leaf; every leaf after it passes it on.
+            chain = (order and on_one_device(z)) or one_pass_candidate(z)
+            if token is not None and token.size and chain:
+                t = token.reshape(-1)[0]
+                order[:] = [-0.0 * jnp.abs(jnp.where(jnp.isfinite(t), t, 0))]
             update = (projected - w).astype(u.dtype)
             return jnp.where(projected == z, u, update) if keep_fixed else update
 

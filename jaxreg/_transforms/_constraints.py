@@ -36,7 +36,9 @@ leaves (float64 for float64 leaves), on values scaled by a power of two (an
 exact scaling), so they neither overflow nor underflow: float32 or bfloat16
 entries of 1e20, or a norm above the dtype's largest value, are projected as
 accurately as entries of 1. The scaling costs one max-reduction per norm
-before the sum of squares.
+before the sum of squares, except on one CPU device for leaves of at least
+$2^{20}$ entries, whose squares are summed once unscaled and scaled only where
+that sum could have overflowed or underflowed (see the performance notes).
 
 **What is exact, and what holds up to rounding.** Write $N$ for the number of
 entries per norm, $\delta = 2^{-24}$ for the float32 arithmetic (also used for
@@ -70,7 +72,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxreg._norms import acc_dtype, norm_parts
+from jaxreg._norms import acc_dtype, norm_parts_fast
 from jaxreg._transforms._generic import build_projected
 from jaxreg._typing import Axis, Mask
 from jaxreg._validation import (
@@ -96,26 +98,30 @@ def _leaf_axes(axis: Axis, z: jax.Array) -> tuple[int, ...] | None:
         ) from None
 
 
-def rescale_norms(z: jax.Array, axis: Axis, desired_norm) -> jax.Array:
+def rescale_norms(z: jax.Array, axis: Axis, desired_norm, zero_ok=None) -> tuple[jax.Array, jax.Array]:
     r"""Rescales ``z`` so that each norm $n$ over ``axis`` becomes $d$ = ``desired_norm(r, p)``.
 
     Returns $z \cdot d / \max(n, \epsilon)$ with $n = \|z\|_2$ over ``axis``
     (kept dims), and exactly $z$ where $d = n$. The norm is passed in parts, $n
-    = p\,r$ with $p$ a power of two (:func:`jaxreg._norms.norm_parts`), and the
-    result is evaluated as $(z / p) \cdot d / \max(r, \epsilon / p)$: the same
-    value, with no overflow for any finite ``z``, even where $n$ itself exceeds
-    the dtype's largest value. Computed in float32 or wider, returned in the
-    dtype of ``z``.
+    = p\,r$ with $p$ a power of two (:func:`jaxreg._norms.norm_parts_fast`: $p = 1$
+    when one pass over ``z`` gives the norms exactly), and the result is
+    evaluated as $(z / p) \cdot d / \max(r, \epsilon / p)$: the same value, with
+    no overflow for any finite ``z``, even where $n$ itself exceeds the dtype's
+    largest value. ``zero_ok(b)``: whether the result is the same for every norm
+    below ``b`` (see :func:`jaxreg._norms.norm_parts_fast`). Computed in float32 or
+    wider, returned in the dtype of ``z``, with ``p`` (the token of a sequential
+    :func:`jaxreg._transforms._base.landing_transform`).
     """
     axes = _leaf_axes(axis, z)
     acc = acc_dtype(z.dtype)
     z_acc = z.astype(acc)
-    r, p = norm_parts(z_acc, axes)
+    r, p = norm_parts_fast(z_acc, axes, zero_ok=zero_ok)
     # The exact norm n (not floored: desired_norm and the "already feasible" test need it), and
     # the floor max(n, eps) only as the divisor.
     desired = jnp.asarray(desired_norm(r, p), acc)
     factor = desired / jnp.maximum(r, EPSILON / p)
-    return jnp.where(desired == p * r, z_acc, (z_acc / p) * factor).astype(z.dtype)
+    # z / p, as a product: 1 / p is exact (p is a power of two), and so is z * (1 / p).
+    return jnp.where(desired == p * r, z_acc, (z_acc * (1 / p)) * factor).astype(z.dtype), p
 
 
 def _check_axis_spec(axis: Axis) -> None:
@@ -199,9 +205,10 @@ def max_norm(
     _check_axis_spec(axis)
 
     def project(z, c):
-        return rescale_norms(z, axis, lambda r, p: jnp.minimum(p * r, c))
+        # A norm below c is kept, whatever its value.
+        return rescale_norms(z, axis, lambda r, p: jnp.minimum(p * r, c), lambda bound: c >= bound)
 
-    return build_projected("max_norm", project, (max_value,), mask)
+    return build_projected("max_norm", project, (max_value,), mask, sequential=True)
 
 
 def unit_norm(axis: Axis = 0, mask: Mask = None) -> optax.GradientTransformation:
@@ -250,9 +257,10 @@ def unit_norm(axis: Axis = 0, mask: Mask = None) -> optax.GradientTransformation
     _check_axis_spec(axis)
 
     def project(z):
-        return rescale_norms(z, axis, lambda r, p: jnp.ones_like(r))
+        # A norm below the floor epsilon is scaled by 1 / epsilon, whatever its value.
+        return rescale_norms(z, axis, lambda r, p: jnp.ones_like(r), lambda bound: bound <= EPSILON)
 
-    return build_projected("unit_norm", project, (), mask)
+    return build_projected("unit_norm", project, (), mask, sequential=True)
 
 
 def min_max_norm(
@@ -317,9 +325,15 @@ def min_max_norm(
 
     def project(z, a, b, r):
         # r * clip(n, a, b) + (1 - r) * n with n = p * s in parts: no overflow, and no 0 * inf at r = 1.
-        return rescale_norms(z, axis, lambda s, p: r * jnp.clip(p * s, a, b) + ((1 - r) * p) * s)
+        # At r = 1 a norm below a and below epsilon lands on norm a / epsilon, whatever its value.
+        return rescale_norms(
+            z,
+            axis,
+            lambda s, p: r * jnp.clip(p * s, a, b) + ((1 - r) * p) * s,
+            lambda bound: (r == 1) & (a >= bound) & (bound <= EPSILON),
+        )
 
-    return build_projected("min_max_norm", project, (min_value, max_value, rate), mask)
+    return build_projected("min_max_norm", project, (min_value, max_value, rate), mask, sequential=True)
 
 
 def non_negative(mask: Mask = None) -> optax.GradientTransformation:

@@ -22,40 +22,49 @@ from jaxreg._validation import check_non_negative
 
 def build_proximal(
     name: str,
-    prox_fn: Callable[..., jax.Array],
+    prox_fn: Callable[..., Any],
     strengths: tuple[Any, ...],
     learning_rate: optax.ScalarOrSchedule,
     mask: Mask,
     factors: Any,
+    *,
+    sequential: bool = False,
 ) -> optax.GradientTransformation:
     """The proximal builder: lands on ``prox_fn(z, lr_t * s1_t, lr_t * s2_t, ...)``.
 
     Every strength is multiplied by the leaf's factor (``factors=``, see
     :func:`jaxreg._transforms._base.masked_with_factors`); errors name ``name``.
+    ``sequential``: see :func:`jaxreg._transforms._base.landing_transform`.
     """
 
     def make(f: float) -> optax.GradientTransformation:
         def leaf(z, lr, *values):
             return prox_fn(z, *(lr * s for s in values))
 
-        return landing_transform(name, leaf, (learning_rate, *(scaled(s, f) for s in strengths)))
+        hyperparams = (learning_rate, *(scaled(s, f) for s in strengths))
+        return landing_transform(name, leaf, hyperparams, sequential=sequential)
 
     return masked_with_factors(make, mask, factors)
 
 
 def build_projected(
     name: str,
-    proj_fn: Callable[..., jax.Array],
+    proj_fn: Callable[..., Any],
     hyperparams: tuple[Any, ...],
     mask: Mask,
+    *,
     keep_fixed: bool = False,
+    sequential: bool = False,
 ) -> optax.GradientTransformation:
     """The projection builder: lands on ``proj_fn(z, *hyperparams at the count)``; errors name ``name``.
 
-    ``keep_fixed``: entries that ``proj_fn`` leaves unchanged keep the incoming update (see
+    ``keep_fixed``: entries that ``proj_fn`` leaves unchanged keep the incoming update;
+    ``sequential``: leaves landed one after the other (both: see
     :func:`jaxreg._transforms._base.landing_transform`).
     """
-    return masked(landing_transform(name, proj_fn, hyperparams, keep_fixed), mask)
+    return masked(
+        landing_transform(name, proj_fn, hyperparams, keep_fixed=keep_fixed, sequential=sequential), mask
+    )
 
 
 def proximal(

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxreg._norms import group_norms
+from jaxreg._norms import acc_dtype, group_axes, norm_parts_fast
 from jaxreg._transforms._generic import build_proximal
 from jaxreg._typing import GroupAxes, Mask
 from jaxreg._validation import (
@@ -350,19 +350,35 @@ def prox_group_lasso(
     check_group_axes("axis", axis)
 
     return build_proximal(
-        "prox_group_lasso", lambda z, t: group_shrink(z, t, axis), (strength,), learning_rate, mask, factors
+        "prox_group_lasso",
+        lambda z, t: group_shrink(z, t, axis),
+        (strength,),
+        learning_rate,
+        mask,
+        factors,
+        sequential=True,
     )
 
 
-def group_shrink(z: jax.Array, threshold: Any, axis: GroupAxes) -> jax.Array:
+def group_shrink(z: jax.Array, threshold: Any, axis: GroupAxes) -> tuple[jax.Array, jax.Array]:
     r"""Block soft-thresholding $z_g \max(1 - t / \|z_g\|_2, 0)$ per group of :func:`group_norms`.
 
-    A group with $\|z_g\| = 0$ stays at zero (no NaN, no inf).
+    A group with $\|z_g\| = 0$ stays at zero (no NaN, no inf). The norms are
+    those of :func:`group_norms`, in one pass over ``z`` where that is exact
+    (:func:`jaxreg._norms.norm_parts_fast`). Returns the result and the norms (the
+    token of a sequential :func:`jaxreg._transforms._base.landing_transform`).
     """
-    norms = group_norms(z, axis)
     t = jnp.asarray(threshold, z.dtype)
+
+    def zero_ok(bound: float) -> jax.Array:
+        # A group whose norm is below t lands on 0, whatever its value. Compared in float32 or
+        # wider: bound may be below float16's range.
+        return t.astype(acc_dtype(t.dtype)) >= bound
+
+    r, p = norm_parts_fast(z, group_axes(z.ndim, axis), zero_ok=zero_ok)
+    norms = p * r
     scale = jnp.maximum(1 - t / jnp.where(norms > 0, norms, 1), 0)
-    return jnp.where(norms > 0, z * scale, jnp.zeros_like(z))
+    return jnp.where(norms > 0, z * scale, jnp.zeros_like(z)), norms
 
 
 def prox_sparse_group_lasso(
@@ -426,4 +442,6 @@ def prox_sparse_group_lasso(
     def prox(z, t1, tg):
         return group_shrink(_shrink(z, t1), tg, axis)
 
-    return build_proximal("prox_sparse_group_lasso", prox, (l1, group), learning_rate, mask, factors)
+    return build_proximal(
+        "prox_sparse_group_lasso", prox, (l1, group), learning_rate, mask, factors, sequential=True
+    )

@@ -113,7 +113,11 @@ def test_min_max_norm_is_not_nan_where_the_norm_overflows():
     np.testing.assert_allclose(got, np.full((4, 2), 1.0), rtol=1e-6)
 
 
-@pytest.mark.parametrize(("scale", "t"), [(1e20, 3e20), (1e-25, 3e-26), (1.0, 0.5)])
+# (1e-25, 1e-20): float32 squares all round to 0 and t is above any such norm: the group lands on 0.
+# (1e-25, 0.0): t = 0 keeps the tiny group as it is, which needs its exact (nonzero) norm.
+@pytest.mark.parametrize(
+    ("scale", "t"), [(1e20, 3e20), (1e-25, 3e-26), (1.0, 0.5), (1e-25, 1e-20), (1e-25, 0.0)]
+)
 def test_prox_group_lasso_norms_neither_overflow_nor_underflow(scale, t):
     z = _column(scale, n=4, seed=1).T  # 3 groups of 4 along axis 0
     got = _project(jaxreg.prox_group_lasso(t, 1.0, axis=0), jnp.asarray(z, jnp.float32))
@@ -280,3 +284,30 @@ def test_zero_size_leaves(shape):
     ):
         got = _land(tx, {"w": w}, {"w": w})["w"]
         assert got.shape == shape
+
+
+# --- the one pass over params + updates (large leaves on one device, see jaxreg._norms) -----------
+
+
+@pytest.mark.parametrize("name", [*ORACLES, "prox_group_lasso"])
+def test_one_pass_norms_land_where_the_formulas_do(name, monkeypatch):
+    # Every leaf size takes the one-pass path here (by default only leaves of 2^20 entries), on
+    # columns in the middle of float32's range (one pass), with a zero column (one pass where the
+    # result does not depend on a norm that small), and with squares that overflow or underflow
+    # (two passes): the same formulas, evaluated in float64, in every case.
+    from jaxreg import _norms
+
+    monkeypatch.setattr(_norms, "ONE_PASS_MIN_SIZE", 1)
+    if name == "prox_group_lasso":
+        tx = jaxreg.prox_group_lasso(0.75, 1.0, axis=1)  # groups: the columns, as for the constraints
+
+        def oracle(z):
+            n = _np_norms(z, 0)
+            return np.where(n > 0, z * np.maximum(1 - 0.75 / np.where(n > 0, n, 1), 0), 0)
+    else:
+        make, oracle = ORACLES[name]
+        tx = make()
+    for scales in ((1.0, 0.3, 4.0), (1.0, 0.0, 4.0), (1.0, 1e20, 4.0), (1.0, 1e-25, 4.0)):
+        z = jnp.asarray(_column(1.0, n=6) * np.asarray(scales), jnp.float32)
+        got = np.asarray(_project(tx, z), np.float64)
+        np.testing.assert_allclose(got, oracle(np.asarray(z, np.float64)), rtol=4 * 2.0**-24, atol=0)

@@ -1,0 +1,157 @@
+"""The one-pass norms of the landing steps (``norm_parts_fast``) and their leaf-by-leaf order.
+
+Oracles: norms in float64 NumPy, on values scaled to order 1 first (so that no square leaves
+float64's range); the bound on the norm of a vector whose float32 squares all round to 0 is
+derived from float32's smallest subnormal in the test.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import random_normal
+
+import jaxreg
+from jaxreg import _norms
+from jaxreg._norms import norm_parts_fast, power_of_two
+
+F32_UNIT_ROUNDOFF = 2.0**-24
+
+
+@pytest.fixture
+def one_pass_everywhere(monkeypatch):
+    """Arrays of any size are candidates for the one pass (by default only those of 2^20 entries)."""
+    monkeypatch.setattr(_norms, "ONE_PASS_MIN_SIZE", 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_power_of_two_against_numpy_frexp(dtype):
+    # Oracle: NumPy's frexp (m = f 2^e, f in [0.5, 1)), e clipped to [minexp + 1, -(minexp + 1)];
+    # 0, inf and NaN give (1, 1). Subnormal and negative m included.
+    info = np.finfo(dtype)
+    m = np.concatenate(
+        [
+            np.logspace(np.log10(info.smallest_subnormal), 0.999 * np.log10(info.max), 3000),
+            [0.0, -0.0, np.inf, -np.inf, np.nan, info.max, info.tiny, info.smallest_subnormal, 0.5, 1.0],
+        ]
+    ).astype(dtype)
+    m = np.concatenate([m, -m[:100]])
+    _, e = np.frexp(m)
+    lo = info.minexp + 1
+    e = np.where(np.isfinite(m) & (m != 0), np.clip(e, lo, -lo), 0)
+    with jax.enable_x64(dtype == np.float64):
+        p, inv_p = jax.jit(power_of_two)(jnp.asarray(m))
+        np.testing.assert_array_equal(np.asarray(p), np.ldexp(np.ones((), dtype), e))
+        np.testing.assert_array_equal(np.asarray(inv_p), np.ldexp(np.ones((), dtype), -e))
+
+
+def _np_norms(x, axis):
+    x = np.asarray(x, np.float64)
+    m = np.max(np.abs(x), axis=axis, keepdims=True)
+    m = np.where(m > 0, m, 1.0)
+    return m * np.sqrt(np.sum((x / m) ** 2, axis=axis, keepdims=True))
+
+
+def _columns(scales, n=64, seed=0, dtype=np.float32):
+    """An (n, len(scales)) array, column j of entries of magnitude about scales[j]."""
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(0.5, 1.0, (n, len(scales))) * np.asarray(scales)).astype(dtype)
+
+
+# Columns in float32's middle range (one pass); one column whose squares overflow, one whose squares
+# underflow, and one of the largest finite entries (the norm itself overflows) (two passes).
+CASES = {
+    "middle": (1.0, 3e-5, 2e6),
+    "squares overflow": (1.0, 1e20),
+    "squares underflow": (1.0, 1e-25),
+    "norm overflows": (3e38, 1.0),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_norm_parts_fast_against_float64(case, one_pass_everywhere):
+    x = _columns(CASES[case])
+    r, p = jax.jit(lambda x: norm_parts_fast(x, 0))(jnp.asarray(x))
+    expected = _np_norms(x, 0)
+    got = np.asarray(p, np.float64) * np.asarray(r, np.float64)  # in float64: p r may exceed float32
+    # N = 64 squares summed in float32: a relative (N / 2 + 1) 2^-24 at most.
+    np.testing.assert_allclose(got, expected, rtol=33 * F32_UNIT_ROUNDOFF)
+    # One pass (p = 1) only where every sum of squares is exact up to rounding (tests run on CPU).
+    assert np.all(np.asarray(p) == 1) == (case == "middle")
+
+
+def test_norm_parts_fast_zero_sums(one_pass_everywhere):
+    # Entries of 1e-30: float32 squares all round to 0. Without zero_ok the norms take two passes
+    # and are exact; with it they are taken as 0, and the bound passed to zero_ok bounds them.
+    x = jnp.asarray(_columns((1e-30, 1e-30), n=8))
+    expected = _np_norms(np.asarray(x), 0)
+    r, p = jax.jit(lambda x: norm_parts_fast(x, 0))(x)
+    np.testing.assert_allclose(np.asarray(p * r, np.float64), expected, rtol=5 * F32_UNIT_ROUNDOFF)
+    bounds = []
+    r, p = norm_parts_fast(x, 0, zero_ok=lambda b: bounds.append(b) or True)
+    np.testing.assert_array_equal(np.asarray(r), 0.0)
+    # |x_i| <= 2^-75 for every entry whose square rounds to 0 (x_i^2 <= 2^-150, half the smallest
+    # subnormal), so the norm of 8 of them is at most sqrt(8) 2^-75.
+    assert bounds and all(b == pytest.approx(np.sqrt(8 * 2.0**-149)) for b in bounds)
+    assert np.all(expected < bounds[0]) and bounds[0] <= np.sqrt(8) * 2.0**-74.5
+
+
+def test_norm_parts_fast_one_pass_for_exact_zeros_only_where_allowed(one_pass_everywhere):
+    # A zero column and a middle one: the zero sum takes one pass only with zero_ok.
+    x = jnp.asarray(np.stack([np.zeros(5, np.float32), np.full(5, 3.0, np.float32)], axis=1))
+    for zero_ok, one_pass in ((None, False), (lambda b: False, False), (lambda b: True, True)):
+        r, p = norm_parts_fast(x, 0, zero_ok=zero_ok)
+        np.testing.assert_allclose(np.asarray(p * r), [[0.0, 3.0 * np.sqrt(5)]], rtol=1e-6)
+        assert np.all(np.asarray(p) == 1) == one_pass
+
+
+def test_norm_parts_fast_axes_and_dtypes(one_pass_everywhere):
+    # Several axes, one norm over all, a bfloat16 input (computed in float32), float64 under x64.
+    w = random_normal(0, (3, 4, 5))
+    for axis in ((0, 2), None, 1):
+        r, p = jax.jit(lambda x, axis=axis: norm_parts_fast(x, axis))(jnp.asarray(w, jnp.bfloat16))
+        assert r.dtype == jnp.float32
+        w32 = np.asarray(jnp.asarray(w, jnp.bfloat16).astype(jnp.float32))
+        np.testing.assert_allclose(np.asarray(p * r), _np_norms(w32, axis), rtol=1e-6)
+    with jax.enable_x64(True):
+        x = jnp.asarray(_columns((1.0, 1e200), dtype=np.float64))
+        r, p = jax.jit(lambda x: norm_parts_fast(x, 0))(x)
+        assert r.dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(p * r), _np_norms(np.asarray(x), 0), rtol=1e-14)
+
+
+def test_norm_parts_fast_takes_one_pass_on_large_arrays_only():
+    # By default one pass is for arrays of at least 2^20 entries; smaller ones stay in cache.
+    small = jnp.asarray(random_normal(3, (64, 4)))
+    large = jnp.asarray(random_normal(4, (1024, 1024)))
+    for x, one_pass in ((small, False), (large, True)):
+        r, p = jax.jit(lambda x: norm_parts_fast(x, 0))(x)
+        np.testing.assert_allclose(
+            np.asarray(p * r), _np_norms(np.asarray(x), 0), rtol=600 * F32_UNIT_ROUNDOFF
+        )
+        assert np.all(np.asarray(p) == 1) == one_pass
+
+
+def test_sequential_landing_keeps_every_leaf_as_computed_alone(one_pass_everywhere):
+    # The constraints compute the leaves one after the other, each depending on the previous one's
+    # norms through an exact no-op (w + (u - 0.0)): a leaf's update is bit for bit the one it gets
+    # alone, and a NaN or inf in one leaf does not reach the next.
+    w = random_normal(1, (6, 3), 2.0)
+    u = random_normal(2, (6, 3))
+    bad = np.full((6, 3), np.nan, np.float32)
+    bad[0, 0] = np.inf
+    for tx in (jaxreg.max_norm(1.0), jaxreg.prox_group_lasso(0.5, 1.0)):
+        params = {"a": jnp.asarray(bad), "b": jnp.asarray(w), "c": jnp.asarray(-w)}
+        updates = {"a": jnp.asarray(bad), "b": jnp.asarray(u), "c": jnp.asarray(-u)}
+
+        @jax.jit
+        def step(params, updates, tx=tx):
+            new_updates, _ = tx.update(updates, tx.init(params), params)
+            return new_updates
+
+        together = step(params, updates)
+        for key in ("b", "c"):
+            alone = step({key: params[key]}, {key: updates[key]})[key]
+            np.testing.assert_array_equal(np.asarray(together[key]), np.asarray(alone))
