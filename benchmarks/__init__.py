@@ -11,6 +11,8 @@ Modules:
   cases_dropout, cases_attention, cases_optim, cases_compile: the cases.
   readme: renders a results JSON as the README's performance section.
   dieharder: streams the mask sampler's raw words into dieharder (issue 4).
+  normal_exhaustive: the law of the fast sampler's normals over all 2**32 words
+    (``python benchmarks/normal_exhaustive.py``).
   memory: peak memory of one call per case, each in its own subprocess
     (``python -m benchmarks.memory``).
 """

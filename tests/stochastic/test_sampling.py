@@ -164,8 +164,8 @@ def test_fast_seed_bit_sensitivity():
     # unrelated stream, |r| < 5 / sqrt(n). A bit b of s0 maps index i to
     # i ^ 2**b: for 2**b < n the stream is the original one permuted, each pair
     # (i, i ^ 2**b) counted twice, so r ~ N(0, 2/n): |r| < 5 sqrt(2/n); beyond n,
-    # other indices' words, |r| < 5 / sqrt(n). (A cheaper finalizer failed here:
-    # one flipped bit of s1 gave |r| up to 0.8.)
+    # other indices' words, |r| < 5 / sqrt(n). (A cheaper finalizer, one multiply
+    # and one xor-shift, fails here: one flipped bit of s1 gives |r| up to 0.8.)
     s0, s1 = (int(w) for w in _sampling.seed_words(KEY, 0))
     flips = [(s0 ^ (1 << b), s1) for b in range(32)] + [(s0, s1 ^ (1 << b)) for b in range(32)]
     seeds = jnp.asarray(np.array(flips, np.uint32))
