@@ -12,6 +12,8 @@ Modules:
   readme: renders a results JSON as the README's performance section.
   figure: draws the performance page's figures from a results JSON.
   dieharder: streams the mask sampler's raw words into dieharder (issue 4).
+  normal_exhaustive: the law of the fast sampler's normals over all 2**32 words
+    (``python benchmarks/normal_exhaustive.py``).
   memory: peak memory of one call per case, each in its own subprocess
     (``python -m benchmarks.memory``).
 """

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     tests = {t: DEFAULT_TESTS.get(t, ()) for t in args.tests} if args.tests else DEFAULT_TESTS
     base = jax.random.key(args.seed)
     lines = [
-        f"dieharder 3.31 on jaxreg's fast sampler (lowbias32 x2 counter hash), stream={args.stream}, "
+        f"dieharder 3.31 on jaxreg's fast sampler (golden-ratio multiply + lowbias32 counter hash), stream={args.stream}, "
         f"seed={args.seed}, jax {jax.__version__}",
         f"{'test':24s} {'ntup':>4s} {'p-value':>10s}  assessment",
     ]

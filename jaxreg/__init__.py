@@ -85,7 +85,7 @@ if TYPE_CHECKING:
     from jaxreg import linen as linen
     from jaxreg import nnx as nnx
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY_SUBMODULES = ("equinox", "linen", "nnx")  # import Flax or Equinox: loaded on first attribute access
 

@@ -6,8 +6,9 @@ count is Binomial(n, q), and so on. The bounds are 4 or 5 standard errors
 (two-sided normal tails 6.3e-5 and 5.7e-7) or a Kolmogorov-Smirnov level of
 1e-3. For a correct sampler the false-failure probability adds up to about
 3e-3: the 18 four-sigma kept-count cases give ~1.1e-3, the two KS tests ~2e-3,
-the five-sigma bounds (a few hundred) well under 1e-3 together. Keys are fixed,
-so a given sampler either passes or fails reproducibly.
+the five-sigma bounds (about 400, 256 of them in the bit-flip tests) 2.3e-4
+together. Keys are fixed, so a given sampler either passes or fails
+reproducibly.
 """
 
 from __future__ import annotations
@@ -126,6 +127,58 @@ def test_no_correlation_between_derived_keys(sampler):
     assert abs(_corr(u1.ravel()[1:], u2.ravel()[:-1])) < 5 / math.sqrt(N - 1)
 
 
+N_FLIP = 2**18  # words per stream in the bit-flip tests
+
+
+def _flip_correlations(base: np.ndarray, flipped: np.ndarray) -> np.ndarray:
+    """|r| of each row of ``flipped`` against ``base`` (uint32 words), on two views of the word.
+
+    All 32 bits read as a uniform in [0, 1) (the top bits dominate: what the keep
+    decision compares), and the low 16 bits alone (byte-level structure).
+    """
+    out = []
+    for view in (lambda w: w / 2.0**32, lambda w: (w & 0xFFFF) / 2.0**16):
+        b = view(base)
+        out.append([abs(_corr(b, view(f))) for f in flipped])
+    return np.array(out)  # (2 views, rows)
+
+
+def test_fast_key_bit_sensitivity():
+    # Flip each single bit of each word of the key's data (legacy uint32 key
+    # data, two words): each of the 64 streams is as unrelated to the
+    # original as another key's. Sample correlation of n independent pairs ~
+    # N(0, 1/n): |r| < 5 / sqrt(n) for each stream and view.
+    data = np.asarray(jax.random.key_data(KEY))
+    keys = np.repeat(data[None], data.size * 32, axis=0)
+    for j in range(data.size):
+        keys[32 * j : 32 * (j + 1), j] ^= np.uint32(1) << np.arange(32, dtype=np.uint32)
+    words = jax.jit(jax.vmap(lambda k: _sampling.hash_bits(k, (N_FLIP,))))(jnp.asarray(keys))
+    base = np.asarray(_sampling.hash_bits(jnp.asarray(data), (N_FLIP,)))
+    r = _flip_correlations(base, np.asarray(words))
+    assert np.all(r < 5 / math.sqrt(N_FLIP)), np.argwhere(r >= 5 / math.sqrt(N_FLIP))
+
+
+def test_fast_seed_bit_sensitivity():
+    # The same for the hash itself: flip each bit of each seed word (s0, s1).
+    # A bit of s1 enters between the multiply and the finalizer: an
+    # unrelated stream, |r| < 5 / sqrt(n). A bit b of s0 maps index i to
+    # i ^ 2**b: for 2**b < n the stream is the original one permuted, each pair
+    # (i, i ^ 2**b) counted twice, so r ~ N(0, 2/n): |r| < 5 sqrt(2/n); beyond n,
+    # other indices' words, |r| < 5 / sqrt(n). (A cheaper finalizer, one multiply
+    # and one xor-shift, fails here: one flipped bit of s1 gives |r| up to 0.8.)
+    s0, s1 = (int(w) for w in _sampling.seed_words(KEY, 0))
+    flips = [(s0 ^ (1 << b), s1) for b in range(32)] + [(s0, s1 ^ (1 << b)) for b in range(32)]
+    seeds = jnp.asarray(np.array(flips, np.uint32))
+    lo = jnp.arange(N_FLIP, dtype=jnp.uint32)
+    words = jax.jit(jax.vmap(lambda s: _sampling._hash((s[0], s[1]), lo, None)))(seeds)
+    base = np.asarray(_sampling.hash_bits(KEY, (N_FLIP,)))
+    r = _flip_correlations(base, np.asarray(words))
+    sd = np.array(
+        [math.sqrt((2 if 2**b < N_FLIP else 1) / N_FLIP) for b in range(32)] + [1 / math.sqrt(N_FLIP)] * 32
+    )
+    assert np.all(r < 5 * sd), np.argwhere(r >= 5 * sd)
+
+
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_same_key_same_bits_different_keys_different(sampler):
     a = _sampling.bits(KEY, (256,), sampler)
@@ -149,15 +202,18 @@ def test_fast_depends_on_global_flat_index_only():
 
 
 # ---- An independent NumPy oracle of the documented hash (module docstring of
-# jaxreg._sampling): h(i) = m2(m1(i ^ s0) ^ s1), m1 and m2 the two "lowbias32"
-# finalizers of Chris Wellons ("Prospecting for hash functions"):
+# jaxreg._sampling): h(i) = m2(((i ^ s0) * G mod 2**32) ^ s1), G = 0x9e3779b9, m1
+# and m2 the two "lowbias32" finalizers of Chris Wellons ("Prospecting for hash
+# functions"):
 #   m1: x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16
 #   m2: x ^= x >> 16; x *= 0x21f0aaad; x ^= x >> 15; x *= 0x735a2d97; x ^= x >> 15
-# Two counter words (lo over the trailing axes, hi over the leading ones): the
-# seed words are first replaced by s0 <- m1(s0 ^ hi), then s1 <- m2((s1 + hi) ^ s0).
+# (m1 only derives seed words). Two counter words (lo over the trailing axes, hi
+# over the leading ones): the seed words are first replaced by
+# s0 <- m1(s0 ^ hi), then s1 <- m2((s1 + hi) ^ s0).
 # All arithmetic mod 2**32 in uint64.
 
 _M32 = np.uint64(0xFFFFFFFF)
+_GOLDEN = np.uint64(0x9E3779B9)
 
 
 def _np_lowbias32(x, c1, c2, last_shift):
@@ -183,7 +239,7 @@ def _np_hash(index, s0, s1, hi=None):
         hi = np.asarray(hi, np.uint64)
         s0 = _np_m1(s0 ^ hi)
         s1 = _np_m2(((s1 + hi) & _M32) ^ s0)
-    return _np_m2(_np_m1(np.asarray(index, np.uint64) ^ s0) ^ s1).astype(np.uint32)
+    return _np_m2((((np.asarray(index, np.uint64) ^ s0) * _GOLDEN) & _M32) ^ s1).astype(np.uint32)
 
 
 def test_lowbias32_mixers_against_reference_values():
@@ -267,15 +323,34 @@ def test_fast_vmap_over_keys_equals_per_key_calls():
         )
 
 
-def test_unit_float_moments():
-    # The 24-bit uniforms that the fast normal sampler's Box-Muller transform is built on.
-    u = np.asarray(
-        jax.jit(lambda k: _sampling._unit_float(_sampling.hash_bits(k, SHAPE, 1)))(KEY), np.float64
-    )
-    assert u.min() >= 0 and u.max() < 1
-    # mean: sd sqrt(1/12/N); variance of U(0,1) is 1/12, sample variance sd = sqrt(1/180/N).
+def test_cell_midpoints():
+    # The numbers the fast normals are built on: (2 (h >> 9) + 1) / 2**24, odd
+    # multiples of 2**-24 in (0, 1) (documented), exactly in float32.
+    h = _sampling.hash_bits(KEY, SHAPE, 1)
+    u = np.asarray(jax.jit(_sampling._cell_midpoint)(h), np.float64)
+    words = np.asarray(h)
+    np.testing.assert_array_equal(u, (2.0 * (words >> 9) + 1) / 2**24)
+    assert u.min() > 0 and u.max() < 1
+    # Uniform on 2**23 midpoints: mean 1/2, variance (1 - 2**-46) / 12. Sample
+    # mean: sd sqrt(1/12/N); sample variance: sd sqrt(1/180/N). Bound 5 sd.
     assert abs(u.mean() - 0.5) < 5 * math.sqrt(1 / 12 / N)
     assert abs(u.var() - 1 / 12) < 5 * math.sqrt(1 / 180 / N)
+
+
+def test_fast_normal_against_numpy_oracle():
+    # The documented construction from the words of stream 1 (2 * stream + 1), in
+    # float64: t = (2 (h >> 9) + 1) / 2**24, v = (2 ((h G mod 2**32) >> 9) + 1) / 2**24 - 1/2,
+    # z = sqrt(-2 ln t) sin(pi v). The library computes in float32 with a
+    # polynomial sine (absolute error < 3e-7, times |sqrt(-2 ln t)| <= 5.77)
+    # and float32 log and sqrt (a few ulp): |error| < 4e-6 + 1e-6 |z|.
+    shape = (256, 512)
+    z = np.asarray(_sampling.normal(KEY, shape), np.float64)
+    h = np.asarray(_sampling.hash_bits(KEY, shape, 1), np.uint64)
+    t = (2.0 * (h >> np.uint64(9)) + 1) / 2**24
+    g = (h * np.uint64(0x9E3779B9)) & np.uint64(0xFFFFFFFF)
+    v = (2.0 * (g >> np.uint64(9)) + 1) / 2**24 - 0.5
+    want = np.sqrt(-2 * np.log(t)) * np.sin(np.pi * v)
+    assert np.all(np.abs(z - want) < 4e-6 + 1e-6 * np.abs(want))
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
@@ -294,14 +369,23 @@ def test_normal_moments(sampler):
     # probability < 0.001 under the null.
     d = scipy.stats.kstest(z, "norm").statistic
     assert math.sqrt(N) * d < 1.95
-    # Neighbouring normals are uncorrelated (they share no uniform).
+    # Neighbouring normals are uncorrelated (they share no word).
     assert abs(_corr(z.ravel()[:-1], z.ravel()[1:])) < 5 / math.sqrt(N - 1)
+    # No atom and no hole at 0: a coarse angle (a few bits of the word) would
+    # thin the density of z below about pi * 2**-bits, and an angle on the full
+    # circle would give exact zeros. The count of |z| < 2**-12 is Binomial(N, p0),
+    # p0 = 2 Phi(2**-12) - 1 (about 200 of N): bound 5 sd.
+    p0 = 2 * scipy.stats.norm.cdf(2.0**-12) - 1
+    count = int((np.abs(z) < 2.0**-12).sum())
+    assert abs(count - N * p0) < 5 * math.sqrt(N * p0 * (1 - p0))
 
 
-def test_fast_normal_bounded_tail():
-    # Box-Muller on 24-bit uniforms: |z| <= sqrt(-2 ln 2**-24) (documented).
+def test_fast_normal_bounded_tail_and_no_zero():
+    # Box-Muller with t >= 2**-24: |z| <= sqrt(-2 ln 2**-24) (documented); t < 1
+    # and v != 0, so z is never exactly 0.
     z = np.asarray(_sampling.normal(KEY, SHAPE, jnp.float32, "fast"))
     assert np.abs(z).max() <= math.sqrt(48 * math.log(2)) + 1e-5
+    assert np.all(z != 0)
 
 
 def test_unknown_sampler_raises():
@@ -309,10 +393,12 @@ def test_unknown_sampler_raises():
         _sampling.keep_mask(KEY, (3,), 0.5, "torch")
 
 
-def test_polynomial_cosine_against_numpy():
-    # The fast normal's cos(2 pi u) on every 24-bit uniform value: error < 3e-7 (documented).
-    cos = jax.jit(_sampling._cos_2pi)
-    for start in range(0, 2**24, 2**22):  # in chunks, to keep memory small
-        u = np.arange(start, start + 2**22, dtype=np.float64) / 2**24
-        c = np.asarray(cos(jnp.asarray(u, jnp.float32)), np.float64)
-        assert np.abs(c - np.cos(2 * np.pi * u)).max() < 3e-7
+def test_polynomial_sine_against_numpy():
+    # The fast normal's sin(pi v) at every v it is evaluated at, v = (2j + 1) / 2**24 - 1/2
+    # for j < 2**23: error < 3e-7 (documented), and odd in v exactly.
+    sin = jax.jit(_sampling._sin_pi)
+    for start in range(0, 2**23, 2**21):  # in chunks, to keep memory small
+        v = (2 * np.arange(start, start + 2**21, dtype=np.float64) + 1) / 2**24 - 0.5
+        s = np.asarray(sin(jnp.asarray(v, jnp.float32)), np.float64)
+        assert np.abs(s - np.sin(np.pi * v)).max() < 3e-7
+        np.testing.assert_array_equal(np.asarray(sin(jnp.asarray(-v, jnp.float32)), np.float64), -s)
