@@ -1,4 +1,4 @@
-"""jaxreg's benchmark suite (issue 5): ``python -m benchmarks`` from the repository root.
+"""jaxreg's benchmark suite: ``python -m benchmarks`` from the repository root.
 
 Every case times a jaxreg function and its baselines side by side in one
 process, after compilation, interleaved (A B A B ...), each call followed by
@@ -11,7 +11,7 @@ Modules:
   cases_dropout, cases_attention, cases_optim, cases_compile: the cases.
   readme: renders a results JSON as the README's performance section.
   figure: draws the performance page's figures from a results JSON.
-  dieharder: streams the mask sampler's raw words into dieharder (issue 4).
+  dieharder: streams the mask sampler's raw words into dieharder.
   normal_exhaustive: the law of the fast sampler's normals over all 2**32 words
     (``python benchmarks/normal_exhaustive.py``).
   memory: peak memory of one call per case, each in its own subprocess

@@ -24,7 +24,7 @@ import jaxreg
 from benchmarks._harness import ELEMENTWISE, FLAX, NONE, Baseline, Bench, Case, Config, normal
 
 RATE = 0.1
-FULL = (4, 8, 512, 64)  # batch, heads, tokens, head dim (issue 4)
+FULL = (4, 8, 512, 64)  # batch, heads, tokens, head dim
 QUICK = (1, 2, 64, 16)
 
 

@@ -52,7 +52,7 @@ STDDEV = 0.1  # gaussian_noise
 BLOCK_SIZE = 5  # dropblock, on 16x16 feature maps
 ROW = 4096  # flat cases are (n // 4096, 4096): 2^24 elements is the issue's 4096 x 4096
 HWC = (16, 16, 64)  # NHWC cases are (n // 16384, 16, 16, 64)
-TARGET_SIZE = 2**24  # issue 4's targets are stated for float32 4096 x 4096
+TARGET_SIZE = 2**24  # the dropout targets are stated for float32 4096 x 4096
 
 # SELU's constants (Klambauer et al. 2017), as in PyTorch and Keras.
 _SELU_ALPHA = 1.6732632423543772848170429916717
@@ -281,7 +281,7 @@ def _build(op: Op, n: int, backward: bool, cfg: Config, dtype: str = "float32") 
             )
         )
     if full and op.name == "dropout" and "sampler" in inspect.signature(jaxreg.dropout).parameters:
-        # The same op with jax.random.bernoulli's bits (issue 3): what the fast sampler saves.
+        # The same op with jax.random.bernoulli's bits: what the fast sampler saves.
         fn = _jitted(op.name, "jax-sampler", backward)
         baselines.append(Baseline("jaxreg.dropout(sampler='jax')", thunk(fn), JAX_SAMPLER, nbytes))
     shape = [list(a.shape) for a in jax.tree.leaves(x)]

@@ -3,10 +3,10 @@
 Usage, from the repository root::
 
     python -m benchmarks --json benchmarks/results/cpu.json
-    python -m benchmarks.readme benchmarks/results/cpu.json [more.json ...] [--write README.md]
+    python -m benchmarks.readme benchmarks/results/cpu.json [more.json ...] [--write docs/performance.md]
 
 Without ``--write`` the markdown goes to stdout; with it, the text between
-``<!-- BEGIN benchmarks (issue 5) -->`` and ``<!-- END benchmarks -->`` in the
+``<!-- BEGIN benchmarks -->`` and ``<!-- END benchmarks -->`` in the
 given file is replaced, so that the README's figures are generated, never
 typed. Several JSON files (e.g. one from CPU, one from a GPU) give one
 subsection each.
@@ -21,7 +21,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-BEGIN = "<!-- BEGIN benchmarks (issue 5) -->"
+BEGIN = "<!-- BEGIN benchmarks -->"
 END = "<!-- END benchmarks -->"
 
 
@@ -177,7 +177,7 @@ def render(doc: dict[str, Any], json_path: str) -> list[str]:
     lines = _environment(doc)
     lines += [
         f"Measured by `{doc.get('command', 'python -m benchmarks')}`, rendered by "
-        f"`python -m benchmarks.readme {json_path} --write README.md`. "
+        f"`python -m benchmarks.readme {json_path} --write docs/performance.md`. "
         "Medians after compilation (± half the interquartile range), each function timed "
         "interleaved with its baselines, `jax.block_until_ready` after every call.",
         "",
@@ -189,7 +189,7 @@ def render(doc: dict[str, Any], json_path: str) -> list[str]:
             by["none"]["flax_overhead_pct"] = by["flax"]["baseline_overhead_pct"]
     targets = _targets(rows)
     if targets:
-        lines += ["Targets (issues 4 and 5):", "", *targets, ""]
+        lines += ["Targets:", "", *targets, ""]
 
     dropout = [r for r in rows if r.get("group") == "dropout"]
     if dropout:
@@ -320,13 +320,13 @@ def render(doc: dict[str, Any], json_path: str) -> list[str]:
 def markdown(paths: list[str]) -> str:
     lines = [
         "Every figure below is generated from the JSON output of the benchmark suite in "
-        "`benchmarks/` (issue 5), never typed by hand. Each case times jaxreg and its baselines "
+        "`benchmarks/`, never typed by hand. Each case times jaxreg and its baselines "
         "side by side in one process; ratio = baseline time / jaxreg time, above 1 means jaxreg "
         "is faster.",
         "",
         "```bash",
         "python -m benchmarks --json benchmarks/results/cpu.json   # the full suite",
-        "python -m benchmarks.readme benchmarks/results/cpu.json --write README.md   # this section",
+        "python -m benchmarks.readme benchmarks/results/cpu.json --write docs/performance.md   # this section",
         "python -m benchmarks --quick   # a smoke test; also --filter SUBSTRING, --repeats N, --sizes 16,20",
         "```",
         "",

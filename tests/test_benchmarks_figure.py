@@ -50,7 +50,11 @@ def test_dropout_panels_draw_each_ops_time_over_x2(figure, doc):
     for op in ops:
         lines = {line.get_label(): line for line in panels[op].get_lines()}
         for mode, label in (("fwd", "forward"), ("fwd+bwd", "forward+backward")):
-            case = [r for r in rows if r["op"] == op and r["mode"] == mode]
+            case = [
+                r
+                for r in rows
+                if r["op"] == op and r["mode"] == mode and r.get("dtype", "float32") == "float32"
+            ]
             x2 = sorted(
                 (r["size"], r["jaxreg_ms"] / r["baseline_ms"])
                 for r in case
