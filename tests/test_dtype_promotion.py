@@ -26,6 +26,8 @@ def _transform_step(tx):
 OPS = {
     "dropout": lambda x: jaxreg.dropout(KEY, x, 0.5),
     "alpha_dropout": lambda x: jaxreg.alpha_dropout(KEY, x, 0.5),
+    "gaussian_dropout": lambda x: jaxreg.gaussian_dropout(KEY, x, 0.5),
+    "gaussian_noise": lambda x: jaxreg.gaussian_noise(KEY, x, 0.5),
     "drop_path": lambda x: jaxreg.drop_path(KEY, x, 0.5),
     "spatial_dropout": lambda x: jaxreg.spatial_dropout(KEY, x[None], 0.5),
     "l2_penalty": lambda x: jaxreg.l2_penalty({"w": x}),

@@ -95,7 +95,7 @@ def gaussian_dropout(
         r = jnp.asarray(rate, jnp.float32)
         stddev = jnp.sqrt(jnp.where(r < 1, r / jnp.where(r < 1, 1 - r, 1.0), 0.0))
     z = _normal_like(key, x, sampler)
-    y = (x * (1.0 + stddev * z)).astype(x.dtype)
+    y = (x.astype(z.dtype) * (1.0 + stddev * z)).astype(x.dtype)
     return zero_where_nothing_kept(q, y)
 
 
@@ -147,7 +147,7 @@ def gaussian_noise(
     ) is not None:
         return out
     z = _normal_like(key, x, sampler)
-    return (x + stddev * z).astype(x.dtype)
+    return (x.astype(z.dtype) + stddev * z).astype(x.dtype)
 
 
 def alpha_dropout(
