@@ -152,47 +152,45 @@ class SpectralNorm(nnx.Module):
         """Calls the wrapped layer with spectrally normalized weights; ``update_stats`` overrides the mode."""
         update = (not self.use_running_average) if update_stats is None else update_stats
 
-        if self.operator == "conv":
-            return _call_with(self.layer_instance, self._conv_replace(args, kwargs, update), args, kwargs)
+        normalize = self._conv_normalize(args, kwargs) if self.operator == "conv" else self._normalize
 
         def replace(key, w):
             if key not in self.u:
                 return w
-            w_sn, state = jaxreg.spectral_normalize(
-                w,
-                jaxreg.SpectralNormState(self.u[key][...]),
-                n_steps=self.n_steps,
-                update=update,
-                eps=self.epsilon,
-            )
+            w_sn, u = normalize(w, self.u[key][...], update)
             if update:
-                self.u[key][...] = state.u
+                self.u[key][...] = u
             return w_sn
 
         return _call_with(self.layer_instance, replace, args, kwargs)
 
-    def _conv_replace(self, args, kwargs, update: bool) -> Callable[[str, jax.Array], jax.Array]:
-        """The ``replace`` of :func:`_call_with` for ``operator="conv"``: ``W / sigma`` of the conv operator."""
+    def _normalize(self, w: jax.Array, u: jax.Array, update: bool) -> tuple[jax.Array, jax.Array]:
+        """``(W / sigma, new u)`` of the reshaped kernel (:func:`jaxreg.spectral_normalize`)."""
+        w_sn, state = jaxreg.spectral_normalize(
+            w, jaxreg.SpectralNormState(u), n_steps=self.n_steps, update=update, eps=self.epsilon
+        )
+        return w_sn, state.u
+
+    def _conv_normalize(
+        self, args, kwargs
+    ) -> Callable[[jax.Array, jax.Array, bool], tuple[jax.Array, jax.Array]]:
+        """``operator="conv"``: ``(W / sigma, new u)`` of the conv operator on the call's input shape."""
         options = conv_layer_options(self.layer_instance, nnx.Conv, "nnx.Conv")
         x = args[0] if args else kwargs["inputs"]
 
-        def replace(key, w):
-            if key not in self.u:
-                return w
-            check_example_shape(self.u[key].shape, x.shape, "Create the wrapper with this input_shape")
+        def normalize(w, u, update):
+            check_example_shape(u.shape, x.shape, "Create the wrapper with this input_shape")
             w_sn, state = jaxreg.conv_spectral_normalize(
                 w,
-                jaxreg.ConvSpectralNormState(self.u[key][...]),
+                jaxreg.ConvSpectralNormState(u),
                 **options,
                 n_steps=self.n_steps,
                 update=update,
                 eps=self.epsilon,
             )
-            if update:
-                self.u[key][...] = state.u
-            return w_sn
+            return w_sn, state.u
 
-        return replace
+        return normalize
 
 
 class WeightNorm(nnx.Module):
