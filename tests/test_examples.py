@@ -1,27 +1,31 @@
 """The scripts in examples/ run, at small sizes, and print what the README says they print.
 
-examples/sharded_training.py needs 8 simulated devices: tests/test_sharding.py runs it.
+Each script runs in this process as ``python examples/<script> <args>`` would run it (``runpy`` with
+``__name__ == "__main__"`` and ``sys.argv`` set), so that it shares the process's imports and JAX's
+compiled primitives instead of starting a new interpreter. examples/sharded_training.py needs 8
+simulated devices: tests/test_sharding.py runs it in a subprocess.
 """
 
+import contextlib
+import io
 import math
 import pathlib
 import re
-import subprocess
+import runpy
 import sys
 
+import pytest
 from helpers import EXAMPLES, ROOT
 
 
 def _run(script: str, *args: str) -> str:
-    out = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+    path = EXAMPLES / script
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
+        mp.setattr(sys, "argv", [str(path), *args])
+        mp.chdir(ROOT)
+        runpy.run_path(str(path), run_name="__main__")
+    return out.getvalue()
 
 
 def test_every_example_is_run_by_a_test():
