@@ -1,4 +1,4 @@
-"""One optimizer step on a pytree of about 25M parameters (quick: about 1M).
+"""One optimizer step on a pytree of about 25M parameters (quick: about 33k, a smoke test).
 
 ``optax.sgd`` and ``optax.adamw`` alone versus the same chained with each jaxreg
 transform, placed where its docstring says (``add_l1`` and
@@ -13,7 +13,7 @@ and threaded from call to call, as in a training loop. GB/s counts the step's
 inputs and outputs (params, grads, state, new params, new state).
 ``prox_nuclear_norm`` takes one SVD of each kernel per step (the biases masked
 out): at 2048 x 2048 that is seconds per SVD on a CPU, so it is timed on a
-smaller tree (4 x 512 x 512, quick: 2 x 128 x 128; the row's ``size`` says so),
+smaller tree (4 x 512 x 512, quick: the quick tree; the row's ``size`` says so),
 after ``optax.sgd`` only.
 """
 
@@ -34,7 +34,7 @@ LR = 1e-2
 STRENGTH = 1e-4
 _BOX = functools.partial(optax.projections.projection_box, lower=-1.0, upper=1.0)
 FULL_LAYERS = (6, 2048)  # 6 x (2048 x 2048 kernel + 2048 bias) = 25,178,112 parameters
-QUICK_LAYERS = (4, 512)  # 4 x (512 x 512 + 512) = 1,050,624 parameters
+QUICK_LAYERS = (2, 128)  # 2 x (128 x 128 + 128) = 33,024 parameters
 
 BASES: dict[str, Callable[[], optax.GradientTransformation]] = {
     "sgd": lambda: optax.sgd(LR),
