@@ -172,8 +172,8 @@ def test_gradients_wrt_critic_params_against_finite_differences():
         for seed in (7, 8):  # central differences along two random directions, in float64
             d = {k: np.random.default_rng(seed).normal(size=p.shape) for k, p in params.items()}
             analytic = sum(np.asarray(jac[k]).reshape(4, -1) @ d[k].reshape(-1) for k in params)
-            plus = np.asarray(value({k: params[k] + h * d[k] for k in params}))
-            minus = np.asarray(value({k: params[k] - h * d[k] for k in params}))
+            plus = np.asarray(value({k: np.asarray(params[k]) + h * d[k] for k in params}))
+            minus = np.asarray(value({k: np.asarray(params[k]) - h * d[k] for k in params}))
             np.testing.assert_allclose(analytic, (plus - minus) / (2 * h), rtol=1e-6)
 
 

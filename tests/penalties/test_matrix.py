@@ -143,7 +143,7 @@ def test_matrix_penalties_of_a_stack_are_the_sum_of_a_loop_over_its_matrices(nam
     fn = PENALTIES[name]
     w = jnp.asarray(random_normal(11, shape))
     got, grad = jax.jit(jax.value_and_grad(lambda w: fn(w, batch_dims=batch_dims)))(w)
-    items = w.reshape(-1, *shape[batch_dims:])
+    items = np.asarray(w).reshape(-1, *shape[batch_dims:])
     per_matrix = jax.jit(jax.value_and_grad(fn))  # batch_dims=0, one compilation for the loop
     want = [per_matrix(item) for item in items]
     np.testing.assert_allclose(float(got), sum(float(v) for v, _ in want), rtol=1e-5)
