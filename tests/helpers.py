@@ -114,6 +114,26 @@ def land(tx, params, updates, *, jit=False):
     return optax.apply_updates(params, new_updates)
 
 
+def land_all(cases):
+    """:func:`land` for each ``(tx, params, updates)`` of ``cases``, all in one jitted program.
+
+    One compilation for the whole list instead of one per case: each case is its own
+    ``tx.update`` + ``optax.apply_updates`` on its own leaves, as in a step of its own.
+    Returns the list of landed params, in the order of ``cases``.
+    """
+    txs = [tx for tx, _, _ in cases]
+
+    @jax.jit
+    def step(params, updates):
+        out = []
+        for tx, p, u in zip(txs, params, updates, strict=True):
+            new_updates, _ = tx.update(u, tx.init(p), p)
+            out.append(optax.apply_updates(p, new_updates))
+        return out
+
+    return step([p for _, p, _ in cases], [u for _, _, u in cases])
+
+
 # --- the dropout family -------------------------------------------------------------------------------
 
 SAMPLERS = ["fast", "jax"]

@@ -1,6 +1,7 @@
 """jaxreg.masks and the mask= argument: prefixes, callables, mismatches, optax; decayable on Flax trees, combinators, factors."""
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -43,7 +44,7 @@ def test_masks_by_path_on_linen_and_nnx_and_weights_only():
             x = nn.LayerNorm()(x)
             return nn.Embed(5, 3)(jnp.zeros((1,), jnp.int32)) + x
 
-    variables = Net().init(jax.random.key(0), jnp.ones((1, 2)))
+    variables = jax.jit(Net().init)(jax.random.key(0), jnp.ones((1, 2)))  # one compilation
     got = jaxreg.masks.by_path(exclude=r"(bias|scale|embedding)")(variables)
     assert got == {
         "params": {
@@ -70,7 +71,7 @@ def test_masks_by_path_on_linen_and_nnx_and_weights_only():
     }
     # The mask drives a transform on nnx State directly.
     tx = jaxreg.add_decayed_weights(1.0, mask=jaxreg.masks.by_path(exclude=r"(bias|scale)"))
-    u, _ = tx.update(jax.tree.map(jnp.zeros_like, state), tx.init(state), state)
+    u, _ = jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, state), tx.init(state), state)
     np.testing.assert_allclose(u["layers"][0]["kernel"][...], state["layers"][0]["kernel"][...])
     np.testing.assert_array_equal(u["layers"][1]["scale"][...], 0.0)
 
@@ -149,6 +150,14 @@ LINEN_BLOCK_DECAYED = {
 }
 
 
+def _concrete(abstract, seed=0):
+    """Arrays of the structure, shapes and dtypes of ``abstract`` (``jax.eval_shape`` of a model's
+    init), drawn in NumPy: the params tree that init returns, without compiling the model (seconds
+    here); the mask rules read its paths and shapes, the AdamW test its values, whatever they are."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(a.shape).astype(a.dtype)), abstract)
+
+
 def _selected(mask_tree, params):
     flags = jax.tree.leaves(mask_tree)
     paths = [key_path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
@@ -159,7 +168,7 @@ def _selected(mask_tree, params):
 @pytest.mark.parametrize("stacked", [False, True])
 def test_decayable_on_a_linen_transformer(stacked):
     tokens = jnp.zeros((2, 5), jnp.int32)
-    variables = LinenModel(stacked).init(jax.random.key(0), tokens)
+    variables = _concrete(jax.eval_shape(LinenModel(stacked).init, jax.random.key(0), tokens))
     params = variables["params"]
     block = "ScanLinenBlock_0" if stacked else "LinenBlock_0"
     want = {f"{block}/{p}" for p in LINEN_BLOCK_DECAYED} | {"head/kernel"}
@@ -210,10 +219,16 @@ class NnxModel(nnx.Module):
         self.head = nnx.Linear(D, 16, rngs=rngs)
 
 
+@functools.cache
+def _nnx_params(stacked):
+    """``nnx.state(NnxModel(stacked), nnx.Param)`` (see :func:`_concrete`), shared by the tests below,
+    which only read it."""
+    return _concrete(nnx.state(nnx.eval_shape(lambda: NnxModel(stacked, nnx.Rngs(0))), nnx.Param))
+
+
 @pytest.mark.parametrize("stacked", [False, True])
 def test_decayable_on_an_nnx_transformer(stacked):
-    model = NnxModel(stacked, nnx.Rngs(0))
-    state = nnx.state(model, nnx.Param)
+    state = _nnx_params(stacked)
     want = {f"blocks/{p}" for p in NNX_BLOCK_DECAYED} | {"head/kernel"}
     got = _selected(jaxreg.masks.decayable(state), state)
     assert got == want
@@ -225,11 +240,10 @@ def test_decayable_on_an_nnx_transformer(stacked):
 
 
 def test_decayable_as_the_adamw_mask_on_nnx_state():
-    model = NnxModel(True, nnx.Rngs(0))
-    params = nnx.state(model, nnx.Param)
-    zeros = jax.tree.map(jnp.zeros_like, params)
+    params = _nnx_params(True)
+    zeros = jax.tree.map(np.zeros_like, params)
     tx = optax.adamw(1.0, weight_decay=0.5, mask=jaxreg.masks.decayable)
-    updates, _ = tx.update(zeros, tx.init(params), params)
+    updates = jax.jit(lambda zeros, params: tx.update(zeros, tx.init(params), params)[0])(zeros, params)
     decayed = _selected(jaxreg.masks.decayable(params), params)
     for (path, u), w in zip(
         jax.tree_util.tree_flatten_with_path(updates)[0], jax.tree.leaves(params), strict=True

@@ -87,11 +87,14 @@ def test_norm_parts_fast_zero_sums(one_pass_everywhere):
     # and are exact; with it they are taken as 0, and the bound passed to zero_ok bounds them.
     x = jnp.asarray(_columns((1e-30, 1e-30), n=8))
     expected = _np_norms(np.asarray(x), 0)
-    r, p = jax.jit(lambda x: norm_parts_fast(x, 0))(x)
-    np.testing.assert_allclose(np.asarray(p * r, np.float64), expected, rtol=5 * F32_UNIT_ROUNDOFF)
     bounds = []
-    r, p = norm_parts_fast(x, 0, zero_ok=lambda b: bounds.append(b) or True)
-    np.testing.assert_array_equal(np.asarray(r), 0.0)
+    (r, p), (r_ok, _) = jax.jit(  # both in one compilation; zero_ok gets a Python float when traced
+        lambda x: (norm_parts_fast(x, 0), norm_parts_fast(x, 0, zero_ok=lambda b: bounds.append(b) or True))
+    )(x)
+    np.testing.assert_allclose(
+        np.asarray(p, np.float64) * np.asarray(r, np.float64), expected, rtol=5 * F32_UNIT_ROUNDOFF
+    )
+    np.testing.assert_array_equal(np.asarray(r_ok), 0.0)
     # |x_i| <= 2^-75 for every entry whose square rounds to 0 (x_i^2 <= 2^-150, half the smallest
     # subnormal), so the norm of 8 of them is at most sqrt(8) 2^-75.
     assert bounds and all(b == pytest.approx(np.sqrt(8 * 2.0**-149)) for b in bounds)
@@ -101,25 +104,28 @@ def test_norm_parts_fast_zero_sums(one_pass_everywhere):
 def test_norm_parts_fast_one_pass_for_exact_zeros_only_where_allowed(one_pass_everywhere):
     # A zero column and a middle one: the zero sum takes one pass only with zero_ok.
     x = jnp.asarray(np.stack([np.zeros(5, np.float32), np.full(5, 3.0, np.float32)], axis=1))
-    for zero_ok, one_pass in ((None, False), (lambda b: False, False), (lambda b: True, True)):
-        r, p = norm_parts_fast(x, 0, zero_ok=zero_ok)
-        np.testing.assert_allclose(np.asarray(p * r), [[0.0, 3.0 * np.sqrt(5)]], rtol=1e-6)
+    cases = ((None, False), (lambda b: False, False), (lambda b: True, True))
+    parts = jax.jit(lambda x: [norm_parts_fast(x, 0, zero_ok=zero_ok) for zero_ok, _ in cases])(x)
+    for (_, one_pass), (r, p) in zip(cases, parts, strict=True):
+        np.testing.assert_allclose(np.asarray(p) * np.asarray(r), [[0.0, 3.0 * np.sqrt(5)]], rtol=1e-6)
         assert np.all(np.asarray(p) == 1) == one_pass
 
 
 def test_norm_parts_fast_axes_and_dtypes(one_pass_everywhere):
     # Several axes, one norm over all, a bfloat16 input (computed in float32), float64 under x64.
     w = random_normal(0, (3, 4, 5))
-    for axis in ((0, 2), None, 1):
-        r, p = jax.jit(lambda x, axis=axis: norm_parts_fast(x, axis))(jnp.asarray(w, jnp.bfloat16))
+    axes = ((0, 2), None, 1)
+    w16 = jnp.asarray(w, jnp.bfloat16)
+    parts = jax.jit(lambda x: [norm_parts_fast(x, axis) for axis in axes])(w16)  # one compilation
+    w32 = np.asarray(w16).astype(np.float32)
+    for axis, (r, p) in zip(axes, parts, strict=True):
         assert r.dtype == jnp.float32
-        w32 = np.asarray(jnp.asarray(w, jnp.bfloat16).astype(jnp.float32))
-        np.testing.assert_allclose(np.asarray(p * r), _np_norms(w32, axis), rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(p) * np.asarray(r), _np_norms(w32, axis), rtol=1e-6)
     with jax.enable_x64(True):
         x = jnp.asarray(_columns((1.0, 1e200), dtype=np.float64))
         r, p = jax.jit(lambda x: norm_parts_fast(x, 0))(x)
         assert r.dtype == jnp.float64
-        np.testing.assert_allclose(np.asarray(p * r), _np_norms(np.asarray(x), 0), rtol=1e-14)
+        np.testing.assert_allclose(np.asarray(p) * np.asarray(r), _np_norms(np.asarray(x), 0), rtol=1e-14)
 
 
 def test_norm_parts_fast_takes_one_pass_on_large_arrays_only():
@@ -152,6 +158,6 @@ def test_sequential_landing_keeps_every_leaf_as_computed_alone(one_pass_everywhe
             return new_updates
 
         together = step(params, updates)
-        for key in ("b", "c"):
-            alone = step({key: params[key]}, {key: updates[key]})[key]
+        for key in ("b", "c"):  # the leaf alone in a tree (one compilation for both)
+            alone = step({"alone": params[key]}, {"alone": updates[key]})["alone"]
             np.testing.assert_array_equal(np.asarray(together[key]), np.asarray(alone))

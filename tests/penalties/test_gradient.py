@@ -65,7 +65,7 @@ def test_examples_with_several_axes_and_column_scores():
         return jnp.sum(c[None] * x**2, axis=(1, 2))[:, None]
 
     expected = np.mean(np.sum((2 * c * x) ** 2, axis=(1, 2)))
-    np.testing.assert_allclose(jaxreg.r1_penalty(critic, x), expected, rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(lambda x: jaxreg.r1_penalty(critic, x))(x), expected, rtol=1e-5)
 
 
 def test_per_example_gradients_not_the_gradient_of_a_batch_mean():
@@ -75,9 +75,12 @@ def test_per_example_gradients_not_the_gradient_of_a_batch_mean():
     def one(xi):
         return _mlp(params, xi[None])[0]
 
-    per_example = jax.vmap(jax.grad(one))(x)  # oracle: each example's own gradient
+    # oracle: each example's own gradient (one compilation for it and the penalty)
+    per_example, got = jax.jit(
+        lambda x: (jax.vmap(jax.grad(one))(x), jaxreg.r1_penalty(lambda x: _mlp(params, x), x))
+    )(x)
     expected = np.mean(np.sum(np.asarray(per_example, np.float64) ** 2, axis=1))
-    np.testing.assert_allclose(jaxreg.r1_penalty(lambda x: _mlp(params, x), x), expected, rtol=1e-5)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
     with pytest.raises(ValueError, match=r"one score per example.*got shape \(\)"):
         jaxreg.r1_penalty(lambda x: jnp.mean(_mlp(params, x)), x)
 
@@ -85,21 +88,29 @@ def test_per_example_gradients_not_the_gradient_of_a_batch_mean():
 def test_wgan_gp_linear_critic_and_one_sided():
     key = jax.random.key(0)
     real, fake = jnp.ones((5, 2)), -jnp.ones((5, 2))
-    for w, target, one_sided, expected in [
+    cases = [
         ([3.0, 4.0], 1.0, False, 16.0),  # (5 - 1)^2
         ([0.3, 0.4], 1.0, False, 0.25),  # (0.5 - 1)^2
         ([0.3, 0.4], 1.0, True, 0.0),  # below the target: no penalty one-sided
         ([3.0, 4.0], 1.0, True, 16.0),
         ([3.0, 4.0], 2.0, False, 9.0),
         ([3.0, 4.0], 0.0, False, 25.0),
-    ]:
-        w = jnp.asarray(w)
+    ]
 
-        def critic(x, w=w):
-            return x @ w
+    @jax.jit
+    def penalties(ws):  # every case in one compilation; target and one_sided stay Python values
+        out = []
+        for w, (_, target, one_sided, _) in zip(ws, cases, strict=True):
 
-        got = jaxreg.gradient_penalty(key, critic, real, fake, target=target, one_sided=one_sided)
-        np.testing.assert_allclose(got, expected, rtol=1e-6)
+            def critic(x, w=w):
+                return x @ w
+
+            out.append(jaxreg.gradient_penalty(key, critic, real, fake, target=target, one_sided=one_sided))
+        return out
+
+    got = penalties([jnp.asarray(w) for w, *_ in cases])
+    for value, (w, target, one_sided, expected) in zip(got, cases, strict=True):
+        np.testing.assert_allclose(value, expected, rtol=1e-6, err_msg=f"{w}, {target}, {one_sided}")
 
 
 def test_wgan_gp_interpolates_uniformly_per_example():
@@ -118,7 +129,7 @@ def test_wgan_gp_interpolates_uniformly_per_example():
     se = 8.0 * np.sqrt(4 / 45 / batch)
     np.testing.assert_array_less(np.abs(np.asarray(got) - 8.0 / 3), 6 * se)
     # real == fake: every interpolate is that sample, whatever the weights.
-    same = jaxreg.gradient_penalty(keys[0], critic, real, real)
+    same = jax.jit(lambda k: jaxreg.gradient_penalty(k, critic, real, real))(keys[0])
     np.testing.assert_allclose(same, (np.sqrt(8.0) - 1) ** 2, rtol=1e-5)
 
 
@@ -130,7 +141,7 @@ def test_norm_of_a_zero_gradient_has_a_finite_gradient():
             jax.random.key(0), lambda x: x @ p["w"], jnp.ones((3, 2)), jnp.zeros((3, 2))
         )
 
-    g = jax.grad(loss)(params)
+    g = jax.jit(jax.grad(loss))(params)
     assert np.all(np.isfinite(np.asarray(g["w"])))
 
 
@@ -161,14 +172,14 @@ def test_gradients_wrt_critic_params_against_finite_differences():
         for seed in (7, 8):  # central differences along two random directions, in float64
             d = {k: np.random.default_rng(seed).normal(size=p.shape) for k, p in params.items()}
             analytic = sum(np.asarray(jac[k]).reshape(4, -1) @ d[k].reshape(-1) for k in params)
-            plus = np.asarray(value({k: params[k] + h * d[k] for k in params}))
-            minus = np.asarray(value({k: params[k] - h * d[k] for k in params}))
+            plus = np.asarray(value({k: np.asarray(params[k]) + h * d[k] for k in params}))
+            minus = np.asarray(value({k: np.asarray(params[k]) - h * d[k] for k in params}))
             np.testing.assert_allclose(analytic, (plus - minus) / (2 * h), rtol=1e-6)
 
 
 def _exact_jacobian_sq(fn, x):
     """Per-example ||J||_F^2 and tr((J J^T)^2), from jax.jacfwd of the one-example function."""
-    jac = jax.vmap(jax.jacfwd(lambda xi: fn(xi[None])[0]))(x)  # (batch, C, D)
+    jac = jax.jit(jax.vmap(jax.jacfwd(lambda xi: fn(xi[None])[0])))(x)  # (batch, C, D)
     jac = np.asarray(jac, np.float64)
     jjt = jac @ jac.transpose(0, 2, 1)
     return np.trace(jjt, axis1=1, axis2=2), np.trace(jjt @ jjt, axis1=1, axis2=2)
@@ -204,9 +215,11 @@ def test_jacobian_penalty_with_one_output_is_exact():
 
     x = jnp.asarray(np.random.default_rng(13).normal(size=(5, 3)), jnp.float32)
     fro2, _ = _exact_jacobian_sq(lambda x: fn(x)[:, None], x)
-    got = jaxreg.jacobian_penalty(jax.random.key(0), fn, x, n_proj=3)
+    got, igp = jax.jit(
+        lambda k, x: (jaxreg.jacobian_penalty(k, fn, x, n_proj=3), jaxreg.input_gradient_penalty(fn, x))
+    )(jax.random.key(0), x)
     np.testing.assert_allclose(got, fro2.mean(), rtol=1e-5)
-    np.testing.assert_allclose(got, jaxreg.input_gradient_penalty(fn, x), rtol=1e-6)
+    np.testing.assert_allclose(got, igp, rtol=1e-6)
 
 
 def _np_neg_entropy(z):
@@ -218,25 +231,36 @@ def _np_neg_entropy(z):
 
 def test_confidence_penalty_against_numpy():
     z = np.random.default_rng(14).normal(size=(3, 4, 5)).astype(np.float32) * 3
-    np.testing.assert_allclose(jaxreg.confidence_penalty(z), _np_neg_entropy(z).mean(), rtol=1e-5)
     where = np.array([[True, False, True, True]] * 3)
-    np.testing.assert_allclose(
-        jaxreg.confidence_penalty(z, where=where), _np_neg_entropy(z)[where].mean(), rtol=1e-5
-    )
-    # uniform predictions: -log K, the minimum; one-hot (saturated) predictions: 0, no NaN in the gradient.
-    np.testing.assert_allclose(jaxreg.confidence_penalty(jnp.zeros((2, 5))), -np.log(5), rtol=1e-6)
     saturated = jnp.array([[1e4, 0.0, -1e4]], jnp.float32)
-    assert abs(float(jaxreg.confidence_penalty(saturated))) < 1e-6
-    assert np.all(np.isfinite(np.asarray(jax.grad(jaxreg.confidence_penalty)(saturated))))
-    with jax.numpy_dtype_promotion("standard"):  # as above, for bfloat16
-        assert jaxreg.confidence_penalty(jnp.asarray(z, jnp.bfloat16)).dtype == jnp.float32
+
+    @jax.jit
+    def values(z, where, saturated):  # every value below in one compilation
+        return (
+            jaxreg.confidence_penalty(z),
+            jaxreg.confidence_penalty(z, where=where),
+            jaxreg.confidence_penalty(jnp.zeros((2, 5))),
+            jaxreg.confidence_penalty(saturated),
+            jax.grad(jaxreg.confidence_penalty)(saturated),
+        )
+
+    plain, masked, uniform, at_saturation, saturated_grad = values(z, where, saturated)
+    np.testing.assert_allclose(plain, _np_neg_entropy(z).mean(), rtol=1e-5)
+    np.testing.assert_allclose(masked, _np_neg_entropy(z)[where].mean(), rtol=1e-5)
+    # uniform predictions: -log K, the minimum; one-hot (saturated) predictions: 0, no NaN in the gradient.
+    np.testing.assert_allclose(uniform, -np.log(5), rtol=1e-6)
+    assert abs(float(at_saturation)) < 1e-6
+    assert np.all(np.isfinite(np.asarray(saturated_grad)))
+    with jax.numpy_dtype_promotion("standard"):  # as above, for bfloat16 (traced under this mode)
+        assert jax.jit(jaxreg.confidence_penalty)(jnp.asarray(z, jnp.bfloat16)).dtype == jnp.float32
 
 
 def test_confidence_penalty_gradient_raises_entropy():
     # d(-H)/dz_k = p_k (log p_k + H): a step against it moves the predictions towards uniform.
     z = jnp.array([[2.0, 0.0, -1.0]])
-    g = jax.grad(jaxreg.confidence_penalty)(z)
-    p = np.asarray(jax.nn.softmax(z))
+    g = jax.jit(jax.grad(jaxreg.confidence_penalty))(z)
+    z64 = np.asarray(z, np.float64)
+    p = np.exp(z64 - z64.max()) / np.exp(z64 - z64.max()).sum()  # softmax in NumPy
     expected = p * (np.log(p) - _np_neg_entropy(z)[:, None])
     np.testing.assert_allclose(g, expected, rtol=1e-5, atol=1e-7)
 
@@ -244,14 +268,19 @@ def test_confidence_penalty_gradient_raises_entropy():
 def test_spectral_decoupling_against_numpy():
     z = np.random.default_rng(15).normal(size=(6, 4)).astype(np.float32)
     expected = 0.5 * np.mean(np.sum(z.astype(np.float64) ** 2, axis=1))
-    np.testing.assert_allclose(jaxreg.spectral_decoupling_penalty(z), expected, rtol=1e-6)
     where = np.array([True, True, False, True, False, False])
+    plain, masked, grad = jax.jit(  # one compilation for the three
+        lambda z, where: (
+            jaxreg.spectral_decoupling_penalty(z),
+            jaxreg.spectral_decoupling_penalty(z, where=where),
+            jax.grad(jaxreg.spectral_decoupling_penalty)(z),
+        )
+    )(z, where)
+    np.testing.assert_allclose(plain, expected, rtol=1e-6)
     np.testing.assert_allclose(
-        jaxreg.spectral_decoupling_penalty(z, where=where),
-        0.5 * np.mean(np.sum(z[where].astype(np.float64) ** 2, axis=1)),
-        rtol=1e-6,
+        masked, 0.5 * np.mean(np.sum(z[where].astype(np.float64) ** 2, axis=1)), rtol=1e-6
     )
-    np.testing.assert_allclose(jax.grad(jaxreg.spectral_decoupling_penalty)(z), z / 6, rtol=1e-6)
+    np.testing.assert_allclose(grad, z / 6, rtol=1e-6)
 
 
 def test_validation_errors_name_the_argument():

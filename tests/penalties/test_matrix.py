@@ -39,10 +39,18 @@ def test_orthogonal_penalty_matches_keras(shape, mode):
 
 def test_orthogonal_penalty_edge_cases():
     q, _ = np.linalg.qr(random_normal(0, (5, 5)))
-    assert float(jaxreg.orthogonal_penalty(jnp.asarray(q, jnp.float32))) < 1e-6
-    assert float(jaxreg.orthogonal_penalty(jnp.ones((1, 3)))) == 0.0  # no pairs
-    assert float(jaxreg.orthogonal_penalty(jnp.ones((3, 1)), "columns")) == 0.0
-    assert float(jaxreg.orthogonal_penalty(jnp.ones((3, 2)))) == pytest.approx(1.0)  # identical rows
+    orthogonal, no_rows, no_columns, identical = jax.jit(  # one compilation for the four
+        lambda q: (
+            jaxreg.orthogonal_penalty(q),
+            jaxreg.orthogonal_penalty(jnp.ones((1, 3))),
+            jaxreg.orthogonal_penalty(jnp.ones((3, 1)), "columns"),
+            jaxreg.orthogonal_penalty(jnp.ones((3, 2))),
+        )
+    )(jnp.asarray(q, jnp.float32))
+    assert float(orthogonal) < 1e-6
+    assert float(no_rows) == 0.0  # no pairs
+    assert float(no_columns) == 0.0
+    assert float(identical) == pytest.approx(1.0)  # identical rows
 
 
 @pytest.mark.parametrize("mode", ["rows", "columns"])
@@ -59,7 +67,7 @@ def test_orthogonal_penalty_gradient_is_finite_at_a_zero_row_or_column(mode):
         w[:, 1] = 0.0
         reduced = np.delete(w, 1, axis=1)
     n = w.shape[0] if mode == "rows" else w.shape[1]
-    grad_fn = jax.grad(lambda w: jaxreg.orthogonal_penalty(w, mode))
+    grad_fn = jax.jit(jax.grad(lambda w: jaxreg.orthogonal_penalty(w, mode)))
     grad = np.asarray(grad_fn(jnp.asarray(w)))
     assert np.all(np.isfinite(grad))
     zero = grad[1] if mode == "rows" else grad[:, 1]
@@ -72,20 +80,28 @@ def test_orthogonal_penalty_gradient_is_finite_at_a_zero_row_or_column(mode):
 
 def test_soft_orthogonal_and_spectral_penalties_match_numpy():
     w = random_normal(7, (6, 4)).astype(np.float64)
-    expected = np.sum((w.T @ w - np.eye(4)) ** 2)
-    np.testing.assert_allclose(float(jaxreg.soft_orthogonal_penalty(jnp.asarray(w))), expected, rtol=1e-5)
-    u, s, vt = np.linalg.svd(w)
-    np.testing.assert_allclose(float(jax.jit(jaxreg.spectral_penalty)(jnp.asarray(w))), s[0] ** 2, rtol=1e-5)
-    # d sigma^2 / dW = 2 sigma u1 v1^T (top singular value is simple for this draw).
-    grad = np.asarray(jax.grad(jaxreg.spectral_penalty)(jnp.asarray(w, jnp.float32)))
-    np.testing.assert_allclose(grad, 2 * s[0] * np.outer(u[:, 0], vt[0]), rtol=1e-4, atol=1e-5)
-    # ndim > 2: reshaped to (-1, out).
     k = random_normal(8, (3, 3, 2, 5))
-    s_k = np.linalg.svd(k.reshape(-1, 5), compute_uv=False)[0]
-    np.testing.assert_allclose(float(jaxreg.spectral_penalty(jnp.asarray(k))), s_k**2, rtol=1e-5)
-    # Orthonormal columns: soft orthogonality is zero.
     q, _ = np.linalg.qr(w)
-    assert float(jaxreg.soft_orthogonal_penalty(jnp.asarray(q))) < 1e-10
+    soft, spectral, grad, spectral_k, soft_q = jax.jit(  # one compilation for every value below
+        lambda w, k, q: (
+            jaxreg.soft_orthogonal_penalty(w),
+            jaxreg.spectral_penalty(w),
+            jax.grad(jaxreg.spectral_penalty)(w),
+            jaxreg.spectral_penalty(k),
+            jaxreg.soft_orthogonal_penalty(q),
+        )
+    )(jnp.asarray(w, jnp.float32), jnp.asarray(k), jnp.asarray(q, jnp.float32))
+    expected = np.sum((w.T @ w - np.eye(4)) ** 2)
+    np.testing.assert_allclose(float(soft), expected, rtol=1e-5)
+    u, s, vt = np.linalg.svd(w)
+    np.testing.assert_allclose(float(spectral), s[0] ** 2, rtol=1e-5)
+    # d sigma^2 / dW = 2 sigma u1 v1^T (top singular value is simple for this draw).
+    np.testing.assert_allclose(np.asarray(grad), 2 * s[0] * np.outer(u[:, 0], vt[0]), rtol=1e-4, atol=1e-5)
+    # ndim > 2: reshaped to (-1, out).
+    s_k = np.linalg.svd(k.reshape(-1, 5), compute_uv=False)[0]
+    np.testing.assert_allclose(float(spectral_k), s_k**2, rtol=1e-5)
+    # Orthonormal columns: soft orthogonality is zero.
+    assert float(soft_q) < 1e-10
 
 
 def test_penalty_errors_name_the_argument():
@@ -127,7 +143,7 @@ def test_matrix_penalties_of_a_stack_are_the_sum_of_a_loop_over_its_matrices(nam
     fn = PENALTIES[name]
     w = jnp.asarray(random_normal(11, shape))
     got, grad = jax.jit(jax.value_and_grad(lambda w: fn(w, batch_dims=batch_dims)))(w)
-    items = w.reshape(-1, *shape[batch_dims:])
+    items = np.asarray(w).reshape(-1, *shape[batch_dims:])
     per_matrix = jax.jit(jax.value_and_grad(fn))  # batch_dims=0, one compilation for the loop
     want = [per_matrix(item) for item in items]
     np.testing.assert_allclose(float(got), sum(float(v) for v, _ in want), rtol=1e-5)
@@ -139,12 +155,17 @@ def test_matrix_penalties_of_a_stack_are_the_sum_of_a_loop_over_its_matrices(nam
 def test_matrix_penalties_per_matrix_values_by_vmap_and_empty_stacks():
     # The docstrings' recipe for one value per matrix: jax.vmap of the unbatched function.
     w = jnp.asarray(random_normal(12, (3, 4, 2)))
-    per_matrix = jax.vmap(jaxreg.soft_orthogonal_penalty)(w)
+    per_matrix, empty = jax.jit(  # one compilation for the vmap and the empty stacks
+        lambda w: (
+            jax.vmap(jaxreg.soft_orthogonal_penalty)(w),
+            {name: fn(jnp.zeros((0, 3, 2)), batch_dims=1) for name, fn in PENALTIES.items()},
+        )
+    )(w)
     np.testing.assert_allclose(
         np.asarray(per_matrix), [np.sum((m.T @ m - np.eye(2)) ** 2) for m in np.asarray(w)], rtol=1e-5
     )
-    for fn in PENALTIES.values():  # an empty stack sums to 0
-        assert float(fn(jnp.zeros((0, 3, 2)), batch_dims=1)) == 0.0
+    for name, value in empty.items():  # an empty stack sums to 0
+        assert float(value) == 0.0, name
 
 
 def test_matrix_penalties_batch_dims_errors_name_the_argument():

@@ -6,6 +6,7 @@ norms over ``axis`` with ``keepdims``, ``epsilon = 1e-7`` added to the norm.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import jax
@@ -13,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import KERAS_EPS, land, random_normal
+from helpers import KERAS_EPS, land, land_all, random_normal
 
 import jaxreg
 
@@ -38,11 +39,11 @@ def keras_min_max_norm(w, min_value, max_value, rate, axis):
 
 
 CASES = [((5, 4), 0), ((5, 4), 1), ((5, 4), -1), ((5, 4), (0, 1)), ((5, 4), None), ((3, 3, 2, 4), (0, 1, 2))]
+NAMES = ["max_norm", "unit_norm", "min_max_norm", "min_max_norm_half"]
 
 
-@pytest.mark.parametrize(("shape", "axis"), CASES)
-@pytest.mark.parametrize("name", ["max_norm", "unit_norm", "min_max_norm", "min_max_norm_half"])
-def test_constraints_match_keras(name, shape, axis):
+def _keras_case(name, shape, axis):
+    """``(tx, w, u, expected)``: the transform, the params and updates, Keras's landing."""
     w, u = random_normal(0, shape, 2.0), random_normal(1, shape)
     z = (w + u).astype(np.float64)
     if name == "max_norm":
@@ -54,13 +55,28 @@ def test_constraints_match_keras(name, shape, axis):
     else:
         tx = jaxreg.min_max_norm(2.0, 4.0, rate=0.5, axis=axis)
         expected = keras_min_max_norm(z, 2.0, 4.0, 0.5, axis)
-    step = jax.jit(land, static_argnums=0) if axis == 0 else land  # jit once per constraint
-    got = step(tx, {"w": jnp.asarray(w)}, {"w": jnp.asarray(u)})["w"]
+    return tx, w, u, expected
+
+
+@functools.cache
+def _keras_landed():
+    """``{(name, case index): (landed w, Keras's)}`` for every case below: one jitted program."""
+    keys = [(name, i) for name in NAMES for i in range(len(CASES))]
+    cases = [_keras_case(name, *CASES[i]) for name, i in keys]
+    landed = land_all([(tx, {"w": w}, {"w": u}) for tx, w, u, _ in cases])
+    return {key: (got["w"], case[3]) for key, got, case in zip(keys, landed, cases, strict=True)}
+
+
+@pytest.mark.parametrize(("shape", "axis"), CASES)
+@pytest.mark.parametrize("name", NAMES)
+def test_constraints_match_keras(name, shape, axis):
+    got, expected = _keras_landed()[name, CASES.index((shape, axis))]
     # Keras's additive epsilon differs from ours by a relative 1e-7 / norm; float32 rounding ~1e-6.
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_non_negative_matches_keras():
+    # Eagerly (land without jit), as a user may call a transform outside jit.
     w, u = random_normal(0, (4, 3)), random_normal(1, (4, 3))
     got = land(jaxreg.non_negative(), {"w": jnp.asarray(w)}, {"w": jnp.asarray(u)})["w"]
     np.testing.assert_array_equal(np.asarray(got) >= 0, True)
@@ -78,21 +94,22 @@ def test_non_negative_matches_keras():
     ],
 )
 def test_projection_is_idempotent(tx):
-    params = {"w": jnp.asarray(random_normal(2, (6, 3), 3.0))}
-    once = land(tx, params, {"w": jnp.asarray(random_normal(3, (6, 3)))})
-    twice = land(tx, once, {"w": jnp.zeros((6, 3))})
+    params = {"w": random_normal(2, (6, 3), 3.0)}
+    (once,) = land_all([(tx, params, {"w": random_normal(3, (6, 3))})])
+    (twice,) = land_all([(tx, once, {"w": np.zeros((6, 3), np.float32)})])
     np.testing.assert_allclose(np.asarray(twice["w"]), np.asarray(once["w"]), rtol=1e-6, atol=1e-7)
 
 
 def test_feasible_points_are_left_alone_and_zero_vectors_stay_zero():
     w = np.zeros((3, 4), np.float32)
     w[:, 1] = [0.1, 0.2, 0.2]  # norm 0.3 < 1: feasible for max_norm(1)
-    for tx in (jaxreg.max_norm(1.0), jaxreg.unit_norm(), jaxreg.min_max_norm(1.0, 2.0)):
-        got = np.asarray(land(tx, {"w": jnp.asarray(w)}, {"w": jnp.zeros((3, 4))})["w"])
+    zeros = np.zeros((3, 4), np.float32)
+    txs = (jaxreg.max_norm(1.0), jaxreg.unit_norm(), jaxreg.min_max_norm(1.0, 2.0))
+    landed = [np.asarray(out["w"]) for out in land_all([(tx, {"w": w}, {"w": zeros}) for tx in txs])]
+    for got in landed:
         assert np.all(np.isfinite(got))
         np.testing.assert_array_equal(got[:, [0, 2, 3]], 0.0)  # zero columns stay exactly zero
-    got = np.asarray(land(jaxreg.max_norm(1.0), {"w": jnp.asarray(w)}, {"w": jnp.zeros((3, 4))})["w"])
-    np.testing.assert_array_equal(got, w)  # scale is exactly 1 inside the ball
+    np.testing.assert_array_equal(landed[0], w)  # max_norm(1): scale is exactly 1 inside the ball
 
 
 def test_mask_dtypes_and_passthrough():
@@ -103,7 +120,12 @@ def test_mask_dtypes_and_passthrough():
         "step": jnp.array(7, jnp.int32),
     }
     zeros = jax.tree.map(jnp.zeros_like, params)
-    got = land(jaxreg.max_norm(1.0, mask=jaxreg.masks.weights_only), params, zeros)
+    got, unmasked = land_all(
+        [
+            (jaxreg.max_norm(1.0, mask=jaxreg.masks.weights_only), params, zeros),
+            (jaxreg.max_norm(1.0), params, zeros),
+        ]
+    )
     np.testing.assert_array_equal(np.asarray(got["bias"]), np.asarray(params["bias"]))
     assert got["step"] == 7 and got["step"].dtype == jnp.int32
     assert got["half"].dtype == jnp.bfloat16
@@ -112,8 +134,7 @@ def test_mask_dtypes_and_passthrough():
     half_norms = np.linalg.norm(np.asarray(got["half"], np.float32), axis=0)
     np.testing.assert_allclose(half_norms, 1.0, atol=0.05)
     # Without the mask the bias is one vector (Keras's bias_constraint semantics).
-    got = land(jaxreg.max_norm(1.0), params, zeros)
-    assert np.linalg.norm(np.asarray(got["bias"])) == pytest.approx(1.0, rel=1e-5)
+    assert np.linalg.norm(np.asarray(unmasked["bias"])) == pytest.approx(1.0, rel=1e-5)
 
 
 def test_constraint_last_in_chain_under_jit_with_schedule():
@@ -148,10 +169,16 @@ def test_constraint_with_inject_hyperparams():
     tx = optax.inject_hyperparams(jaxreg.max_norm, static_args=("axis",))(max_value=2.0, axis=0)
     params = {"w": 3.0 * jnp.ones((4, 2))}  # column norms 6
     state = tx.init(params)
+
+    @jax.jit  # one compilation: the injected radius is an array in the state
+    def step(state):
+        updates, state = tx.update({"w": jnp.zeros((4, 2))}, state, params)
+        return optax.apply_updates(params, updates), state
+
     for radius in (2.0, 1.0):
         state.hyperparams["max_value"] = jnp.asarray(radius)
-        updates, state = tx.update({"w": jnp.zeros((4, 2))}, state, params)
-        norms = np.linalg.norm(np.asarray(optax.apply_updates(params, updates)["w"]), axis=0)
+        landed, state = step(state)
+        norms = np.linalg.norm(np.asarray(landed["w"]), axis=0)
         np.testing.assert_allclose(norms, radius, rtol=1e-6)
 
 
@@ -161,11 +188,16 @@ def test_min_max_norm_rate_schedule_and_concrete_jax_values():
     tx = jaxreg.min_max_norm(0.5, 1.0, rate=rate, axis=None)
     params = {"w": jnp.array([3.0, 4.0])}
     state = tx.init(params)
-    zeros = {"w": jnp.zeros(2)}
-    u, state = tx.update(zeros, state, params)
-    np.testing.assert_allclose(optax.apply_updates(params, u)["w"], [3.0, 4.0], rtol=1e-6)
-    u, state = tx.update(zeros, state, params)
-    np.testing.assert_allclose(optax.apply_updates(params, u)["w"], [0.6, 0.8], rtol=1e-6)
+
+    @jax.jit  # one compilation for both steps: the count is in the state
+    def step(state):
+        u, state = tx.update({"w": jnp.zeros(2)}, state, params)
+        return optax.apply_updates(params, u)["w"], state
+
+    landed, state = step(state)
+    np.testing.assert_allclose(landed, [3.0, 4.0], rtol=1e-6)
+    landed, state = step(state)
+    np.testing.assert_allclose(landed, [0.6, 0.8], rtol=1e-6)
     # Concrete JAX scalars are checked like Python numbers (traced ones are not inspected).
     with pytest.raises(ValueError, match=r"^rate must lie in \[0, 1\]"):
         jaxreg.min_max_norm(0.0, 1.0, rate=jnp.asarray(1.5))
@@ -232,6 +264,6 @@ def test_constraint_errors_name_the_argument():
     with pytest.raises(ValueError, match=r"axis=\(0, 1, 2\).*1-D.*'bias'.*weights_only|'bias'.*axis"):
         tx.update(params, tx.init(params), params)
     tx = jaxreg.max_norm(1.0, axis=(0, 1, 2), mask=jaxreg.masks.weights_only)  # the fix the message suggests
-    tx.update(params, tx.init(params), params)
+    jax.jit(tx.update)(params, tx.init(params), params)
     with pytest.raises(ValueError, match="params"):
         tx.update(params, tx.init(params))

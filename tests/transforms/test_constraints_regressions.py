@@ -7,11 +7,13 @@ to order 1 where the squares would leave float64's range).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
+from helpers import land_all
 
 import jaxreg
 
@@ -19,20 +21,34 @@ EPS = 1e-7  # the constraints' floor on the divisor
 UNIT_ROUNDOFF = {jnp.float16: 2.0**-11, jnp.bfloat16: 2.0**-8, jnp.float32: 2.0**-24, jnp.float64: 2.0**-53}
 
 
+# Each test lands all its cases in one jitted program (helpers.land_all: each case its own
+# tx.update + apply_updates on its own leaf, as in a step of its own); the parametrized tests with
+# many cases share one program per group, computed once (functools.cache) and read case by case.
+
+
 def _land(tx, params, updates):
     """Where ``params`` land after one (jitted) ``tx`` step with incoming ``updates``."""
+    return land_all([(tx, params, updates)])[0]
 
-    @jax.jit
-    def step(params, updates):
-        new_updates, _ = tx.update(updates, tx.init(params), params)
-        return optax.apply_updates(params, new_updates)
 
-    return step(params, updates)
+def _project_case(tx, z):
+    """The ``land_all`` case of ``P(z)``: the landing from params 0 with the update ``z``
+    (``0 + (P(z) - 0)`` is exact)."""
+    return tx, {"w": np.zeros(z.shape, z.dtype)}, {"w": z}
+
+
+def _project_all(cases):
+    """``P(z)`` for each ``(tx, z)`` of ``cases``, in one jitted program."""
+    return [out["w"] for out in land_all([_project_case(tx, z) for tx, z in cases])]
 
 
 def _project(tx, z):
-    """``P(z)``: the landing from params 0 with the update ``z`` (``0 + (P(z) - 0)`` is exact)."""
-    return _land(tx, {"w": jnp.zeros_like(z)}, {"w": z})["w"]
+    return _project_all([(tx, z)])[0]
+
+
+def _f64(x):
+    """``x`` (any float dtype, bfloat16 included) in float64 NumPy: an exact conversion."""
+    return np.asarray(x).astype(np.float64)
 
 
 def _np_norms(z, axis):
@@ -69,40 +85,54 @@ def _column(scale, n=5, seed=0):
 
 # --- overflow and underflow of the norm -----------------------------------------------------------
 
+ENDS = [
+    (jnp.float32, 1e20),  # squares overflow float32
+    (jnp.float32, 3e38),  # the norm itself is above float32's maximum
+    (jnp.float32, 1e-25),  # squares underflow float32
+    (jnp.bfloat16, 1e20),
+    (jnp.bfloat16, 3e38),
+    (jnp.float16, 6e4),
+    (jnp.float16, 1e-7),  # subnormal float16 entries, normal float32 ones
+]
+
+
+@functools.cache
+def _ends_landed():
+    """``{(name, dtype, scale): (z, P(z))}`` for every case of the test below: one program."""
+    keys = [(name, dtype, scale) for name in ORACLES for dtype, scale in ENDS]
+    zs = [jnp.asarray(_column(scale), dtype) for _, dtype, scale in keys]
+    got = _project_all([(ORACLES[name][0](), z) for (name, _, _), z in zip(keys, zs, strict=True)])
+    return dict(zip(keys, zip(zs, got, strict=True), strict=True))
+
 
 @pytest.mark.parametrize("name", list(ORACLES))
-@pytest.mark.parametrize(
-    ("dtype", "scale"),
-    [
-        (jnp.float32, 1e20),  # squares overflow float32
-        (jnp.float32, 3e38),  # the norm itself is above float32's maximum
-        (jnp.float32, 1e-25),  # squares underflow float32
-        (jnp.bfloat16, 1e20),
-        (jnp.bfloat16, 3e38),
-        (jnp.float16, 6e4),
-        (jnp.float16, 1e-7),  # subnormal float16 entries, normal float32 ones
-    ],
-)
+@pytest.mark.parametrize(("dtype", "scale"), ENDS)
 def test_constraints_at_the_ends_of_the_range(name, dtype, scale):
-    make, oracle = ORACLES[name]
-    z = jnp.asarray(_column(scale), dtype)
-    got = _project(make(), z)
+    _, oracle = ORACLES[name]
+    z, got = _ends_landed()[name, dtype, scale]
     assert got.dtype == dtype
-    expected = oracle(np.asarray(z.astype(jnp.float32), np.float64))
+    expected = oracle(_f64(z))
     # One rounding to the leaf dtype (exact-ish float32 arithmetic underneath); for float16
     # outputs below its normal range the spacing of subnormals (2^-24) is the absolute error.
     u = UNIT_ROUNDOFF[dtype]
-    got64 = np.asarray(got.astype(jnp.float32), np.float64)
-    np.testing.assert_allclose(got64, expected, rtol=4 * u, atol=2.0**-24 if dtype == jnp.float16 else 0)
+    np.testing.assert_allclose(_f64(got), expected, rtol=4 * u, atol=2.0**-24 if dtype == jnp.float16 else 0)
+
+
+@functools.cache
+def _ends64_landed():
+    """``{(name, scale): (z, P(z))}`` in float64 (called under ``jax.enable_x64``): one program."""
+    keys = [(name, scale) for name in ORACLES for scale in (1e200, 1e-200)]
+    zs = [jnp.asarray(_column(scale), jnp.float64) for _, scale in keys]
+    got = _project_all([(ORACLES[name][0](), z) for (name, _), z in zip(keys, zs, strict=True)])
+    return dict(zip(keys, zip(zs, got, strict=True), strict=True))
 
 
 @pytest.mark.parametrize("name", list(ORACLES))
 @pytest.mark.parametrize("scale", [1e200, 1e-200])
 def test_constraints_float64_at_the_ends_of_the_range(name, scale):
-    make, oracle = ORACLES[name]
+    _, oracle = ORACLES[name]
     with jax.enable_x64(True):
-        z = jnp.asarray(_column(scale), jnp.float64)
-        got = _project(make(), z)
+        z, got = _ends64_landed()[name, scale]
         assert got.dtype == jnp.float64
         np.testing.assert_allclose(np.asarray(got), oracle(np.asarray(z)), rtol=1e-14)
 
@@ -115,24 +145,34 @@ def test_min_max_norm_is_not_nan_where_the_norm_overflows():
 
 # (1e-25, 1e-20): float32 squares all round to 0 and t is above any such norm: the group lands on 0.
 # (1e-25, 0.0): t = 0 keeps the tiny group as it is, which needs its exact (nonzero) norm.
-@pytest.mark.parametrize(
-    ("scale", "t"), [(1e20, 3e20), (1e-25, 3e-26), (1.0, 0.5), (1e-25, 1e-20), (1e-25, 0.0)]
-)
+GROUP_LASSO_ENDS = [(1e20, 3e20), (1e-25, 3e-26), (1.0, 0.5), (1e-25, 1e-20), (1e-25, 0.0)]
+
+
+@functools.cache
+def _group_lasso_ends_landed():
+    """``{(scale, t): (z, landing)}`` for every case of the test below: one program."""
+    zs = [jnp.asarray(_column(scale, n=4, seed=1).T, jnp.float32) for scale, _ in GROUP_LASSO_ENDS]
+    txs = [jaxreg.prox_group_lasso(t, 1.0, axis=0) for _, t in GROUP_LASSO_ENDS]
+    got = _project_all(list(zip(txs, zs, strict=True)))
+    return dict(zip(GROUP_LASSO_ENDS, zip(zs, got, strict=True), strict=True))
+
+
+@pytest.mark.parametrize(("scale", "t"), GROUP_LASSO_ENDS)
 def test_prox_group_lasso_norms_neither_overflow_nor_underflow(scale, t):
-    z = _column(scale, n=4, seed=1).T  # 3 groups of 4 along axis 0
-    got = _project(jaxreg.prox_group_lasso(t, 1.0, axis=0), jnp.asarray(z, jnp.float32))
-    z64 = np.asarray(jnp.asarray(z, jnp.float32), np.float64)
+    z, got = _group_lasso_ends_landed()[scale, t]  # 3 groups of 4 along axis 0
+    z64 = _f64(z)
     n = _np_norms(z64, 1)
     expected = z64 * np.maximum(1 - t / n, 0)
-    np.testing.assert_allclose(np.asarray(got, np.float64), expected, rtol=1e-5)
+    np.testing.assert_allclose(_f64(got), expected, rtol=1e-5)
 
 
 def test_gradients_of_weight_norms_stay_finite_at_zero_and_at_large_values():
     # The norm of the constraints is the package's one norm: gradient 0 at 0, x / ||x|| elsewhere.
     from jaxreg._norms import safe_norm
 
+    grad = jax.jit(jax.grad(lambda x: safe_norm(x, keepdims=False)))  # one compilation for both
     for x, expected in ((np.zeros(3), np.zeros(3)), (np.array([3e20, 4e20, 0.0]), np.array([0.6, 0.8, 0.0]))):
-        g = jax.grad(lambda x: safe_norm(x, keepdims=False))(jnp.asarray(x, jnp.float32))
+        g = grad(jnp.asarray(x, jnp.float32))
         np.testing.assert_allclose(np.asarray(g), expected, rtol=1e-6)
 
 
@@ -146,20 +186,53 @@ def test_feasible_params_stay_bit_identical(dtype):
     w[:, 1] = [0.6, 0.0, 0.0]  # in [0.5, 2] (min_max_norm)
     w[:, 2] = [0.0, 1.0, 0.0]  # exactly unit (unit_norm)
     w = jnp.asarray(w, dtype)
-    zeros = jnp.zeros_like(w)
-    for tx, cols in (
+    zeros = np.zeros(w.shape, w.dtype)
+    cases = (
         (jaxreg.max_norm(1.0), [0, 1, 2]),
         (jaxreg.min_max_norm(0.5, 2.0), [1, 2]),
         (jaxreg.unit_norm(), [2]),
-    ):
-        got = _land(tx, {"w": w}, {"w": zeros})["w"]
-        np.testing.assert_array_equal(np.asarray(got[:, cols]), np.asarray(w[:, cols]))
+    )
+    landed = land_all([(tx, {"w": w}, {"w": zeros}) for tx, _ in cases])
+    for (_, cols), got in zip(cases, landed, strict=True):
+        np.testing.assert_array_equal(np.asarray(got["w"])[:, cols], np.asarray(w)[:, cols])
+
+
+IDEMPOTENCE_NS = (1, 3, 64, 1000)
+IDEMPOTENCE_TXS = (
+    (lambda: jaxreg.max_norm(0.75), lambda nn: np.minimum(nn, 0.75)),
+    (lambda: jaxreg.unit_norm(), lambda nn: np.ones_like(nn)),
+    (lambda: jaxreg.min_max_norm(2.0, 3.0), lambda nn: np.clip(nn, 2.0, 3.0)),
+)
+
+
+@functools.cache
+def _idempotence_landed(dtype):
+    """``{n: (z, [(P(z), P(P(z))) per transform])}`` for one dtype (under ``jax.enable_x64`` for
+    float64): one program for every first projection, one for every second."""
+    zs, cases = {}, []
+    for n in IDEMPOTENCE_NS:
+        rng = np.random.default_rng(n)
+        z_np = rng.standard_normal((n, 200)) * rng.uniform(0.5, 50.0, 200)
+        zs[n] = jnp.asarray(z_np, dtype)
+        cases += [(make(), zs[n]) for make, _ in IDEMPOTENCE_TXS]
+    once = _project_all(cases)
+    twice = land_all(
+        [(tx, {"w": o}, {"w": np.zeros(o.shape, o.dtype)}) for (tx, _), o in zip(cases, once, strict=True)]
+    )
+    pairs = [(o, t["w"]) for o, t in zip(once, twice, strict=True)]
+    k = len(IDEMPOTENCE_TXS)
+    return {n: (zs[n], pairs[i * k : (i + 1) * k]) for i, n in enumerate(IDEMPOTENCE_NS)}
 
 
 def _idempotence_cases():
     for dtype in (jnp.float32, jnp.bfloat16, jnp.float16, jnp.float64):
-        for n in (1, 3, 64, 1000):
+        for n in IDEMPOTENCE_NS:
             yield dtype, n
+
+
+def _ext(x):
+    """``x`` in extended precision (exact: through float64)."""
+    return _f64(x).astype(np.longdouble)
 
 
 @pytest.mark.parametrize(("dtype", "n"), list(_idempotence_cases()))
@@ -170,27 +243,17 @@ def test_projection_applied_twice_moves_entries_by_at_most_the_stated_bound(dtyp
     # The norms of the results are measured in extended precision.
     u = 2.0**-53 if dtype == jnp.float64 else 2.0**-24
     u_leaf = UNIT_ROUNDOFF[dtype] if dtype in (jnp.float16, jnp.bfloat16) else 0.0
-    rng = np.random.default_rng(n)
-    z_np = rng.standard_normal((n, 200)) * rng.uniform(0.5, 50.0, 200)
     with jax.enable_x64(dtype == jnp.float64):
-        z = jnp.asarray(z_np, dtype)
-        z_ext = np.asarray(z.astype(jnp.float32) if dtype != jnp.float64 else z).astype(np.longdouble)
-        for tx, desired in (
-            (jaxreg.max_norm(0.75), lambda nn: np.minimum(nn, 0.75)),
-            (jaxreg.unit_norm(), lambda nn: np.ones_like(nn)),
-            (jaxreg.min_max_norm(2.0, 3.0), lambda nn: np.clip(nn, 2.0, 3.0)),
-        ):
-            once = _project(tx, z)
-            once_ext = np.asarray(once.astype(jnp.float32) if dtype != jnp.float64 else once).astype(
-                np.longdouble
-            )
+        z, landed = _idempotence_landed(dtype)[n]
+        assert z.dtype == dtype and z.shape == (n, 200)
+        z_ext = _ext(z)
+        for (_, desired), (once, twice) in zip(IDEMPOTENCE_TXS, landed, strict=True):
+            assert once.dtype == twice.dtype == dtype
+            once_ext = _ext(once)
             d = desired(np.sqrt(np.sum(z_ext**2, axis=0)))
             eta = np.sqrt(np.sum(once_ext**2, axis=0)) / d - 1
             assert np.all(np.abs(eta) <= (n / 2 + 3) * u + u_leaf), float(np.abs(eta).max())
-            twice = _land(tx, {"w": once}, {"w": jnp.zeros_like(once)})["w"]
-            twice_ext = np.asarray(twice.astype(jnp.float32) if dtype != jnp.float64 else twice).astype(
-                np.longdouble
-            )
+            twice_ext = _ext(twice)
             moved = np.abs(twice_ext - once_ext)
             bound = ((n + 6) * u + 2 * u_leaf) * np.abs(once_ext)
             assert np.all(moved <= bound), float((moved / np.abs(once_ext)).max())
@@ -202,8 +265,8 @@ def test_below_the_floor_unit_norm_takes_two_steps():
     z = jnp.asarray([[3e-9], [4e-9]], jnp.float32)  # n = 5e-9
     tx = jaxreg.unit_norm()
     once = _project(tx, z)
-    np.testing.assert_allclose(np.asarray(once, np.float64), np.asarray(z, np.float64) / EPS, rtol=1e-6)
-    twice = _land(tx, {"w": once}, {"w": jnp.zeros_like(once)})["w"]
+    np.testing.assert_allclose(_f64(once), _f64(z) / EPS, rtol=1e-6)
+    twice = _land(tx, {"w": once}, {"w": np.zeros(once.shape, once.dtype)})["w"]
     np.testing.assert_allclose(np.asarray(twice), [[0.6], [0.8]], rtol=1e-6)
 
 
@@ -212,14 +275,15 @@ def test_below_the_floor_min_max_norm_and_max_norm():
     # c < eps lands it on c n / eps < c (feasible: a second step leaves it bit for bit).
     z = np.array([[3e-9], [4e-9]])  # n = 5e-9
     n = 5e-9
-    for rate in (1.0, 0.5):
-        got = _project(jaxreg.min_max_norm(0.5, 2.0, rate=rate), jnp.asarray(z, jnp.float32))
-        d = rate * 0.5 + (1 - rate) * n
-        np.testing.assert_allclose(np.asarray(got, np.float64), z * d / EPS, rtol=1e-6)
+    z32 = jnp.asarray(z, jnp.float32)
+    rates = (1.0, 0.5)
     tx = jaxreg.max_norm(1e-9)
-    once = _project(tx, jnp.asarray(z, jnp.float32))
-    np.testing.assert_allclose(np.asarray(once, np.float64), z * 1e-9 / EPS, rtol=1e-6)
-    twice = _land(tx, {"w": once}, {"w": jnp.zeros_like(once)})["w"]
+    *by_rate, once = _project_all([(jaxreg.min_max_norm(0.5, 2.0, rate=r), z32) for r in rates] + [(tx, z32)])
+    for rate, got in zip(rates, by_rate, strict=True):
+        d = rate * 0.5 + (1 - rate) * n
+        np.testing.assert_allclose(_f64(got), z * d / EPS, rtol=1e-6)
+    np.testing.assert_allclose(_f64(once), z * 1e-9 / EPS, rtol=1e-6)
+    twice = _land(tx, {"w": once}, {"w": np.zeros(once.shape, once.dtype)})["w"]
     np.testing.assert_array_equal(np.asarray(twice), np.asarray(once))
 
 
@@ -231,15 +295,21 @@ def _landing_bound(w, target, u):
 
 def test_landing_far_above_the_target_is_off_by_at_most_the_stated_bound():
     # The documented example: max_norm(1e-4) on the column [3000, 4000] lands on [0, 0], within
-    # the bound of P(z) = [6e-5, 8e-5].
-    w = jnp.asarray([[3000.0], [4000.0]], jnp.float32)
-    got = np.asarray(_land(jaxreg.max_norm(1e-4), {"w": w}, {"w": jnp.zeros_like(w)})["w"], np.float64)
+    # the bound of P(z) = [6e-5, 8e-5]; unit_norm on [5e7] (float32 spacing 4 there) lands on 0,
+    # within the bound of P(z) = [1].
+    w1 = jnp.asarray([[3000.0], [4000.0]], jnp.float32)
+    w2 = jnp.asarray([5e7], jnp.float32)
+    landed = land_all(
+        [
+            (jaxreg.max_norm(1e-4), {"w": w1}, {"w": np.zeros(w1.shape, np.float32)}),
+            (jaxreg.unit_norm(), {"w": w2}, {"w": np.zeros(w2.shape, np.float32)}),
+        ]
+    )
+    got = _f64(landed[0]["w"])
     np.testing.assert_array_equal(got, [[0.0], [0.0]])
     target = np.array([[6e-5], [8e-5]])
-    assert np.all(np.abs(got - target) <= _landing_bound(np.asarray(w, np.float64), target, 2.0**-24))
-    # unit_norm on [5e7] (float32 spacing 4 there) lands on 0, within the bound of P(z) = [1].
-    w = jnp.asarray([5e7], jnp.float32)
-    got = np.asarray(_land(jaxreg.unit_norm(), {"w": w}, {"w": jnp.zeros_like(w)})["w"], np.float64)
+    assert np.all(np.abs(got - target) <= _landing_bound(_f64(w1), target, 2.0**-24))
+    got = _f64(landed[1]["w"])
     np.testing.assert_array_equal(got, [0.0])
     assert np.all(np.abs(got - 1.0) <= _landing_bound(5e7, 1.0, 2.0**-24))
 
@@ -249,10 +319,10 @@ def test_landing_of_constraints_and_prox_is_within_the_stated_bound(dtype):
     u = UNIT_ROUNDOFF[dtype]
     rng = np.random.default_rng(7)
     w = rng.standard_normal((4, 300)) * 10.0 ** rng.uniform(-3, 4, 300)
-    w = np.asarray(jnp.asarray(w, dtype).astype(jnp.float32), np.float64)
+    w = _f64(jnp.asarray(w, dtype))
     params = {"w": jnp.asarray(w, dtype)}
-    zeros = {"w": jnp.zeros(w.shape, dtype)}
-    for tx, make in (
+    zeros = {"w": np.zeros(w.shape, params["w"].dtype)}
+    cases = (
         (jaxreg.max_norm(0.5), lambda z: _np_rescale(z, 0, lambda n: np.minimum(n, 0.5))),
         (jaxreg.unit_norm(), ORACLES["unit_norm"][1]),
         (jaxreg.prox_l1(0.1, 1.0), lambda z: np.sign(z) * np.maximum(np.abs(z) - 0.1, 0)),
@@ -260,11 +330,13 @@ def test_landing_of_constraints_and_prox_is_within_the_stated_bound(dtype):
             jaxreg.prox_group_lasso(0.5, 1.0, axis=1),
             lambda z: z * np.maximum(1 - 0.5 / np.maximum(_np_norms(z, 0), 1e-300), 0),
         ),
-    ):
+    )
+    landed = land_all([(tx, params, zeros) for tx, _ in cases])
+    for (_, make), out in zip(cases, landed, strict=True):
         # The target: P(w) as the transform computes it (float32 arithmetic, then rounded to the
         # leaf dtype), bracketed by the float64 oracle up to that rounding and the projection's error.
         target = make(w)
-        got = np.asarray(_land(tx, params, zeros)["w"].astype(jnp.float32), np.float64)
+        got = _f64(out["w"])
         projection_error = (4 * 3 + 3) * 2.0**-24 + (u if dtype != jnp.float32 else 0)
         bound = _landing_bound(w, target, u) * (1 + projection_error) + projection_error * np.abs(target)
         assert np.all(np.abs(got - target) <= bound), np.max(np.abs(got - target) - bound)
@@ -276,14 +348,14 @@ def test_landing_of_constraints_and_prox_is_within_the_stated_bound(dtype):
 @pytest.mark.parametrize("shape", [(0, 3), (3, 0), (0,)])
 def test_zero_size_leaves(shape):
     w = jnp.zeros(shape)
-    for tx in (
+    txs = (
         jaxreg.max_norm(1.0, axis=None),
         jaxreg.unit_norm(axis=None),
         jaxreg.min_max_norm(0.5, 1.0, axis=None),
         jaxreg.prox_group_lasso(0.1, 1.0),
-    ):
-        got = _land(tx, {"w": w}, {"w": w})["w"]
-        assert got.shape == shape
+    )
+    for got in land_all([(tx, {"w": w}, {"w": w}) for tx in txs]):
+        assert got["w"].shape == shape
 
 
 # --- the one pass over params + updates (large leaves on one device, see jaxreg._norms) -----------
@@ -297,17 +369,19 @@ def test_one_pass_norms_land_where_the_formulas_do(name, monkeypatch):
     # (two passes): the same formulas, evaluated in float64, in every case.
     from jaxreg import _norms
 
-    monkeypatch.setattr(_norms, "ONE_PASS_MIN_SIZE", 1)
+    monkeypatch.setattr(_norms, "ONE_PASS_MIN_SIZE", 1)  # read when the program is traced
     if name == "prox_group_lasso":
-        tx = jaxreg.prox_group_lasso(0.75, 1.0, axis=1)  # groups: the columns, as for the constraints
+        make = lambda: jaxreg.prox_group_lasso(0.75, 1.0, axis=1)  # noqa: E731  (groups: the columns)
 
         def oracle(z):
             n = _np_norms(z, 0)
             return np.where(n > 0, z * np.maximum(1 - 0.75 / np.where(n > 0, n, 1), 0), 0)
     else:
         make, oracle = ORACLES[name]
-        tx = make()
-    for scales in ((1.0, 0.3, 4.0), (1.0, 0.0, 4.0), (1.0, 1e20, 4.0), (1.0, 1e-25, 4.0)):
-        z = jnp.asarray(_column(1.0, n=6) * np.asarray(scales), jnp.float32)
-        got = np.asarray(_project(tx, z), np.float64)
-        np.testing.assert_allclose(got, oracle(np.asarray(z, np.float64)), rtol=4 * 2.0**-24, atol=0)
+    all_scales = ((1.0, 0.3, 4.0), (1.0, 0.0, 4.0), (1.0, 1e20, 4.0), (1.0, 1e-25, 4.0))
+    zs = [jnp.asarray(_column(1.0, n=6) * np.asarray(scales), jnp.float32) for scales in all_scales]
+    landed = _project_all([(make(), z) for z in zs])
+    for scales, z, got in zip(all_scales, zs, landed, strict=True):
+        np.testing.assert_allclose(
+            _f64(got), oracle(_f64(z)), rtol=4 * 2.0**-24, atol=0, err_msg=f"scales {scales}"
+        )

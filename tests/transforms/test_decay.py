@@ -40,6 +40,11 @@ def _f64(schedule):
     return lambda count: schedule(jnp.asarray(count, jnp.float64))
 
 
+def _values(schedule, steps):
+    """``schedule`` at the counts ``0 .. steps - 1``, in NumPy: one compilation for all of them."""
+    return np.asarray(jax.jit(jax.vmap(schedule))(jnp.arange(steps)))
+
+
 # ---------------------------------------------------------------- corrected_weight_decay against timm
 
 
@@ -67,7 +72,7 @@ def test_corrected_weight_decay_follows_timm_adamc(ref):
         params, loss, sched = _timm_problem(ref)
         steps = len(ref["lr"])
         # The schedule is the one the script set by hand, step by step.
-        np.testing.assert_allclose([float(sched(t)) for t in range(steps)], ref["lr"], rtol=1e-13)
+        np.testing.assert_allclose(_values(sched, steps), ref["lr"], rtol=1e-13)
         b1, b2, eps, wd = (float(ref[k]) for k in ("b1", "b2", "eps", "weight_decay"))
         tx = optax.chain(
             optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
@@ -137,8 +142,8 @@ def test_cautious_weight_decay_follows_the_paper_with_adam(wd_schedule):
     wd = _f64(optax.linear_schedule(0.5, 0.1, steps)) if wd_schedule else 0.3
     with jax.enable_x64(True):
         w0, grad, loss = _least_squares(1)
-        lrs = np.array([float(lr(t)) for t in range(steps)])
-        lams = np.array([float(wd(t)) if callable(wd) else wd for t in range(steps)])
+        lrs = _values(lr, steps)
+        lams = _values(wd, steps) if callable(wd) else np.full(steps, wd)
         expected, decayed = _numpy_adam_cautious(w0, grad, lrs, lams, b1, b2, eps)
         # The problem exercises both branches of the indicator.
         assert 0.2 < decayed.mean() < 0.95
@@ -155,13 +160,17 @@ def test_cautious_weight_decay_at_zero_and_opposite_signs():
     params = {"w": jnp.array([2.0, -2.0, 2.0, -2.0, 3.0, -3.0, 0.0, 0.0, -0.0])}
     u = {"w": jnp.array([1.0, -1.0, -1.0, 1.0, 0.0, -0.0, 1.0, -1.0, 0.0])}
     tx = jaxreg.cautious_weight_decay(0.5)
-    out, _ = tx.update(u, tx.init(params), params)
+    tiny = {"w": jnp.array([1e-30], jnp.float32)}
+    out, out_tiny = jax.jit(  # both cases in one compilation
+        lambda u, params, u_tiny, tiny: (
+            tx.update(u, tx.init(params), params)[0],
+            tx.update(u_tiny, tx.init(tiny), tiny)[0],
+        )
+    )(u, params, {"w": jnp.array([-1e-30], jnp.float32)}, tiny)
     # agree: decayed; disagree: unchanged; u = 0 (either sign): decayed, as I(u w >= 0); w = 0: adds 0
     np.testing.assert_array_equal(out["w"], [2.0, -2.0, -1.0, 1.0, 1.5, -1.5, 1.0, -1.0, 0.0])
     # A product u * w that underflows to 0 in float32 does not count as agreement.
-    tiny = {"w": jnp.array([1e-30], jnp.float32)}
-    out, _ = tx.update({"w": jnp.array([-1e-30], jnp.float32)}, tx.init(tiny), tiny)
-    np.testing.assert_array_equal(out["w"], np.array([-1e-30], np.float32))
+    np.testing.assert_array_equal(out_tiny["w"], np.array([-1e-30], np.float32))
 
 
 def _numpy_adamw_algorithm2(w0, grad, alpha, etas, lam, b1, b2, eps):
@@ -182,7 +191,7 @@ def test_decoupled_weight_decay_is_algorithm_2_of_adamw():
     eta = _f64(optax.cosine_decay_schedule(1.0, steps, alpha=0.2))  # the schedule multiplier eta_t
     with jax.enable_x64(True):
         w0, grad, loss = _least_squares(2)
-        etas = np.array([float(eta(t)) for t in range(steps)])
+        etas = _values(eta, steps)
         expected = _numpy_adamw_algorithm2(w0, grad, alpha, etas, lam, b1, b2, eps)
         tx = optax.chain(
             optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
@@ -197,7 +206,7 @@ def test_decoupled_weight_decay_is_algorithm_2_of_adamw():
 def test_decoupled_weight_decay_does_not_scale_with_the_learning_rate(lr):
     params = {"w": jnp.array([2.0, -4.0])}
     tx = optax.chain(optax.sgd(lr), jaxreg.decoupled_weight_decay(0.25))
-    u, _ = tx.update({"w": jnp.zeros(2)}, tx.init(params), params)
+    u, _ = jax.jit(tx.update)({"w": jnp.zeros(2)}, tx.init(params), params)
     np.testing.assert_array_equal(u["w"], [-0.5, 1.0])  # -0.25 * w whatever the learning rate
 
 
@@ -208,9 +217,10 @@ def test_weight_decay_and_schedule_multiply_and_advance():
         optax.linear_schedule(0.5, 0.25, 1), schedule=optax.linear_schedule(1.0, 0.5, 1)
     )
     state = tx.init(params)
-    u, state = tx.update(zeros, state, params)
+    update = jax.jit(tx.update)  # one compilation for both steps
+    u, state = update(zeros, state, params)
     np.testing.assert_array_equal(u["w"], [-0.5, 1.0])  # -0.5 * 1.0 * w
-    u, state = tx.update(zeros, state, params)
+    u, state = update(zeros, state, params)
     np.testing.assert_array_equal(u["w"], [-0.125, 0.25])  # -0.25 * 0.5 * w
     assert int(optax.tree_utils.tree_get(state, "count")) == 2
 
@@ -230,13 +240,16 @@ SIGN = {"decoupled": -1.0, "corrected": 0.5, "cautious": 1.0}
 def test_masks_and_non_float_leaves(name):
     params = {"w": jnp.full((2, 3), 2.0), "b": jnp.full(3, 2.0), "step": jnp.array(7, jnp.int32)}
     ones = {"w": jnp.ones((2, 3)), "b": jnp.ones(3), "step": jnp.array(1, jnp.int32)}
-    for mask, decayed in (
+    cases = (
         (None, {"w", "b"}),
         ({"w": True, "b": False, "step": True}, {"w"}),
         (jaxreg.masks.weights_only, {"w"}),
-    ):
-        tx = FACTORIES[name](0.5, mask=mask)
-        u, _ = jax.jit(tx.update)(ones, tx.init(params), params)
+    )
+    txs = [FACTORIES[name](0.5, mask=mask) for mask, _ in cases]
+    updates = jax.jit(  # the three masks in one compilation
+        lambda ones, params: [tx.update(ones, tx.init(params), params)[0] for tx in txs]
+    )(ones, params)
+    for (_, decayed), u in zip(cases, updates, strict=True):
         for leaf in ("w", "b"):
             expected = 1.0 + SIGN[name] * 0.5 * 2.0 if leaf in decayed else 1.0
             np.testing.assert_allclose(u[leaf], expected, rtol=1e-6)
@@ -248,7 +261,7 @@ def test_masks_and_non_float_leaves(name):
 def test_leaves_keep_their_dtype(name, dtype):
     params = {"w": jnp.full(4, 2.0, dtype)}
     tx = FACTORIES[name](optax.linear_schedule(0.5, 0.1, 10))
-    u, _ = tx.update({"w": jnp.ones(4, dtype)}, tx.init(params), params)
+    u, _ = jax.jit(tx.update)({"w": jnp.ones(4, dtype)}, tx.init(params), params)
     assert u["w"].dtype == dtype
     np.testing.assert_allclose(np.asarray(u["w"], np.float32), 1.0 + SIGN[name] * 0.5 * 2.0, rtol=1e-2)
 
@@ -319,8 +332,9 @@ def test_inject_hyperparams_with_schedules():
     # Without max_learning_rate, as the docstring warns, lr_max is the injected lr_t: AdamW's decay.
     bare = optax.inject_hyperparams(jaxreg.corrected_weight_decay)(weight_decay=0.5, learning_rate=lr)
     state = bare.init(p)
+    update = jax.jit(bare.update)
     for _ in range(3):
-        u, state = bare.update(zeros, state, p)
+        u, state = update(zeros, state, p)
         np.testing.assert_allclose(u["w"], 0.5 * np.array([2.0, -4.0]), rtol=1e-6)
     # decoupled_weight_decay's schedule multiplier, injected: evaluated by inject_hyperparams at its count.
     tx = optax.inject_hyperparams(jaxreg.decoupled_weight_decay)(weight_decay=0.5, schedule=lr)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import group_slices, land, random_normal
+from helpers import group_slices, land, land_all, random_normal
 
 import jaxreg
 
@@ -26,36 +26,54 @@ U = random_normal(1, (4, 6), scale=0.3)
 Z = W + U
 
 
+def _landed_all(*cases):
+    """The landed ``w`` of each ``tx`` or ``(tx, w, u)`` of ``cases`` (``w=W``, ``u=U`` for a bare
+    ``tx``): all in one jitted program (helpers.land_all), as NumPy arrays."""
+    cases = [(c, W, U) if hasattr(c, "update") else c for c in cases]  # a transform is a tuple too
+    landed = land_all([(tx, {"w": jnp.asarray(w)}, {"w": jnp.asarray(u)}) for tx, w, u in cases])
+    return [np.asarray(out["w"]) for out in landed]
+
+
 def _landed(tx, w=W, u=U):
-    return np.asarray(land(tx, {"w": jnp.asarray(w)}, {"w": jnp.asarray(u)}, jit=True)["w"])
+    return _landed_all((tx, w, u))[0]
 
 
 # --- projected -------------------------------------------------------------------------------------
 
-PROJECTIONS = [
-    pytest.param(optax.projections.projection_simplex, id="simplex"),
-    pytest.param(functools.partial(optax.projections.projection_simplex, scale=2.0), id="simplex_scale"),
-    pytest.param(optax.projections.projection_l1_ball, id="l1_ball"),
-    pytest.param(functools.partial(optax.projections.projection_l1_ball, scale=0.5), id="l1_ball_scale"),
-    pytest.param(optax.projections.projection_l2_ball, id="l2_ball"),
-    pytest.param(functools.partial(optax.projections.projection_l2_ball, scale=0.5), id="l2_ball_scale"),
-    pytest.param(functools.partial(optax.projections.projection_box, lower=-0.5, upper=0.25), id="box"),
-    pytest.param(optax.projections.projection_hypercube, id="hypercube"),
-    pytest.param(functools.partial(optax.projections.projection_hypercube, scale=0.5), id="hypercube_scale"),
-    pytest.param(optax.projections.projection_non_negative, id="non_negative"),
-]
+PROJECTIONS = {
+    "simplex": optax.projections.projection_simplex,
+    "simplex_scale": functools.partial(optax.projections.projection_simplex, scale=2.0),
+    "l1_ball": optax.projections.projection_l1_ball,
+    "l1_ball_scale": functools.partial(optax.projections.projection_l1_ball, scale=0.5),
+    "l2_ball": optax.projections.projection_l2_ball,
+    "l2_ball_scale": functools.partial(optax.projections.projection_l2_ball, scale=0.5),
+    "box": functools.partial(optax.projections.projection_box, lower=-0.5, upper=0.25),
+    "hypercube": optax.projections.projection_hypercube,
+    "hypercube_scale": functools.partial(optax.projections.projection_hypercube, scale=0.5),
+    "non_negative": optax.projections.projection_non_negative,
+}
 
 
-@pytest.mark.parametrize("proj", PROJECTIONS)
-def test_projected_lands_on_the_projection_of_w_plus_u(proj):
-    want = np.asarray(proj(jnp.asarray(Z)))
-    np.testing.assert_allclose(_landed(jaxreg.projected(proj)), want, rtol=1e-6, atol=1e-6)
+@functools.cache
+def _projected_landed():
+    """``{name: (landed, optax's projection of Z)}`` for every projection: the landings in one jitted
+    program, the oracles (optax's functions on ``Z``) in another."""
+    names = list(PROJECTIONS)
+    landed = _landed_all(*(jaxreg.projected(PROJECTIONS[name]) for name in names))
+    want = jax.jit(lambda z: [PROJECTIONS[name](z) for name in names])(jnp.asarray(Z))
+    return {name: (got, np.asarray(w)) for name, got, w in zip(names, landed, want, strict=True)}
+
+
+@pytest.mark.parametrize("name", list(PROJECTIONS))
+def test_projected_lands_on_the_projection_of_w_plus_u(name):
+    got, want = _projected_landed()[name]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
 def test_projected_respects_the_mask_and_names_itself_in_errors():
     params = {"a": jnp.asarray(W), "b": jnp.asarray(W)}
     tx = jaxreg.projected(optax.projections.projection_non_negative, mask={"a": True, "b": False})
-    out = land(tx, params, {"a": jnp.zeros_like(W), "b": jnp.zeros_like(W)})
+    (out,) = land_all([(tx, params, {"a": np.zeros_like(W), "b": np.zeros_like(W)})])
     np.testing.assert_array_equal(out["a"], np.maximum(W, 0))
     np.testing.assert_array_equal(out["b"], W)
 
@@ -74,8 +92,9 @@ def test_projected_respects_the_mask_and_names_itself_in_errors():
 def test_proximal_with_jaxopt_prox_lasso_is_prox_l1():
     tx = jaxreg.proximal(jaxopt_prox.prox_lasso, 0.5, 0.4)
     want = np.asarray(jaxopt_prox.prox_lasso(jnp.asarray(Z), 0.2))
-    np.testing.assert_allclose(_landed(tx), want, rtol=1e-6, atol=1e-7)
-    np.testing.assert_array_equal(_landed(tx), _landed(jaxreg.prox_l1(0.5, 0.4)))
+    got, by_prox_l1 = _landed_all(tx, jaxreg.prox_l1(0.5, 0.4))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(got, by_prox_l1)
 
 
 def test_proximal_evaluates_schedules_and_factors():
@@ -147,18 +166,19 @@ def test_prox_sparse_group_lasso_matches_cvxpy(axis):
 
 
 def test_prox_sparse_group_lasso_reduces_to_its_two_parts():
-    np.testing.assert_array_equal(
-        _landed(jaxreg.prox_sparse_group_lasso(0.0, 0.7, 0.5)), _landed(jaxreg.prox_group_lasso(0.7, 0.5))
+    group_only, group_lasso, l1_only, l1, on_a_vector = _landed_all(
+        jaxreg.prox_sparse_group_lasso(0.0, 0.7, 0.5),
+        jaxreg.prox_group_lasso(0.7, 0.5),
+        jaxreg.prox_sparse_group_lasso(0.7, 0.0, 0.5),
+        jaxreg.prox_l1(0.7, 0.5),
+        (jaxreg.prox_sparse_group_lasso(0.0, 0.7, 0.5), W[0], U[0]),
     )
-    np.testing.assert_array_equal(
-        _landed(jaxreg.prox_sparse_group_lasso(0.7, 0.0, 0.5)), _landed(jaxreg.prox_l1(0.7, 0.5))
-    )
+    np.testing.assert_array_equal(group_only, group_lasso)
+    np.testing.assert_array_equal(l1_only, l1)
     # the group lasso step of jaxopt on a 1-D leaf (one group)
     z = Z[0]
-    want = np.asarray(jaxopt_prox.prox_group_lasso(jnp.asarray(z), 0.35))
-    np.testing.assert_allclose(
-        _landed(jaxreg.prox_sparse_group_lasso(0.0, 0.7, 0.5), W[0], U[0]), want, rtol=1e-6, atol=1e-7
-    )
+    want = np.asarray(jax.jit(jaxopt_prox.prox_group_lasso)(jnp.asarray(z), 0.35))
+    np.testing.assert_allclose(on_a_vector, want, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize(("shape", "axis"), [((4, 6), 0), ((3, 2, 4, 5), (2, 3)), ((3, 2, 4, 5), (0, -1))])
@@ -169,8 +189,9 @@ def test_prox_group_lasso_is_jaxopt_prox_group_lasso_on_each_group(shape, axis):
     t = float(np.median([np.linalg.norm((w + u)[g]) for g in group_slices(shape, axis)]))
     got = _landed(jaxreg.prox_group_lasso(t / 0.5, 0.5, axis=axis), w, u)
     want = np.zeros(shape, np.float32)
+    oracle = jax.jit(jaxopt_prox.prox_group_lasso)  # one compilation per group shape
     for g in group_slices(shape, axis):
-        want[g] = np.asarray(jaxopt_prox.prox_group_lasso(z[g], t))
+        want[g] = np.asarray(oracle(z[g], t))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert (got == 0).any() and (got != 0).any()  # the threshold is active on some groups, not all
 
@@ -190,12 +211,14 @@ def test_prox_nuclear_norm_matches_the_svd_and_cvxpy():
 def test_prox_nuclear_norm_batch_dims_and_kernels():
     w = random_normal(2, (3, 2, 4, 5))
     u = np.zeros_like(w)
-    got = _landed(jaxreg.prox_nuclear_norm(1.0, 1.0, batch_dims=1), w, u)
+    batched, whole = _landed_all(
+        (jaxreg.prox_nuclear_norm(1.0, 1.0, batch_dims=1), w, u),
+        (jaxreg.prox_nuclear_norm(1.0, 1.0), w, u),  # the (3 * 2 * 4, 5) matrix
+    )
     for i in range(3):
         want = _svt(w[i].reshape(-1, 5), 1.0).reshape(2, 4, 5)
-        np.testing.assert_allclose(got[i], want, atol=1e-5)
-    got = _landed(jaxreg.prox_nuclear_norm(1.0, 1.0), w, u)  # the (3 * 2 * 4, 5) matrix
-    np.testing.assert_allclose(got, _svt(w.reshape(-1, 5), 1.0).reshape(w.shape), atol=1e-5)
+        np.testing.assert_allclose(batched[i], want, atol=1e-5)
+    np.testing.assert_allclose(whole, _svt(w.reshape(-1, 5), 1.0).reshape(w.shape), atol=1e-5)
     with pytest.raises(
         ValueError, match="prox_nuclear_norm: params leaf 'w' of shape \\(4,\\): needs at least 2 axes"
     ):
@@ -230,9 +253,13 @@ def test_non_negative_lands_on_the_same_bits_as_optax_keep_params_nonnegative(dt
     # was optax.keep_params_nonnegative (update -w below 0, u elsewhere): the same bits, also for
     # the sign of a zero, infinite params and NaN.
     w, u = _wide_range(dtype)
-    want = land(optax.keep_params_nonnegative(), {"w": w}, {"w": u}, jit=True)["w"]
-    for tx in (jaxreg.non_negative(), jaxreg.projected(optax.projections.projection_non_negative)):
-        got = land(tx, {"w": w}, {"w": u}, jit=True)["w"]
+    txs = (
+        optax.keep_params_nonnegative(),
+        jaxreg.non_negative(),
+        jaxreg.projected(optax.projections.projection_non_negative),
+    )
+    want, *landed = (out["w"] for out in land_all([(tx, {"w": w}, {"w": u}) for tx in txs]))
+    for got in landed:
         assert got.dtype == w.dtype
         np.testing.assert_array_equal(_bits(got), _bits(want))
     landed = np.asarray(want, np.float64)
@@ -253,11 +280,18 @@ def test_prox_l1_non_negative_is_proximal_of_the_non_negative_soft_threshold():
     def shrink_non_negative(z, t):
         return jnp.maximum(z - t, 0)
 
-    w, u = _wide_range(jnp.float32)
-    ok = jnp.isfinite(w) & jnp.isfinite(u)
+    w, u = (np.asarray(x) for x in _wide_range(jnp.float32))
+    ok = np.isfinite(w) & np.isfinite(u)
     w, u = w[ok], u[ok]
-    want = land(jaxreg.proximal(shrink_non_negative, 0.5, 0.4), {"w": w}, {"w": u}, jit=True)["w"]
-    got = land(jaxreg.prox_l1(0.5, 0.4, non_negative=True), {"w": w}, {"w": u}, jit=True)["w"]
+    want, got = (
+        out["w"]
+        for out in land_all(
+            [
+                (jaxreg.proximal(shrink_non_negative, 0.5, 0.4), {"w": w}, {"w": u}),
+                (jaxreg.prox_l1(0.5, 0.4, non_negative=True), {"w": w}, {"w": u}),
+            ]
+        )
+    )
     np.testing.assert_array_equal(_bits(got), _bits(want))
 
 
@@ -265,19 +299,17 @@ def test_proximal_under_inject_hyperparams_with_prox_fn_static():
     tx = optax.inject_hyperparams(jaxreg.proximal, static_args=("prox_fn",))(
         prox_fn=jaxreg.soft_threshold, strength=0.5, learning_rate=0.4
     )
-    np.testing.assert_allclose(_landed(tx), _landed(jaxreg.prox_l1(0.5, 0.4)), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(*_landed_all(tx, jaxreg.prox_l1(0.5, 0.4)), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("radius", [0.5, 100.0])
 def test_max_norm_over_the_whole_leaf_is_the_optax_l2_ball_projection(radius):
     ball = functools.partial(optax.projections.projection_l2_ball, scale=radius)
     np.testing.assert_allclose(
-        _landed(jaxreg.max_norm(radius, axis=None)), _landed(jaxreg.projected(ball)), rtol=1e-6, atol=1e-7
+        *_landed_all(jaxreg.max_norm(radius, axis=None), jaxreg.projected(ball)), rtol=1e-6, atol=1e-7
     )
 
 
 def test_unit_norm_over_the_whole_leaf_is_the_optax_l2_sphere_projection():
     sphere = optax.projections.projection_l2_sphere
-    np.testing.assert_allclose(
-        _landed(jaxreg.unit_norm(axis=None)), _landed(jaxreg.projected(sphere)), rtol=1e-6
-    )
+    np.testing.assert_allclose(*_landed_all(jaxreg.unit_norm(axis=None), jaxreg.projected(sphere)), rtol=1e-6)

@@ -4,6 +4,7 @@ The group lasso's groups for a tuple ``axis`` are checked against a NumPy loop o
 (``np.ndindex`` over the group axes, ``helpers.group_slices``).
 """
 
+import functools
 import re
 
 import jax
@@ -11,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import group_slices, land, np_group_lasso, np_group_shrink, random_normal
+from helpers import group_slices, land_all, np_group_lasso, np_group_shrink, random_normal
 
 import jaxreg
 
@@ -26,28 +27,35 @@ def test_prox_formulas_against_numpy():
     g = rng.normal(size=(6, 4)).astype(np.float32) * 0.3
     z = w + g
     lr, s, l2 = 0.5, 0.8, 0.6
-    got = land(jaxreg.prox_l1(s, lr), {"w": w}, {"w": g}, jit=True)["w"]
-    np.testing.assert_allclose(got, _np_soft(z, lr * s), rtol=1e-6, atol=1e-6)
-    assert np.any(np.asarray(got) == 0.0)
-    got = land(jaxreg.prox_elastic_net(s, l2, lr), {"w": w}, {"w": g}, jit=True)["w"]
-    np.testing.assert_allclose(got, _np_soft(z, lr * s) / (1 + lr * l2), rtol=1e-6, atol=1e-6)
-    for axis in (0, 1):
+    txs = [jaxreg.prox_l1(s, lr), jaxreg.prox_elastic_net(s, l2, lr)]
+    txs += [jaxreg.prox_group_lasso(s, lr, axis=axis) for axis in (0, 1)]
+    l1, elastic_net, *group_lasso = (out["w"] for out in land_all([(tx, {"w": w}, {"w": g}) for tx in txs]))
+    np.testing.assert_allclose(l1, _np_soft(z, lr * s), rtol=1e-6, atol=1e-6)
+    assert np.any(np.asarray(l1) == 0.0)
+    np.testing.assert_allclose(elastic_net, _np_soft(z, lr * s) / (1 + lr * l2), rtol=1e-6, atol=1e-6)
+    for axis, got in zip((0, 1), group_lasso, strict=True):
         norms = np.linalg.norm(z, axis=1 - axis, keepdims=True)
         expected = z * np.maximum(1 - lr * s / norms, 0)
-        got = land(jaxreg.prox_group_lasso(s, lr, axis=axis), {"w": w}, {"w": g}, jit=True)["w"]
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=f"axis={axis}")
 
 
 def test_prox_group_lasso_zero_group_is_finite_and_rows_vanish():
-    w = jnp.array([[0.0, 0.0], [3.0, 4.0], [0.1, 0.1]])
-    got = land(jaxreg.prox_group_lasso(1.0, 1.0, axis=0), {"w": w}, {"w": jnp.zeros_like(w)}, jit=True)["w"]
-    assert bool(jnp.all(jnp.isfinite(got)))
+    w = np.array([[0.0, 0.0], [3.0, 4.0], [0.1, 0.1]], np.float32)
+    got, vec = land_all(
+        [
+            (jaxreg.prox_group_lasso(1.0, 1.0, axis=0), {"w": w}, {"w": np.zeros_like(w)}),
+            (
+                jaxreg.prox_group_lasso(1.0, 1.0),
+                {"b": np.array([3.0, 4.0], np.float32)},
+                {"b": np.zeros(2, np.float32)},
+            ),
+        ]
+    )
+    got, vec = np.asarray(got["w"]), np.asarray(vec["b"])
+    assert np.all(np.isfinite(got))
     np.testing.assert_array_equal(got[0], 0.0)
     np.testing.assert_array_equal(got[2], 0.0)  # ||(0.1, 0.1)|| < 1: the whole input feature is pruned
     np.testing.assert_allclose(got[1], np.array([3.0, 4.0]) * 0.8, rtol=1e-6)
-    vec = land(
-        jaxreg.prox_group_lasso(1.0, 1.0), {"b": jnp.array([3.0, 4.0])}, {"b": jnp.zeros(2)}, jit=True
-    )["b"]
     np.testing.assert_allclose(vec, [2.4, 3.2], rtol=1e-6)  # ndim < 2: one group
 
 
@@ -103,22 +111,57 @@ TUPLE_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("shape", "axis"), TUPLE_CASES)
-def test_group_lasso_tuple_axis_against_a_loop_over_groups(shape, axis):
+def _tuple_case(shape, axis):
+    """``w``, ``g``, ``z = w + g`` (float64), the group norms of ``z`` and the threshold ``t``."""
     w = random_normal(0, shape)
     g = random_normal(1, shape, scale=0.3)
     z = w.astype(np.float64) + g
     # A threshold between the smallest and the largest group norm: some groups vanish, some shrink.
     norms = sorted(np.linalg.norm(z[s]) for s in group_slices(shape, axis))
     t = float(np.median(norms)) if len(norms) > 1 else 0.5 * norms[0]
+    return w, g, z, norms, t
+
+
+@functools.cache
+def _tuple_results():
+    """``{(shape, axis): (penalty, prox_group_lasso landing, prox_sparse_group_lasso landing)}`` for
+    every case below, all in one jitted program (each landing its own step)."""
+    lr, inputs, txs = 0.5, [], []
+    for shape, axis in TUPLE_CASES:
+        w, g, _, _, t = _tuple_case(shape, axis)
+        inputs.append((w, g))
+        txs.append(
+            (
+                jaxreg.prox_group_lasso(t / lr, lr, axis=axis),
+                jaxreg.prox_sparse_group_lasso(0.2, t / lr, lr, axis=axis),
+            )
+        )
+
+    @jax.jit
+    def results(inputs):
+        out = []
+        for (_, axis), (w, g), pair in zip(TUPLE_CASES, inputs, txs, strict=True):
+            landed = []
+            for tx in pair:
+                u, _ = tx.update({"w": g}, tx.init({"w": w}), {"w": w})
+                landed.append(optax.apply_updates({"w": w}, u)["w"])
+            out.append((jaxreg.group_lasso_penalty({"w": w}, axis=axis), *landed))
+        return out
+
+    return dict(zip(TUPLE_CASES, results(inputs), strict=True))
+
+
+@pytest.mark.parametrize(("shape", "axis"), TUPLE_CASES)
+def test_group_lasso_tuple_axis_against_a_loop_over_groups(shape, axis):
+    w, _, z, norms, t = _tuple_case(shape, axis)
     lr = 0.5
-    got = jax.jit(lambda p: jaxreg.group_lasso_penalty(p, axis=axis))({"w": w})
-    np.testing.assert_allclose(float(got), np_group_lasso(w, axis), rtol=1e-6)
-    got = land(jaxreg.prox_group_lasso(t / lr, lr, axis=axis), {"w": w}, {"w": g}, jit=True)["w"]
+    penalty, by_group_lasso, by_sparse_group_lasso = _tuple_results()[shape, axis]
+    np.testing.assert_allclose(float(penalty), np_group_lasso(w, axis), rtol=1e-6)
+    got = by_group_lasso
     np.testing.assert_allclose(got, np_group_shrink(z, t, axis), rtol=1e-5, atol=1e-6)
     if len(norms) > 1:
         assert np.any(np.asarray(got) == 0.0) and np.any(np.asarray(got) != 0.0)
-    got = land(jaxreg.prox_sparse_group_lasso(0.2, t / lr, lr, axis=axis), {"w": w}, {"w": g}, jit=True)["w"]
+    got = by_sparse_group_lasso
     soft = np.sign(z) * np.maximum(np.abs(z) - 0.2 * lr, 0)
     np.testing.assert_allclose(got, np_group_shrink(soft, t, axis), rtol=1e-5, atol=1e-6)
 
@@ -178,10 +221,9 @@ def test_group_lasso_tuple_axis_errors_name_axis_and_value():
         jaxreg.prox_group_lasso(0.1, 0.1, axis=(0, jnp.asarray(1)))
     # a tuple is not an int: optax.inject_hyperparams leaves it alone, static_args or not
     tx = optax.inject_hyperparams(jaxreg.prox_group_lasso)(strength=1.0, learning_rate=1.0, axis=(0,))
-    np.testing.assert_array_equal(
-        land(tx, params, {"k": jnp.zeros((2, 3))}, jit=True)["k"],
-        land(jaxreg.prox_group_lasso(1.0, 1.0), params, {"k": jnp.zeros((2, 3))}, jit=True)["k"],
-    )
+    zeros = {"k": np.zeros((2, 3), np.float32)}
+    injected, plain = land_all([(tx, params, zeros), (jaxreg.prox_group_lasso(1.0, 1.0), params, zeros)])
+    np.testing.assert_array_equal(injected["k"], plain["k"])
 
 
 def test_prox_errors_name_the_key_path():

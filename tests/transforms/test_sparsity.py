@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import land, random_normal
+from helpers import land, land_all, random_normal
 
 import jaxreg
 
@@ -33,11 +35,24 @@ def _zero_updates(params):
     return jax.tree.map(np.zeros_like, params)
 
 
+# The parametrized tests below land all their cases in one jitted program (helpers.land_all, each
+# case its own step), computed once and read case by case.
+
+
+@functools.cache
+def _per_leaf_landed():
+    """``{k: landed params}`` of ``keep_top_k(k=k)`` for every k of the test below."""
+    params = _tree()
+    updates = jax.tree.map(lambda w: random_normal(9, w.shape, 0.1), params)
+    ks = [0, 1, 3, 12]
+    return dict(zip(ks, land_all([(jaxreg.keep_top_k(k=k), params, updates) for k in ks]), strict=True))
+
+
 @pytest.mark.parametrize("k", [0, 1, 3, 12])
 def test_keep_top_k_per_leaf_matches_argsort_and_keeps_exactly_k(k):
     params = _tree()
     updates = jax.tree.map(lambda w: random_normal(9, w.shape, 0.1), params)
-    out = land(jaxreg.keep_top_k(k=k), params, updates, jit=True)
+    out = _per_leaf_landed()[k]
     for name, w in params.items():
         z = w + updates[name]
         np.testing.assert_array_equal(np.asarray(out[name]), _top_k_oracle(z, k))
@@ -46,10 +61,9 @@ def test_keep_top_k_per_leaf_matches_argsort_and_keeps_exactly_k(k):
 
 def test_keep_top_k_ties_are_broken_by_index():
     w = np.array([[1.0, -2.0, 2.0], [1.0, 0.5, -1.0]], np.float32)
-    out = np.asarray(land(jaxreg.keep_top_k(k=3), {"w": w}, {"w": np.zeros_like(w)})["w"])
-    np.testing.assert_array_equal(out, [[1.0, -2.0, 2.0], [0.0, 0.0, 0.0]])
-    out = np.asarray(land(jaxreg.keep_top_k(k=4), {"w": w}, {"w": np.zeros_like(w)})["w"])
-    np.testing.assert_array_equal(out, [[1.0, -2.0, 2.0], [1.0, 0.0, 0.0]])
+    three, four = land_all([(jaxreg.keep_top_k(k=k), {"w": w}, {"w": np.zeros_like(w)}) for k in (3, 4)])
+    np.testing.assert_array_equal(np.asarray(three["w"]), [[1.0, -2.0, 2.0], [0.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(np.asarray(four["w"]), [[1.0, -2.0, 2.0], [1.0, 0.0, 0.0]])
 
 
 def test_keep_top_k_global_keeps_k_over_all_selected_leaves():
@@ -64,10 +78,19 @@ def test_keep_top_k_global_keeps_k_over_all_selected_leaves():
     np.testing.assert_array_equal(out["b"], params["b"])  # not selected: untouched
 
 
+@functools.cache
+def _fraction_landed():
+    """``{fraction: landed params}`` of ``keep_top_k(fraction=fraction)`` for the test below."""
+    params = _tree()
+    fractions = [0.0, 0.25, 0.5, 1.0]
+    cases = [(jaxreg.keep_top_k(fraction=f), params, _zero_updates(params)) for f in fractions]
+    return dict(zip(fractions, land_all(cases), strict=True))
+
+
 @pytest.mark.parametrize("fraction", [0.0, 0.25, 0.5, 1.0])
 def test_keep_top_k_fraction_rounds_the_count(fraction):
     params = _tree()
-    out = land(jaxreg.keep_top_k(fraction=fraction), params, _zero_updates(params), jit=True)
+    out = _fraction_landed()[fraction]
     for name, w in params.items():
         k = round(fraction * w.size)
         np.testing.assert_array_equal(np.asarray(out[name]), _top_k_oracle(w, k))
@@ -93,8 +116,11 @@ def test_keep_top_k_with_the_gradual_schedule_prunes_to_the_schedule():
 def test_keep_top_k_leaves_kept_entries_exactly_where_the_plain_step_puts_them():
     w = random_normal(4, (6, 6))
     u = random_normal(5, (6, 6), 0.1)
-    out = np.asarray(land(jaxreg.keep_top_k(k=10), {"w": w}, {"w": u})["w"])
-    plain = np.asarray(optax.apply_updates({"w": jnp.asarray(w)}, {"w": jnp.asarray(u)})["w"])
+    # The plain step: optax.identity() lands on optax.apply_updates(w, u).
+    out, plain = land_all(
+        [(jaxreg.keep_top_k(k=10), {"w": w}, {"w": u}), (optax.identity(), {"w": w}, {"w": u})]
+    )
+    out, plain = np.asarray(out["w"]), np.asarray(plain["w"])
     kept = out != 0
     np.testing.assert_array_equal(out[kept], plain[kept])
 
@@ -123,14 +149,23 @@ def _n_of_m_oracle(z, n, m, axis):
     return np.moveaxis(np.where(keep, blocks, 0).reshape(z.shape), -1, axis)
 
 
-@pytest.mark.parametrize(
-    ("n", "m", "shape", "axis"), [(2, 4, (8, 3), 0), (1, 2, (3, 4), 1), (2, 4, (2, 2, 8, 3), 2)]
-)
+N_OF_M_CASES = [(2, 4, (8, 3), 0), (1, 2, (3, 4), 1), (2, 4, (2, 2, 8, 3), 2)]
+
+
+@functools.cache
+def _n_of_m_landed():
+    """``{case: landed w}`` of ``keep_n_of_m`` for every case of the test below."""
+    cases = []
+    for n, m, shape, axis in N_OF_M_CASES:
+        w = random_normal(6, shape)
+        cases.append((jaxreg.keep_n_of_m(n, m, axis=axis), {"w": w}, {"w": np.zeros_like(w)}))
+    return {case: out["w"] for case, out in zip(N_OF_M_CASES, land_all(cases), strict=True)}
+
+
+@pytest.mark.parametrize(("n", "m", "shape", "axis"), N_OF_M_CASES)
 def test_keep_n_of_m_matches_argsort_and_counts(n, m, shape, axis):
     w = random_normal(6, shape)
-    out = np.asarray(
-        land(jaxreg.keep_n_of_m(n, m, axis=axis), {"w": w}, {"w": np.zeros_like(w)}, jit=True)["w"]
-    )
+    out = np.asarray(_n_of_m_landed()[n, m, shape, axis])
     np.testing.assert_array_equal(out, _n_of_m_oracle(w, n, m, axis))
     blocks = np.moveaxis(out, axis, -1).reshape(-1, m)
     np.testing.assert_array_equal(np.count_nonzero(blocks, axis=-1), n)
@@ -162,13 +197,26 @@ def test_sparsity_schedule_is_zhu_and_gupta():
         jaxreg.sparsity_schedule(0.5, 0, 10, power=0)
 
 
-@pytest.mark.parametrize("k", [0, 1, 5, 9, 10])
-def test_keep_top_k_global_with_ties_across_leaves(k):
-    params = {
+def _tied_tree():
+    return {
         "a": np.array([1.0, -1.0, 2.0], np.float32),
         "b": np.array([[1.0, 0.5], [-1.0, 1.0]], np.float32),
     }
-    out = land(jaxreg.keep_top_k(k=k, scope="global"), params, _zero_updates(params), jit=True)
+
+
+@functools.cache
+def _global_ties_landed():
+    """``{k: landed params}`` of ``keep_top_k(k=k, scope="global")`` for the test below."""
+    params = _tied_tree()
+    ks = [0, 1, 5, 9, 10]
+    cases = [(jaxreg.keep_top_k(k=k, scope="global"), params, _zero_updates(params)) for k in ks]
+    return dict(zip(ks, land_all(cases), strict=True))
+
+
+@pytest.mark.parametrize("k", [0, 1, 5, 9, 10])
+def test_keep_top_k_global_with_ties_across_leaves(k):
+    params = _tied_tree()
+    out = _global_ties_landed()[k]
     got = np.concatenate([np.asarray(out["a"]).ravel(), np.asarray(out["b"]).ravel()])
     want = _top_k_oracle(np.concatenate([params["a"], params["b"].ravel()]), k)
     np.testing.assert_array_equal(got, want)
@@ -176,11 +224,15 @@ def test_keep_top_k_global_with_ties_across_leaves(k):
 
 def test_keep_top_k_random_sizes_and_traced_fraction_match_argsort():
     rng = np.random.default_rng(11)
-    for trial in range(5):
+    trials, cases = [], []
+    for _ in range(5):
         w = np.round(rng.standard_normal(rng.integers(1, 60)), 1).astype(np.float32)  # many ties
         fraction = float(rng.uniform())
         tx = jaxreg.keep_top_k(fraction=lambda count, f=fraction: jnp.asarray(f, jnp.float32) + 0 * count)
-        out = np.asarray(land(tx, {"w": w}, {"w": np.zeros_like(w)}, jit=True)["w"])
+        trials.append((w, fraction))
+        cases.append((tx, {"w": w}, {"w": np.zeros_like(w)}))
+    for trial, ((w, fraction), landed) in enumerate(zip(trials, land_all(cases), strict=True)):
+        out = np.asarray(landed["w"])
         k = int(np.round(np.float32(fraction) * w.size))
         np.testing.assert_array_equal(out, _top_k_oracle(w, k), err_msg=f"trial {trial}")
 
@@ -224,8 +276,12 @@ def test_keep_top_k_freeze_with_the_schedule_prunes_monotonically_to_exact_count
 def test_keep_n_of_m_freeze_fixes_the_first_pattern():
     w = np.array([[4.0], [3.0], [2.0], [1.0]], np.float32)
     tx = jaxreg.keep_n_of_m(2, 4, freeze=True)
-    state = tx.init({"w": w})
-    u, state = tx.update({"w": np.zeros_like(w)}, state, {"w": w})
-    params = optax.apply_updates({"w": w}, u)
-    u, state = tx.update({"w": np.array([[0.0], [0.0], [0.0], [9.0]], np.float32)}, state, params)
-    np.testing.assert_array_equal(optax.apply_updates(params, u)["w"].ravel(), [4.0, 3.0, 0.0, 0.0])
+
+    @jax.jit  # one compilation for both steps
+    def step(updates, state, params):
+        u, state = tx.update(updates, state, params)
+        return optax.apply_updates(params, u), state
+
+    params, state = step({"w": np.zeros_like(w)}, tx.init({"w": w}), {"w": w})
+    params, state = step({"w": np.array([[0.0], [0.0], [0.0], [9.0]], np.float32)}, state, params)
+    np.testing.assert_array_equal(np.asarray(params["w"]).ravel(), [4.0, 3.0, 0.0, 0.0])

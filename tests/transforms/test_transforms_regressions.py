@@ -122,7 +122,7 @@ def test_none_updates_give_none_and_advance_the_count(factory):
 def test_none_update_leaves_stay_none(factory):
     tx = factory()
     grads = {"w": jnp.zeros((2, 2)), "b": None}
-    u, _ = tx.update(grads, tx.init(PARAMS), PARAMS)
+    u, _ = jax.jit(tx.update)(grads, tx.init(PARAMS), PARAMS)
     assert u["b"] is None and u["w"].shape == (2, 2)
 
 
@@ -185,20 +185,26 @@ def test_integer_strengths_beyond_int32_are_floats():
     w = np.array([0.5, -1.0], np.float32)
     g = np.array([1.0, 1.0], np.float32)
     params, grads = {"w": jnp.asarray(w)}, {"w": jnp.asarray(g)}
-    u, _ = _update(jaxreg.add_decayed_weights(2**31), grads, params)
-    np.testing.assert_array_equal(
-        np.asarray(u["w"]), _to_dtype(g + 2.0**31 * w.astype(np.float64), np.float32)
+    k = jnp.array([[3.0, 1.0], [4.0, 0.0]])
+    # The four updates in one compilation; the strengths stay Python ints, closed over.
+    cases = (
+        (jaxreg.add_decayed_weights(2**31), grads, params),
+        (jaxreg.add_l1(2**31), grads, params),
+        (jaxreg.max_norm(2**31), jnp.zeros((2, 2)), k),
+        (jaxreg.prox_l1(2**31, 1), {"w": jnp.asarray(w)}, params),
     )
-    u, _ = _update(jaxreg.add_l1(2**31), grads, params)
+    decayed, l1, max_norm, prox = jax.jit(
+        lambda args: [_update(tx, u, p)[0] for (tx, _, _), (u, p) in zip(cases, args, strict=True)]
+    )([(u, p) for _, u, p in cases])
     np.testing.assert_array_equal(
-        np.asarray(u["w"]), _to_dtype(g + 2.0**31 * np.sign(w).astype(np.float64), np.float32)
+        np.asarray(decayed["w"]), _to_dtype(g + 2.0**31 * w.astype(np.float64), np.float32)
+    )
+    np.testing.assert_array_equal(
+        np.asarray(l1["w"]), _to_dtype(g + 2.0**31 * np.sign(w).astype(np.float64), np.float32)
     )
     # max_norm(2**31): every column is feasible, so params + updates is kept.
-    k = jnp.array([[3.0, 1.0], [4.0, 0.0]])
-    u, _ = _update(jaxreg.max_norm(2**31), jnp.zeros((2, 2)), k)
-    np.testing.assert_array_equal(np.asarray(u), 0.0)
-    u, _ = _update(jaxreg.prox_l1(2**31, 1), {"w": jnp.asarray(w)}, params)
-    np.testing.assert_array_equal(np.asarray(u["w"]), -w)  # threshold 2**31: lands on 0
+    np.testing.assert_array_equal(np.asarray(max_norm), 0.0)
+    np.testing.assert_array_equal(np.asarray(prox["w"]), -w)  # threshold 2**31: lands on 0
 
 
 def test_schedule_returning_a_python_int_beyond_int32():
@@ -239,12 +245,16 @@ def test_add_decayed_weights_beyond_the_leaf_range_is_finite_where_the_math_is(d
 def test_integer_eps_beyond_int32_squared():
     v = np.array([[3.0, 0.0], [4.0, 2.0]], np.float32)
     g = np.array([1.0, 1.0], np.float32)
-    got = jaxreg.weight_normalize(jnp.asarray(v), jnp.asarray(g), eps=46341)
+
+    @jax.jit  # both in one compilation; eps stays a Python int, closed over
+    def normalized(v, g, key):
+        state = jaxreg.spectral_norm_init(key, v, eps=46341)
+        return jaxreg.weight_normalize(v, g, eps=46341), jaxreg.spectral_normalize(v, state, eps=46341)[0]
+
+    got, spectral = normalized(v, g, jax.random.key(0))
     want = v * g / np.maximum(np.linalg.norm(v, axis=0), 46341.0)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6)
-    w = jnp.asarray(v)
-    state = jaxreg.spectral_norm_init(jax.random.key(0), w, eps=46341)
-    got, _ = jaxreg.spectral_normalize(w, state, eps=46341)
+    got = spectral
     # sigma(v) = 5.0...: far below eps, so the result is v / eps.
     np.testing.assert_allclose(np.asarray(got), v / 46341.0, rtol=1e-6)
 
