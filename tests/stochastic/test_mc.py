@@ -40,7 +40,8 @@ def test_mean_and_variance_are_numpys_over_the_documented_keys(batch_size):
     key, n = jax.random.key(3), 16
     got = jax.jit(lambda k: jaxreg.mc_dropout(k, _forward, X, num_samples=n, batch_size=batch_size))(key)
     forward = jax.jit(_forward)  # one pass, one key at a time
-    samples = [forward(k, X) for k in jax.random.split(key, n)]
+    keys = jax.random.split(key, n)  # indexed, not iterated (unstacking compiles a program of n outputs)
+    samples = [forward(keys[i], X) for i in range(n)]
     stacked = jax.tree.map(lambda *a: np.stack([np.asarray(v, np.float64) for v in a]), *samples)
     want_mean = jax.tree.map(lambda a: a.mean(0), stacked)
     want_var = jax.tree.map(lambda a: a.var(0), stacked)
@@ -100,7 +101,8 @@ def test_linen_mc_dropout_is_dropout_in_training_with_batchnorm_in_evaluation():
     apply_with_dropout = jax.jit(
         lambda k: model.apply(variables, X, train=False, dropout_train=True, rngs={"dropout": k})
     )
-    oracle = [apply_with_dropout(k) for k in jax.random.split(key, 8)]
+    keys = jax.random.split(key, 8)
+    oracle = [apply_with_dropout(keys[i]) for i in range(8)]
     np.testing.assert_allclose(small.mean, np.mean(oracle, 0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(small.variance, np.var(oracle, 0), rtol=1e-4, atol=1e-6)
     _assert_unbiased(pred, evaluation, n)
