@@ -7,6 +7,8 @@ vmap, scan and checkpoint (the recomputed mask is the same).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,6 +51,23 @@ CASES = [pytest.param(fn, "fast", id=f"{name}-fast") for name, fn in OPS] + [
 LINEAR = {"dropout", "spatial_dropout", "gaussian_dropout", "drop_path", "dropblock", "dropconnect"}
 
 
+@functools.cache
+def _traced(op, sampler):
+    """``(y, d/dx sum(sin(y)))`` for ``y = op(key, x, rate)``, key and rate traced, jitted.
+
+    One program per op and sampler, shared by the traced-rate tests (the rate is passed as a
+    Python float: traced as a weakly typed float32).
+    """
+
+    def run(key, x, rate):
+        def f(x):
+            return op(key, x, rate, sampler=sampler)
+
+        return f(x), jax.grad(lambda x: jnp.sum(jnp.sin(f(x))))(x)
+
+    return jax.jit(run)
+
+
 @pytest.mark.parametrize("op", RATE_FNS, ids=RATE_IDS)
 @pytest.mark.parametrize("traced", [False, True])
 def test_rate_one_gives_zeros_and_nan_free_gradients(op, traced):
@@ -57,8 +76,8 @@ def test_rate_one_gives_zeros_and_nan_free_gradients(op, traced):
     def loss(x, r):
         return jnp.sum(jnp.sin(op(KEY, x, r)))
 
-    if traced:  # the output and the gradient in one program
-        y, g = jax.jit(lambda x, r: (op(KEY, x, r), jax.grad(loss)(x, r)))(x, 1.0)
+    if traced:  # the output and the gradient of the same loss, in one program
+        y, g = _traced(op, "fast")(KEY, x, 1.0)
     else:
         y = op(KEY, x, 1.0)
         g = jax.grad(loss)(x, 1.0)
@@ -79,7 +98,7 @@ def test_traced_rate_under_jit(op, sampler):
     # 0.25 is exact in float32, so the traced and the Python rate give the same
     # keep threshold and the same result.
     x = drop_input()
-    y_traced = jax.jit(lambda k, x, r: op(k, x, r, sampler=sampler))(KEY, x, jnp.float32(0.25))
+    y_traced, _ = _traced(op, sampler)(KEY, x, 0.25)
     y_python = op(KEY, x, 0.25, sampler=sampler)
     np.testing.assert_allclose(np.asarray(y_traced), np.asarray(y_python), rtol=1e-6, atol=1e-7)
 
