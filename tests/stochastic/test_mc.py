@@ -121,10 +121,14 @@ class _NNXMLP(nnx.Module):
 def test_nnx_mc_dropout_leaves_the_model_alone_and_is_unbiased():
     model, n = _NNXMLP(nnx.Rngs(params=0, dropout=1)), 256
     count = int(model.drop1.rngs.count[...])
-    pred = jrx.mc_dropout(jax.random.key(2), model, X, num_samples=n, batch_size=64)
+    # Under nnx.jit (one program instead of the eager vmap's op-by-op compilations): nnx.jit
+    # writes back every change the call makes to the model (Variables, the rng count, flags),
+    # so the checks below see any the helper would make eagerly.
+    mc = nnx.jit(lambda model, key: jrx.mc_dropout(key, model, X, num_samples=n, batch_size=64))
+    pred = mc(model, jax.random.key(2))
     assert model.drop1.deterministic is False and model.norm.use_running_average is False
     assert int(model.drop1.rngs.count[...]) == count
     model.eval()
     _assert_unbiased(pred, model(X), n)
-    again = jrx.mc_dropout(jax.random.key(2), model, X, num_samples=n, batch_size=64)
+    again = mc(model, jax.random.key(2))  # (the model in evaluation mode now)
     np.testing.assert_array_equal(again.mean, pred.mean)  # the same key, the same passes
