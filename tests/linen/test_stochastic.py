@@ -88,11 +88,21 @@ def test_linen_dtype_preserved(name, op, args, opts, dtype):
 def test_linen_dropout_with_jax_sampler_equals_flax_dropout():
     """Independent oracle: flax.linen.Dropout, same key, same broadcast_dims, bit for bit."""
     x = jax.random.normal(jax.random.key(0), (4, 16, 8))
-    for rate, dims in ((0.1, ()), (0.5, (1,)), (0.9, (0, 2))):
-        rngs = {"dropout": jax.random.key(11)}
-        ours = jrl.Dropout(rate, dims, sampler="jax").apply({}, x, deterministic=False, rngs=rngs)
-        ref = nn.Dropout(rate, dims).apply({}, x, deterministic=False, rngs=rngs)
-        np.testing.assert_array_equal(ours, ref)
+    cases = ((0.1, ()), (0.5, (1,)), (0.9, (0, 2)))
+
+    def run(k):
+        """(ours, flax's) per case, in one program (jit keeps every rounding of flax's eager output)."""
+        rngs = {"dropout": k}
+        return [
+            (
+                jrl.Dropout(rate, dims, sampler="jax").apply({}, x, deterministic=False, rngs=rngs),
+                nn.Dropout(rate, dims).apply({}, x, deterministic=False, rngs=rngs),
+            )
+            for rate, dims in cases
+        ]
+
+    for (rate, dims), (ours, ref) in zip(cases, jax.jit(run)(jax.random.key(11)), strict=True):
+        np.testing.assert_array_equal(ours, ref, err_msg=f"rate={rate}, broadcast_dims={dims}")
 
 
 def test_linen_broadcast_dims_share_the_mask():

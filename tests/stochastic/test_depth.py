@@ -9,6 +9,7 @@ independent sample means agree within 5 standard errors. Keys are fixed.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
@@ -33,17 +34,27 @@ def _x(b=10, seed=1):
     return jnp.asarray(np.random.default_rng(seed).standard_normal((b, 3)).astype(np.float32))
 
 
+@functools.cache
+def _subset_and_branch(batch, rate):
+    """``{sampler: (drop_path_subset's output, the branch on the whole batch)}``, in one program."""
+
+    def run(k):
+        x = _x(batch)
+        return {
+            s: (jaxreg.drop_path_subset(k, x, _branch, rate, sampler=s), _branch(x)) for s in ("fast", "jax")
+        }
+
+    return {s: tuple(np.asarray(a) for a in out) for s, out in jax.jit(run)(jax.random.key(3)).items()}
+
+
 @pytest.mark.parametrize("sampler", ["fast", "jax"])
 @pytest.mark.parametrize(("batch", "rate"), [(10, 0.2), (10, 0.25), (7, 0.5), (16, 0.9), (3, 0.95)])
 def test_exactly_k_examples_computed_and_scaled_by_b_over_k(batch, rate, sampler):
-    x = _x(batch)
-    y = np.asarray(
-        jax.jit(lambda k: jaxreg.drop_path_subset(k, x, _branch, rate, sampler=sampler))(jax.random.key(3))
-    )
+    y, fx = _subset_and_branch(batch, rate)[sampler]
     k = max(round((1 - rate) * batch), 1)  # Python's round: half to even
     kept = np.flatnonzero(np.abs(y).sum(1) > 0)
     assert kept.size == k
-    np.testing.assert_allclose(y[kept], batch / k * np.asarray(_branch(x))[kept], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(y[kept], batch / k * fx[kept], rtol=1e-6, atol=1e-7)
     assert y.shape == (batch, 5) and y.dtype == np.float32
 
 
@@ -68,11 +79,14 @@ def test_gradients_flow_only_to_the_chosen_examples():
     def loss(w, x):
         return jnp.sum(jaxreg.drop_path_subset(key, x, lambda h: jnp.tanh(h @ w), rate) ** 2)
 
-    gw, gx = jax.grad(loss, argnums=(0, 1))(W, x)
-    chosen = np.abs(np.asarray(jaxreg.drop_path_subset(key, x, _branch, rate))).sum(1) > 0
+    # The gradients and the output in one program.
+    (gw, gx), y = jax.jit(
+        lambda w, x: (jax.grad(loss, argnums=(0, 1))(w, x), jaxreg.drop_path_subset(key, x, _branch, rate))
+    )(W, x)
+    chosen = np.abs(np.asarray(y)).sum(1) > 0
     assert (np.abs(np.asarray(gx))[~chosen] == 0).all() and (np.abs(np.asarray(gx))[chosen] > 0).all()
-    xs = x[np.flatnonzero(chosen)]
-    want = jax.grad(lambda w: jnp.sum((2.0 * jnp.tanh(xs @ w)) ** 2))(W)  # B / k = 2
+    xs = np.asarray(x)[np.flatnonzero(chosen)]
+    want = jax.jit(jax.grad(lambda w, xs: jnp.sum((2.0 * jnp.tanh(xs @ w)) ** 2)))(W, xs)  # B / k = 2
     np.testing.assert_allclose(gw, want, rtol=1e-5)
 
 
@@ -80,10 +94,15 @@ def test_batch_axis_one():
     x = jnp.asarray(
         np.random.default_rng(2).standard_normal((4, 10, 3)).astype(np.float32)
     )  # (time, batch, d)
-    y = np.asarray(jaxreg.drop_path_subset(jax.random.key(0), x, _branch, 0.3, batch_axis=1))
+    y, fx = (
+        np.asarray(a)
+        for a in jax.jit(lambda k: (jaxreg.drop_path_subset(k, x, _branch, 0.3, batch_axis=1), _branch(x)))(
+            jax.random.key(0)
+        )
+    )
     kept = np.flatnonzero(np.abs(y).sum(axis=(0, 2)) > 0)
     assert kept.size == 7
-    np.testing.assert_allclose(y[:, kept], 10 / 7 * np.asarray(_branch(x))[:, kept], rtol=1e-6)
+    np.testing.assert_allclose(y[:, kept], 10 / 7 * fx[:, kept], rtol=1e-6)
 
 
 def test_no_sampling_cases():
@@ -134,24 +153,43 @@ def test_errors(call, error, match):
 def test_linen_wrapper_is_the_op_on_the_modules_key_and_branch():
     model = jrl.DropPathSubset(nn.Dense(5), 0.5)
     x, key = _x(), jax.random.key(7)
-    variables = model.init(jax.random.key(0), x, deterministic=True)
+    variables = jax.jit(lambda k: model.init(k, x, deterministic=True))(jax.random.key(0))
     dense = variables["params"]["branch"]
-    y = model.apply(variables, x, deterministic=False, rng=key)
 
     def branch(h):
         return nn.Dense(5).apply({"params": dense}, h)
 
-    np.testing.assert_array_equal(y, jaxreg.drop_path_subset(key, x, branch, 0.5))
-    np.testing.assert_array_equal(model.apply(variables, x, deterministic=True), branch(x))
-    y2 = model.apply(variables, x, deterministic=False, rngs={"dropout": jax.random.key(1)})
+    def run(key):
+        """Training with a call-time key, the op on it, evaluation, the branch, training on the stream."""
+        return (
+            model.apply(variables, x, deterministic=False, rng=key),
+            jaxreg.drop_path_subset(key, x, branch, 0.5),
+            model.apply(variables, x, deterministic=True),
+            branch(x),
+            model.apply(variables, x, deterministic=False, rngs={"dropout": jax.random.key(1)}),
+        )
+
+    y, want, y_eval, fx, y2 = jax.jit(run)(key)  # one program
+    np.testing.assert_array_equal(y, want)
+    np.testing.assert_array_equal(y_eval, fx)
     assert int((np.abs(np.asarray(y2)).sum(1) > 0).sum()) == 5
 
 
 def test_nnx_wrapper_trains_the_branch_and_switches_modes():
     model = jrx.DropPathSubset(nnx.Linear(3, 5, rngs=nnx.Rngs(0)), 0.5, rngs=nnx.Rngs(dropout=1))
     x, key = _x(), jax.random.key(7)
-    np.testing.assert_array_equal(model(x, rngs=key), jaxreg.drop_path_subset(key, x, model.branch, 0.5))
-    grads = nnx.grad(lambda m: jnp.sum(m(x) ** 2))(model)
+
+    @nnx.jit  # one program
+    def run(model, key):
+        """Training with a call-time key, the op on it, and the gradient of a loss (the model's stream)."""
+        return (
+            model(x, rngs=key),
+            jaxreg.drop_path_subset(key, x, model.branch, 0.5),
+            nnx.grad(lambda m: jnp.sum(m(x) ** 2))(model),
+        )
+
+    y, want, grads = run(model, key)
+    np.testing.assert_array_equal(y, want)
     assert np.abs(np.asarray(grads.branch.kernel[...])).sum() > 0
     model.eval()
     np.testing.assert_array_equal(model(x), model.branch(x))

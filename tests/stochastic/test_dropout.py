@@ -29,32 +29,41 @@ import jaxreg
 )
 def test_jax_sampler_bit_identical_to_bernoulli_and_flax(dtype, broadcast_dims):
     x, rate = drop_input(dtype=dtype), 0.3
-    y = jaxreg.dropout(KEY, x, rate, broadcast_dims=broadcast_dims, sampler="jax")
+    y = jaxreg.dropout(KEY, x, rate, broadcast_dims=broadcast_dims, sampler="jax")  # eagerly
     mask_shape = [1 if d in broadcast_dims else n for n, d in zip(x.shape, range(x.ndim), strict=True)]
-    mask = jnp.broadcast_to(jax.random.bernoulli(KEY, 1 - rate, mask_shape), x.shape)
-    oracle = lax.select(mask, x / (1 - rate), jnp.zeros_like(x))
+
+    def references(k, x, r):
+        """The oracle, flax's Dropout (both with the Python rate) and jaxreg with the rate ``r`` traced."""
+        mask = jnp.broadcast_to(jax.random.bernoulli(k, 1 - rate, mask_shape), x.shape)
+        oracle = lax.select(mask, x / (1 - rate), jnp.zeros_like(x))
+        flax_y = nn.Dropout(rate, broadcast_dims=broadcast_dims, deterministic=False).apply({}, x, rng=k)
+        return oracle, flax_y, jaxreg.dropout(k, x, r, broadcast_dims=broadcast_dims, sampler="jax")
+
+    # One program (XLA keeps each rounding: jit and eager agree bit for bit here).
+    oracle, flax_y, yj = jax.jit(references)(KEY, x, 0.3)
     np.testing.assert_array_equal(np.asarray(y), np.asarray(oracle))
-    flax_y = nn.Dropout(rate, broadcast_dims=broadcast_dims, deterministic=False).apply({}, x, rng=KEY)
     np.testing.assert_array_equal(np.asarray(y), np.asarray(flax_y))
     # Also under jit with a traced rate.
-    yj = jax.jit(lambda k, x, r: jaxreg.dropout(k, x, r, broadcast_dims=broadcast_dims, sampler="jax"))(
-        KEY, x, 0.3
-    )
     np.testing.assert_array_equal(np.asarray(yj), np.asarray(flax_y))
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
-@pytest.mark.parametrize("rate", [0.1, 0.5, 0.9])
-def test_dropout_kept_fraction_and_inverted_mean(sampler, rate):
-    y = np.asarray(jax.jit(lambda k: jaxreg.dropout(k, jnp.ones(BIG), rate, sampler=sampler))(KEY))
-    q = keep_prob(rate, sampler)
-    kept = int((y != 0).sum())
-    # Binomial(N, q) count: within 4 standard deviations.
-    assert abs(kept - NBIG * q) < 4 * math.sqrt(NBIG * q * (1 - q))
-    # Kept values are exactly 1/q (the quantized probability for "fast").
-    np.testing.assert_allclose(np.unique(y[y != 0]), [np.float32(1) / np.float32(q)], rtol=1e-7)
-    # Inverted mean: each y_i has mean 1 and variance (1-q)/q; mean within 4 se.
-    assert abs(y.mean() - 1) < 4 * math.sqrt((1 - q) / q / NBIG)
+def test_dropout_kept_fraction_and_inverted_mean(sampler):
+    rates = [0.1, 0.5, 0.9]
+    # The three Python rates in one program.
+    ys = jax.jit(lambda k: [jaxreg.dropout(k, jnp.ones(BIG), rate, sampler=sampler) for rate in rates])(KEY)
+    for rate, y in zip(rates, ys, strict=True):
+        y = np.asarray(y)
+        q = keep_prob(rate, sampler)
+        kept = int((y != 0).sum())
+        # Binomial(N, q) count: within 4 standard deviations.
+        assert abs(kept - NBIG * q) < 4 * math.sqrt(NBIG * q * (1 - q)), rate
+        # Kept values are exactly 1/q (the quantized probability for "fast").
+        np.testing.assert_allclose(
+            np.unique(y[y != 0]), [np.float32(1) / np.float32(q)], rtol=1e-7, err_msg=f"rate={rate}"
+        )
+        # Inverted mean: each y_i has mean 1 and variance (1-q)/q; mean within 4 se.
+        assert abs(y.mean() - 1) < 4 * math.sqrt((1 - q) / q / NBIG), rate
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
@@ -182,8 +191,12 @@ def test_dropconnect(sampler):
 
 def test_dropconnect_gradients_flow_to_kept_weights():
     w = jnp.ones((32, 32))
-    g = jax.grad(lambda w: jaxreg.dropconnect(KEY, {"w": w}, 0.5)["w"].sum())(w)
-    y = jaxreg.dropconnect(KEY, {"w": w}, 0.5)["w"]
+    g, y = jax.jit(
+        lambda w: (
+            jax.grad(lambda w: jaxreg.dropconnect(KEY, {"w": w}, 0.5)["w"].sum())(w),
+            jaxreg.dropconnect(KEY, {"w": w}, 0.5)["w"],
+        )
+    )(w)
     np.testing.assert_allclose(np.asarray(g), np.asarray(y), rtol=1e-6)  # d/dw (m w / q) = m / q
 
 
@@ -234,8 +247,8 @@ def test_checkpoint_recomputes_the_same_mask_for_key_arguments(impl, sampler):
         f = jax.checkpoint(layer) if remat else layer
         return jnp.sum(f(w, x, k) ** 2)
 
-    g_plain = jax.jit(jax.grad(lambda w, k: loss(w, k, False)))(w, key)
-    g_remat = jax.jit(jax.grad(lambda w, k: loss(w, k, True)))(w, key)
+    # Both gradients in one program; the remat one keeps its checkpoint (jit does not remove it).
+    g_plain, g_remat = jax.jit(lambda w, k: (jax.grad(loss)(w, k, False), jax.grad(loss)(w, k, True)))(w, key)
     np.testing.assert_allclose(np.asarray(g_remat), np.asarray(g_plain), rtol=1e-5, atol=1e-6)
     # And the gradient is the one of the mask drawn outside any transformation.
     y = jaxreg.dropout(key, x * w, 0.3, sampler=sampler)

@@ -7,6 +7,8 @@ quantizes to 0 gives zeros.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -71,7 +73,7 @@ def test_spectral_normalize_rejects_integer_weights():
     w = jnp.ones((3, 2), jnp.int32)
     with pytest.raises(TypeError, match="w must be a real floating-point array, got dtype int32"):
         jaxreg.spectral_norm_init(KEY, w)
-    state = jaxreg.spectral_norm_init(KEY, jnp.ones((3, 2)))
+    state = jax.jit(jaxreg.spectral_norm_init)(KEY, jnp.ones((3, 2)))  # a float state (one program)
     with pytest.raises(TypeError, match="w must be a real floating-point array, got dtype int32"):
         jaxreg.spectral_normalize(w, state)
 
@@ -178,6 +180,12 @@ def test_batched_keys_get_one_message_for_both_samplers(op):
 # ---------------------------------------------------------------- gaussian_dropout near rate 1
 
 
+@functools.partial(jax.jit, static_argnames="sampler")
+def _traced_gaussian_dropout(x, rate, sampler):
+    """gaussian_dropout with the rate traced: one program per sampler for every rate."""
+    return jaxreg.gaussian_dropout(KEY, x, rate, sampler=sampler)
+
+
 @pytest.mark.parametrize("sampler", ["fast", "jax"])
 @pytest.mark.parametrize("rate", [1 - 1e-9, 1 - 2.0**-26, 1 - 2.0**-25])
 def test_gaussian_dropout_rate_within_2_pow_minus_25_of_one_gives_zeros(rate, sampler):
@@ -186,7 +194,7 @@ def test_gaussian_dropout_rate_within_2_pow_minus_25_of_one_gives_zeros(rate, sa
     assert round((1 - rate) * 2**24) == 0
     x = jnp.ones(4096)
     eager = jaxreg.gaussian_dropout(KEY, x, rate, sampler=sampler)
-    traced = jax.jit(lambda r: jaxreg.gaussian_dropout(KEY, x, r, sampler=sampler))(rate)
+    traced = _traced_gaussian_dropout(x, rate, sampler)
     np.testing.assert_array_equal(np.asarray(eager), 0.0)
     np.testing.assert_array_equal(np.asarray(traced), 0.0)
 
@@ -199,7 +207,7 @@ def test_gaussian_dropout_just_above_the_quantum_is_noise_for_both():
     z = np.asarray(jax.random.normal(KEY, (4096,)), np.float64)
     want = 1.0 + np.sqrt(rate / (1 - rate)) * z
     eager = jaxreg.gaussian_dropout(KEY, x, rate, sampler="jax")
-    traced = jax.jit(lambda r: jaxreg.gaussian_dropout(KEY, x, r, sampler="jax"))(rate)
+    traced = _traced_gaussian_dropout(x, rate, "jax")
     np.testing.assert_allclose(np.asarray(eager), want, rtol=1e-4, atol=1e-2)
     np.testing.assert_allclose(np.asarray(traced), want, rtol=1e-4, atol=1e-2)
 

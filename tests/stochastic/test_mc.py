@@ -39,7 +39,9 @@ def _forward(key, x):
 def test_mean_and_variance_are_numpys_over_the_documented_keys(batch_size):
     key, n = jax.random.key(3), 16
     got = jax.jit(lambda k: jaxreg.mc_dropout(k, _forward, X, num_samples=n, batch_size=batch_size))(key)
-    samples = [_forward(k, X) for k in jax.random.split(key, n)]
+    forward = jax.jit(_forward)  # one pass, one key at a time
+    keys = jax.random.split(key, n)  # indexed, not iterated (unstacking compiles a program of n outputs)
+    samples = [forward(keys[i], X) for i in range(n)]
     stacked = jax.tree.map(lambda *a: np.stack([np.asarray(v, np.float64) for v in a]), *samples)
     want_mean = jax.tree.map(lambda a: a.mean(0), stacked)
     want_var = jax.tree.map(lambda a: a.var(0), stacked)
@@ -86,20 +88,24 @@ class _LinenMLP(nn.Module):
 
 def test_linen_mc_dropout_is_dropout_in_training_with_batchnorm_in_evaluation():
     model, n = _LinenMLP(), 256
-    variables = model.init(jax.random.key(0), X, train=False)
+    variables = jax.jit(lambda k: model.init(k, X, train=False))(jax.random.key(0))
     key = jax.random.key(1)
-    pred = jax.jit(
-        lambda k: jrl.mc_dropout(k, model, variables, X, num_samples=n, batch_size=64, train=False)
+    pred, small, evaluation = jax.jit(
+        lambda k: (
+            jrl.mc_dropout(k, model, variables, X, num_samples=n, batch_size=64, train=False),
+            jrl.mc_dropout(k, model, variables, X, num_samples=8, train=False),
+            model.apply(variables, X, train=False),
+        )
     )(key)
     # oracle: the same model with dropout switched on by its own flag, one key at a time
-    small = jrl.mc_dropout(key, model, variables, X, num_samples=8, train=False)
-    oracle = [
-        model.apply(variables, X, train=False, dropout_train=True, rngs={"dropout": k})
-        for k in jax.random.split(key, 8)
-    ]
+    apply_with_dropout = jax.jit(
+        lambda k: model.apply(variables, X, train=False, dropout_train=True, rngs={"dropout": k})
+    )
+    keys = jax.random.split(key, 8)
+    oracle = [apply_with_dropout(keys[i]) for i in range(8)]
     np.testing.assert_allclose(small.mean, np.mean(oracle, 0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(small.variance, np.var(oracle, 0), rtol=1e-4, atol=1e-6)
-    _assert_unbiased(pred, model.apply(variables, X, train=False), n)
+    _assert_unbiased(pred, evaluation, n)
 
 
 class _NNXMLP(nnx.Module):
@@ -115,10 +121,14 @@ class _NNXMLP(nnx.Module):
 def test_nnx_mc_dropout_leaves_the_model_alone_and_is_unbiased():
     model, n = _NNXMLP(nnx.Rngs(params=0, dropout=1)), 256
     count = int(model.drop1.rngs.count[...])
-    pred = jrx.mc_dropout(jax.random.key(2), model, X, num_samples=n, batch_size=64)
+    # Under nnx.jit (one program instead of the eager vmap's op-by-op compilations): nnx.jit
+    # writes back every change the call makes to the model (Variables, the rng count, flags),
+    # so the checks below see any the helper would make eagerly.
+    mc = nnx.jit(lambda model, key: jrx.mc_dropout(key, model, X, num_samples=n, batch_size=64))
+    pred = mc(model, jax.random.key(2))
     assert model.drop1.deterministic is False and model.norm.use_running_average is False
     assert int(model.drop1.rngs.count[...]) == count
     model.eval()
     _assert_unbiased(pred, model(X), n)
-    again = jrx.mc_dropout(jax.random.key(2), model, X, num_samples=n, batch_size=64)
+    again = mc(model, jax.random.key(2))  # (the model in evaluation mode now)
     np.testing.assert_array_equal(again.mean, pred.mean)  # the same key, the same passes

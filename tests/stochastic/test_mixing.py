@@ -80,12 +80,14 @@ def test_cutmix_box_is_timms_for_every_centre():
         np.float32
     )
     lam, cy, cx = (a.ravel() for a in np.meshgrid(lams, np.arange(H), np.arange(W), indexing="ij"))
-    got = cutmix_box(jnp.asarray(lam), jnp.asarray((cy + 0.5) / H), jnp.asarray((cx + 0.5) / W), H, W)
-    got = [np.asarray(g) for g in got]
-    for i in range(lam.size):
-        want = _timm_rand_bbox_and_lam(H, W, float(lam[i]), int(cy[i]), int(cx[i]))
-        assert [int(g[i]) for g in got[:4]] == [int(v) for v in want[:4]], (lam[i], cy[i], cx[i])
-        assert float(got[4][i]) == pytest.approx(want[4], abs=1e-6)
+    # Jitted, as in cutmix (one compiled program instead of one per operation).
+    box = jax.jit(cutmix_box, static_argnums=(3, 4))
+    got = box(jnp.asarray(lam), jnp.asarray((cy + 0.5) / H), jnp.asarray((cx + 0.5) / W), H, W)
+    bounds, lam_c = np.stack([np.asarray(g) for g in got[:4]], 1).tolist(), np.asarray(got[4]).tolist()
+    for i, (lam_i, cy_i, cx_i) in enumerate(zip(lam.tolist(), cy.tolist(), cx.tolist(), strict=True)):
+        want = _timm_rand_bbox_and_lam(H, W, lam_i, cy_i, cx_i)
+        assert bounds[i] == [int(v) for v in want[:4]], (lam_i, cy_i, cx_i)
+        assert lam_c[i] == pytest.approx(want[4], abs=1e-6)
 
 
 @pytest.mark.parametrize(("scale", "ratio"), [((0.02, 1 / 3), (0.3, 3.3)), ((0.3, 0.9), (0.2, 5.0))])
@@ -93,7 +95,8 @@ def test_erase_box_is_torchvisions(scale, ratio):
     rng = np.random.default_rng(1)
     n = 3000
     u = rng.random((n, 22), dtype=np.float32)
-    got = erase_box(
+    # Jitted, as in random_erasing (one compiled program instead of one per operation).
+    got = jax.jit(erase_box, static_argnums=(4, 5, 6, 7))(
         jnp.asarray(u[:, :10]),
         jnp.asarray(u[:, 10:20]),
         jnp.asarray(u[:, 20]),
@@ -133,26 +136,39 @@ def _box_of(mask):
     return rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
 
 
-@pytest.mark.parametrize("per_example", [False, True])
-@pytest.mark.parametrize("pairing", ["flip", "roll"])
-def test_cutmix_pastes_a_rectangle_of_the_partner_and_weights_labels_by_its_area(pairing, per_example):
+CUTMIX_CASES = [(pairing, per_example) for pairing in ("flip", "roll") for per_example in (False, True)]
+
+
+def test_cutmix_pastes_a_rectangle_of_the_partner_and_weights_labels_by_its_area():
+    # The four cases (pairing x per_example) in one jitted program: the Beta sampler is most of a
+    # compilation, and the program's size grows less than the count of compilations would.
     x, y = _images(), jnp.arange(16) % 5
-    xm, ym = jaxreg.cutmix(
-        jax.random.key(3), x, y, 1.0, num_classes=5, per_example=per_example, pairing=pairing
-    )
-    partner = np.flip(np.asarray(x), 0) if pairing == "flip" else np.roll(np.asarray(x), 1, 0)
+    mixed = jax.jit(
+        lambda k: [
+            jaxreg.cutmix(k, x, y, 1.0, num_classes=5, per_example=per_example, pairing=pairing)
+            for pairing, per_example in CUTMIX_CASES
+        ]
+    )(jax.random.key(3))
+    xn = np.asarray(x)
     onehot = np.eye(5, dtype=np.float32)[np.asarray(y)]
-    y_partner = np.flip(onehot, 0) if pairing == "flip" else np.roll(onehot, 1, 0)
-    boxes = set()
-    for i in range(16):
-        pasted = (np.asarray(xm[i]) == partner[i]).all(-1) & (np.asarray(xm[i]) != np.asarray(x[i])).all(-1)
-        kept = (np.asarray(xm[i]) == np.asarray(x[i])).all(-1)
-        assert (pasted | kept).all()
-        box = _box_of(pasted)
-        boxes.add(box)
-        lam = 1 - pasted.sum() / (H * W)
-        np.testing.assert_allclose(ym[i], lam * onehot[i] + (1 - lam) * y_partner[i], rtol=1e-6, atol=1e-7)
-    assert (len(boxes) == 1) != per_example or len(boxes) > 1  # one box per batch, or per example
+    for (pairing, per_example), (xm, ym) in zip(CUTMIX_CASES, mixed, strict=True):
+        case = f"pairing={pairing}, per_example={per_example}"
+        xm, ym = np.asarray(xm), np.asarray(ym)
+        partner = np.flip(xn, 0) if pairing == "flip" else np.roll(xn, 1, 0)
+        y_partner = np.flip(onehot, 0) if pairing == "flip" else np.roll(onehot, 1, 0)
+        boxes = set()
+        for i in range(16):
+            pasted = (xm[i] == partner[i]).all(-1) & (xm[i] != xn[i]).all(-1)
+            kept = (xm[i] == xn[i]).all(-1)
+            assert (pasted | kept).all(), (case, i)
+            box = _box_of(pasted)
+            boxes.add(box)
+            lam = 1 - pasted.sum() / (H * W)
+            np.testing.assert_allclose(
+                ym[i], lam * onehot[i] + (1 - lam) * y_partner[i], rtol=1e-6, atol=1e-7, err_msg=case
+            )
+        # One box per batch, or per example.
+        assert (len(boxes) == 1) != per_example or len(boxes) > 1, (case, boxes)
 
 
 def test_cutmix_corrected_lambda_has_timms_distribution():
@@ -166,10 +182,14 @@ def test_cutmix_corrected_lambda_has_timms_distribution():
     np.testing.assert_allclose(lam_ours, np.asarray(xm[: n // 2]).mean(axis=(1, 2, 3)), atol=1e-6)
     rng = np.random.default_rng(2)
     m = 20000
-    lam_timm = [
-        _timm_rand_bbox_and_lam(H, W, rng.beta(alpha, alpha), rng.integers(0, H), rng.integers(0, W))[4]
-        for _ in range(m)
-    ]
+    # timm's draws (np.random.beta, np.random.randint), made for all m boxes at once.
+    draws = zip(
+        rng.beta(alpha, alpha, m).tolist(),
+        rng.integers(0, H, m).tolist(),
+        rng.integers(0, W, m).tolist(),
+        strict=True,
+    )
+    lam_timm = [_timm_rand_bbox_and_lam(H, W, lam, cy, cx)[4] for lam, cy, cx in draws]
     _assert_means_agree(lam_ours, lam_timm)
     _assert_means_agree(lam_ours**2, np.asarray(lam_timm) ** 2)
 
@@ -190,9 +210,11 @@ def test_mixup_default_is_unchanged_permutation_and_batch_lambda():
     key = jax.random.key(4)
     xm, ym = jaxreg.mixup(key, x, y, 0.2, num_classes=3)
     key_lam, key_perm = jax.random.split(key)
-    lam = jax.random.beta(key_lam, 0.2, 0.2)
-    perm = jax.random.permutation(key_perm, 8)
-    onehot = jax.nn.one_hot(y, 3)
+    lam = np.asarray(jax.random.beta(key_lam, 0.2, 0.2))
+    perm = np.asarray(jax.random.permutation(key_perm, 8))
+    # The mixing in NumPy float32 (each operation rounded once, as JAX's).
+    x, onehot = np.asarray(x), np.eye(3, dtype=np.float32)[np.asarray(y)]
+    assert lam.dtype == x.dtype == np.float32
     np.testing.assert_array_equal(xm, lam * x + (1 - lam) * x[perm])
     np.testing.assert_array_equal(ym, lam * onehot + (1 - lam) * onehot[perm])
 

@@ -89,13 +89,18 @@ def test_alpha_outside_the_sampler_range_is_rejected(alpha):
         jaxreg.mixup(KEY, X, jnp.array([0, 1, 2, 0]), alpha32, num_classes=3)
 
 
+# mixup of X and one-hot labels over a batch of keys, alpha traced: one compilation for every alpha.
+_mixup_over_keys = jax.jit(jax.vmap(lambda k, a: jaxreg.mixup(k, X, jnp.eye(4), a)[1], (0, None)))
+
+
 @pytest.mark.parametrize("alpha", [1e-37, 1e-20, 0.2, 1e38])
 def test_alpha_at_the_edges_of_the_range_gives_convex_labels(alpha):
     # 2000 keys: every lambda is a number in [0, 1] and every label row sums to 1.
     y = jnp.eye(4)
     keys = jax.random.split(jax.random.key(1), 2000)
-    _, ym = jax.jit(jax.vmap(lambda k: jaxreg.mixup(k, X, y, alpha)))(keys)
-    ym = np.asarray(ym, np.float64)
+    jax.eval_shape(lambda k: jaxreg.mixup(k, X, y, alpha), keys[0])  # the Python float is accepted
+    # The same float32 alpha as the Python number gives, traced (so that the four cases share a program).
+    ym = np.asarray(_mixup_over_keys(keys, jnp.float32(alpha)), np.float64)
     assert np.isfinite(ym).all()
     assert (ym >= 0).all() and (ym <= 1).all()
     np.testing.assert_allclose(ym.sum(axis=-1), 1.0, atol=1e-6)

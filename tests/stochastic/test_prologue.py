@@ -7,6 +7,8 @@ vmap, scan and checkpoint (the recomputed mask is the same).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,6 +51,23 @@ CASES = [pytest.param(fn, "fast", id=f"{name}-fast") for name, fn in OPS] + [
 LINEAR = {"dropout", "spatial_dropout", "gaussian_dropout", "drop_path", "dropblock", "dropconnect"}
 
 
+@functools.cache
+def _traced(op, sampler):
+    """``(y, d/dx sum(sin(y)))`` for ``y = op(key, x, rate)``, key and rate traced, jitted.
+
+    One program per op and sampler, shared by the traced-rate tests (the rate is passed as a
+    Python float: traced as a weakly typed float32).
+    """
+
+    def run(key, x, rate):
+        def f(x):
+            return op(key, x, rate, sampler=sampler)
+
+        return f(x), jax.grad(lambda x: jnp.sum(jnp.sin(f(x))))(x)
+
+    return jax.jit(run)
+
+
 @pytest.mark.parametrize("op", RATE_FNS, ids=RATE_IDS)
 @pytest.mark.parametrize("traced", [False, True])
 def test_rate_one_gives_zeros_and_nan_free_gradients(op, traced):
@@ -57,9 +76,8 @@ def test_rate_one_gives_zeros_and_nan_free_gradients(op, traced):
     def loss(x, r):
         return jnp.sum(jnp.sin(op(KEY, x, r)))
 
-    if traced:
-        y = jax.jit(lambda x, r: op(KEY, x, r))(x, 1.0)
-        g = jax.jit(jax.grad(loss))(x, 1.0)
+    if traced:  # the output and the gradient of the same loss, in one program
+        y, g = _traced(op, "fast")(KEY, x, 1.0)
     else:
         y = op(KEY, x, 1.0)
         g = jax.grad(loss)(x, 1.0)
@@ -80,7 +98,7 @@ def test_traced_rate_under_jit(op, sampler):
     # 0.25 is exact in float32, so the traced and the Python rate give the same
     # keep threshold and the same result.
     x = drop_input()
-    y_traced = jax.jit(lambda k, x, r: op(k, x, r, sampler=sampler))(KEY, x, jnp.float32(0.25))
+    y_traced, _ = _traced(op, sampler)(KEY, x, 0.25)
     y_python = op(KEY, x, 0.25, sampler=sampler)
     np.testing.assert_allclose(np.asarray(y_traced), np.asarray(y_python), rtol=1e-6, atol=1e-7)
 
@@ -103,14 +121,16 @@ def test_missing_key_in_training_raises(op):
         op(None, drop_input(), 0.3)
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
 @pytest.mark.parametrize("op, sampler", CASES)
-def test_dtype_preserved(op, dtype, sampler):
-    with jax.enable_x64(dtype == "float64"):
-        x = drop_input(dtype=jnp.dtype(dtype))
-        y = jax.jit(lambda k, x: op(k, x, 0.3, sampler=sampler))(KEY, x)
-        assert y.dtype == x.dtype and y.shape == x.shape
-        assert np.all(np.isfinite(np.asarray(y, np.float64)))
+def test_dtype_preserved(op, sampler):
+    # One program for the dtypes of the default (32-bit) mode, one for float64 under x64.
+    for dtypes in (["float16", "bfloat16", "float32"], ["float64"]):
+        with jax.enable_x64(dtypes == ["float64"]):
+            xs = [drop_input(dtype=jnp.dtype(dtype)) for dtype in dtypes]
+            ys = jax.jit(lambda k, xs: [op(k, x, 0.3, sampler=sampler) for x in xs])(KEY, xs)
+            for dtype, x, y in zip(dtypes, xs, ys, strict=True):
+                assert y.dtype == x.dtype == jnp.dtype(dtype) and y.shape == x.shape, dtype
+                assert np.all(np.isfinite(np.asarray(y, np.float64))), dtype
     y = jaxreg.gaussian_noise(KEY, drop_input(dtype=jnp.bfloat16), 0.5, sampler=sampler)
     assert y.dtype == jnp.bfloat16
 
@@ -120,9 +140,14 @@ def test_jit_matches_eager_and_gradient(op, sampler):
     name = OP_IDS[OP_FNS.index(op)]
     x = drop_input()
     y = op(KEY, x, 0.3, sampler=sampler)
-    yj = jax.jit(lambda k, x: op(k, x, 0.3, sampler=sampler))(KEY, x)
+    # The output and the gradient under one jit.
+    yj, g = jax.jit(
+        lambda k, x: (
+            op(k, x, 0.3, sampler=sampler),
+            jax.grad(lambda x: op(k, x, 0.3, sampler=sampler).sum())(x),
+        )
+    )(KEY, x)
     np.testing.assert_allclose(np.asarray(yj), np.asarray(y), rtol=1e-5, atol=1e-6)
-    g = jax.jit(jax.grad(lambda x: op(KEY, x, 0.3, sampler=sampler).sum()))(x)
     if name in LINEAR:  # y = D(key) x, so d sum(y) / dx = D = y / x
         np.testing.assert_allclose(np.asarray(g), np.asarray(y / x), rtol=1e-5, atol=1e-6)
     elif name == "gaussian_noise":  # y = x + stddev z: gradient 1, and y - x has sd 0.3
@@ -140,7 +165,7 @@ def test_jit_matches_eager_and_gradient(op, sampler):
 def test_vmap_per_example_keys(op, sampler):
     keys = jax.random.split(KEY, 3)
     xs = jnp.stack([drop_input()] * 3)
-    ys = jax.vmap(lambda k, x: op(k, x, 0.5, sampler=sampler))(keys, xs)
+    ys = jax.jit(jax.vmap(lambda k, x: op(k, x, 0.5, sampler=sampler)))(keys, xs)
     for i in range(3):
         np.testing.assert_allclose(
             np.asarray(ys[i]), np.asarray(op(keys[i], xs[i], 0.5, sampler=sampler)), rtol=1e-6, atol=1e-7
@@ -177,8 +202,8 @@ def test_checkpoint_recomputes_the_same_mask(op, sampler):
         f = jax.checkpoint(layer) if remat else layer
         return jnp.sum(f(w, x) ** 2)
 
-    g_plain = jax.jit(jax.grad(lambda w: loss(w, False)))(w)
-    g_remat = jax.jit(jax.grad(lambda w: loss(w, True)))(w)
+    # Both gradients in one program; the remat one keeps its checkpoint (jit does not remove it).
+    g_plain, g_remat = jax.jit(lambda w: (jax.grad(loss)(w, False), jax.grad(loss)(w, True)))(w)
     np.testing.assert_allclose(np.asarray(g_remat), np.asarray(g_plain), rtol=1e-5, atol=1e-6)
     assert np.any(np.asarray(g_plain) != 0)
 

@@ -39,8 +39,38 @@ IDS = ["key0", "key1", "rbg"]
 def _indices(seed: int, n: int = N, high: int = 2**32) -> np.ndarray:
     """``n`` distinct random indices in [0, high), sorted."""
     rng = np.random.default_rng(seed)
-    idx = np.unique(rng.integers(0, high, size=n + n // 64, dtype=np.uint64))
+    idx = _sorted_unique(rng.integers(0, high, size=n + n // 64, dtype=np.uint64))
     return rng.permutation(idx)[:n].astype(np.uint32)
+
+
+def _sorted_unique(a: np.ndarray) -> np.ndarray:
+    """``np.unique(a)`` by a sort (NumPy 2's hash-based ``unique`` is ~20x slower on 2**21 words)."""
+    s = np.sort(a)
+    return s[np.concatenate(([True], s[1:] != s[:-1]))]
+
+
+def _first_occurrences(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted distinct words of ``h`` and the index of each one's first occurrence.
+
+    ``np.unique(h, return_index=True)``, by one sort of the ``uint64`` keys ``(h << 32) | index``:
+    equal words sort by index, so the first of each run is the first occurrence.
+    """
+    s = np.sort((h.astype(np.uint64) << np.uint64(32)) | np.arange(h.size, dtype=np.uint64))
+    v = (s >> np.uint64(32)).astype(np.uint32)
+    first = np.concatenate(([True], v[1:] != v[:-1]))
+    return v[first], (s[first] & np.uint64(0xFFFFFFFF)).astype(np.intp)
+
+
+def _intersect_indices(h0: np.ndarray, h1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.intersect1d(h0, h1, return_indices=True)[1:]`` (the same arrays, in the same order), faster.
+
+    For each word in both (ascending), the index of its first occurrence in ``h0`` and in ``h1``.
+    """
+    u0, f0 = _first_occurrences(h0)
+    u1, f1 = _first_occurrences(h1)
+    pos = np.searchsorted(u1, u0)
+    hit = u1[np.minimum(pos, u1.size - 1)] == u0
+    return f0[hit], f1[pos[hit]]
 
 
 def _words(key, lo, hi) -> np.ndarray:
@@ -59,13 +89,27 @@ def _max_offset_multiplicity(j0, h0, j1, h1) -> tuple[int, int, int]:
     Pairs (j0, j1) with equal words; a word repeated within one row (about 512
     times among 2**21 words) counts once, which only lowers the counts.
     """
-    _, i0, i1 = np.intersect1d(h0, h1, assume_unique=False, return_indices=True)
+    i0, i1 = _intersect_indices(h0, h1)
     if i0.size == 0:
         return 0, 0, 0
     a, b = j0[i0].astype(np.uint64), j1[i1].astype(np.uint64)
     xor_counts = np.unique(a ^ b, return_counts=True)[1]
     diff_counts = np.unique((b - a) & np.uint64(0xFFFFFFFF), return_counts=True)[1]
     return a.size, int(xor_counts.max()), int(diff_counts.max())
+
+
+def test_fast_set_helpers_are_numpys():
+    # The helpers above replace np.unique and np.intersect1d (same results, faster on 2**21 words);
+    # checked here on words with many repeats within and across the two arrays.
+    rng = np.random.default_rng(0)
+    h0, h1 = (rng.integers(0, 3000, size=5000, dtype=np.uint64).astype(np.uint32) for _ in range(2))
+    np.testing.assert_array_equal(_sorted_unique(h0), np.unique(h0))
+    want = np.intersect1d(h0, h1, assume_unique=False, return_indices=True)
+    assert want[0].size > 1000
+    got = _intersect_indices(h0, h1)
+    for g, w in zip(got, want[1:], strict=True):
+        np.testing.assert_array_equal(g, w)
+    assert _intersect_indices(h0, h1 + np.uint32(3000))[0].size == 0
 
 
 def test_hash_at_is_hash_bits_with_two_counter_words(monkeypatch):

@@ -181,7 +181,9 @@ def test_linen_scan_with_per_layer_rates_under_jit():
         length=DEPTH,
     )
     model, x = Stack(), jnp.zeros((N, 1))
-    variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x, RATES)
+    variables = jax.jit(lambda k0, k1: model.init({"params": k0, "dropout": k1}, x, RATES))(
+        jax.random.key(0), jax.random.key(1)
+    )
     assert variables["params"]["Dense_0"]["kernel"].shape == (DEPTH, 1, 1)
     apply = jax.jit(lambda v, x, r, k: model.apply(v, x, r, rngs={"dropout": k})[1])
     _check_per_layer(apply(variables, x, RATES, jax.random.key(2)))
@@ -196,6 +198,7 @@ class _NNXBlock(nnx.Module):
         return self.path(jnp.ones_like(h))
 
 
+@nnx.jit  # built in one program
 def _nnx_stack(rates, rngs):
     @nnx.split_rngs(splits=DEPTH)
     @nnx.vmap(in_axes=(0, 0))
