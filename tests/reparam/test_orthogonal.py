@@ -162,15 +162,23 @@ def _regression(seed, n_in, n_out):
 
 def test_linen_wrapper_starts_at_the_polar_factor_and_trains_orthogonal():
     x, target = _regression(2, 5, 3)
-    key = jax.random.key(3)
-    raw = jrl.Orthogonal(nn.Dense(3), orthogonal_init=False).init(key, x)
+    model = jrl.Orthogonal(nn.Dense(3), method="expm")
+
+    @jax.jit
+    def init(key):  # the variables without and with the orthogonal init, and the output at init
+        variables = model.init(key, x)
+        return (
+            jrl.Orthogonal(nn.Dense(3), orthogonal_init=False).init(key, x),
+            variables,
+            model.apply(variables, x),
+        )
+
+    raw, variables, y0 = init(jax.random.key(3))
     w0 = raw["params"]["layer_instance"]["kernel"]  # the Dense layer's own initial kernel
     assert "batch_stats" not in raw
-    model = jrl.Orthogonal(nn.Dense(3), method="expm")
-    variables = model.init(key, x)
     params, bases = variables["params"], variables["batch_stats"]
     np.testing.assert_array_equal(params["layer_instance"]["kernel"], 0.0)  # stored: unconstrained
-    np.testing.assert_allclose(model.apply(variables, x), x @ _polar(w0), atol=1e-5)  # bias 0 at init
+    np.testing.assert_allclose(y0, np.asarray(x) @ _polar(w0), atol=1e-5)  # bias 0 at init
 
     def loss(p):
         return jnp.mean((model.apply({"params": p, "batch_stats": bases}, x) - target) ** 2)
@@ -205,8 +213,10 @@ def test_linen_wrapper_starts_at_the_polar_factor_and_trains_orthogonal():
 def test_nnx_wrapper_starts_at_the_polar_factor_and_trains_orthogonal():
     x, target = _regression(4, 3, 5)  # wide kernel (3, 5): orthonormal rows
     bare = nnx.Linear(3, 5, rngs=nnx.Rngs(5))
-    model = jrx.Orthogonal(nnx.Linear(3, 5, rngs=nnx.Rngs(5)), method="householder")
-    np.testing.assert_allclose(model(x), x @ _polar(bare.kernel[...]), atol=1e-5)
+    model = jrx.Orthogonal(nnx.Linear(3, 5, rngs=nnx.Rngs(5)), method="householder")  # eagerly
+    np.testing.assert_allclose(
+        nnx.jit(lambda m: m(x))(model), np.asarray(x) @ _polar(bare.kernel[...]), atol=1e-5
+    )
     base = np.asarray(model.bases["kernel"][...])
     optimizer = nnx.Optimizer(model, optax.adam(0.05), wrt=nnx.Param)
 

@@ -68,10 +68,10 @@ def test_a_collapsed_u_recovers_in_one_call():
     # u = 0 (what the iteration used to produce on a zero weight) and a u orthogonal to the rows of W.
     w = jnp.asarray([[0.0, 2.0], [0.0, 0.0]])
     for u in ([0.0, 0.0], [1.0, 0.0]):
-        w_sn, state = jaxreg.spectral_normalize(w, jaxreg.SpectralNormState(jnp.asarray(u)))
+        w_sn, state = _run(w, jaxreg.SpectralNormState(jnp.asarray(u)), 1)  # one call
         np.testing.assert_allclose(np.asarray(w_sn), np.asarray(w) / 2.0, rtol=1e-6)
         np.testing.assert_allclose(np.abs(np.asarray(state.u)), [0.0, 1.0], atol=1e-7)
-        # ...under jit as well, and for a random weight after a few calls.
+        # ...and for a random weight after a few calls.
         w_r = jnp.asarray(np.random.default_rng(2).standard_normal((5, 2)), jnp.float32)
         w_sn, _ = _run(w_r, jaxreg.SpectralNormState(jnp.asarray(u)), 40)
         np.testing.assert_allclose(np.asarray(w_sn), np.asarray(w_r, np.float64) / _sigma_max(w_r), rtol=1e-4)
