@@ -58,13 +58,18 @@ def conv_matrix(kernel, example_shape, **conv):
     Built column by column with ``jax.jacfwd`` through Flax's own layer, so the padding,
     stride and dilation conventions are Flax's; ``conv`` are ``nn.Conv``'s options.
     """
+    return np.asarray(conv_matrix_jax(kernel, example_shape, **conv), np.float64)
+
+
+def conv_matrix_jax(kernel, example_shape, **conv):
+    """:func:`conv_matrix` as a JAX array of the kernel's dtype (not yet float64): traceable, to build inside a jitted test."""
     layer = nn.Conv(kernel.shape[-1], kernel.shape[:-2], use_bias=False, **conv)
     variables = {"params": {"kernel": kernel}}
 
     def apply(x_flat):
         return layer.apply(variables, x_flat.reshape(1, *example_shape)).reshape(-1)
 
-    return np.asarray(jax.jacfwd(apply)(jnp.zeros(int(np.prod(example_shape)))), np.float64)
+    return jax.jacfwd(apply)(jnp.zeros(int(np.prod(example_shape))))
 
 
 def group_slices(shape, axes):

@@ -22,6 +22,7 @@ with the shape of one input example kept between calls (Gouk et al. 2021).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -77,6 +78,34 @@ def _padding(padding: Padding, rank: int) -> str | list[tuple[int, int]]:
     return out
 
 
+def _checked_options(
+    rank: int,
+    *,
+    strides: IntOrSeq,
+    padding: Padding,
+    input_dilation: IntOrSeq,
+    kernel_dilation: IntOrSeq,
+    feature_group_count: int,
+) -> dict:
+    """The options of :func:`_conv_operator` for a ``rank``-D window, checked, as ints, tuples and a padding name.
+
+    Hashable values (the padding pairs as a tuple), so the dict's items can be a static argument
+    of a jitted function; checking the result again returns it unchanged.
+    """
+    strides = _per_axis("strides", strides, rank)
+    input_dilation = _per_axis("input_dilation", input_dilation, rank)
+    kernel_dilation = _per_axis("kernel_dilation", kernel_dilation, rank)
+    feature_group_count = check_count("feature_group_count", feature_group_count, minimum=1)
+    pad = _padding(padding, rank)
+    return dict(
+        strides=strides,
+        padding=pad if isinstance(pad, str) else tuple(pad),
+        input_dilation=input_dilation,
+        kernel_dilation=kernel_dilation,
+        feature_group_count=feature_group_count,
+    )
+
+
 def _conv_operator(
     w: jax.Array,
     *,
@@ -88,12 +117,16 @@ def _conv_operator(
 ) -> Callable[[jax.Array], jax.Array]:
     """The linear map ``x -> conv(x, w)`` on one example ``(*spatial, in)``, as ``flax.linen.Conv`` computes it."""
     rank = w.ndim - 2
-    strides = _per_axis("strides", strides, rank)
-    input_dilation = _per_axis("input_dilation", input_dilation, rank)
-    kernel_dilation = _per_axis("kernel_dilation", kernel_dilation, rank)
-    feature_group_count = check_count("feature_group_count", feature_group_count, minimum=1)
-    pad = _padding(padding, rank)
-    dilated = [(k - 1) * d + 1 for k, d in zip(w.shape[:-2], kernel_dilation, strict=True)]
+    options = _checked_options(
+        rank,
+        strides=strides,
+        padding=padding,
+        input_dilation=input_dilation,
+        kernel_dilation=kernel_dilation,
+        feature_group_count=feature_group_count,
+    )
+    pad = options["padding"]
+    dilated = [(k - 1) * d + 1 for k, d in zip(w.shape[:-2], options["kernel_dilation"], strict=True)]
     if pad in ("CIRCULAR", "REFLECT"):
         wrap = [(0, 0), *[((k - 1) // 2, k // 2) for k in dilated], (0, 0)]
         mode = "wrap" if pad == "CIRCULAR" else "reflect"
@@ -109,12 +142,12 @@ def _conv_operator(
         y = jax.lax.conv_general_dilated(
             pre(x[None]),
             w,
-            window_strides=strides,
+            window_strides=options["strides"],
             padding=lax_pad,
-            lhs_dilation=input_dilation,
-            rhs_dilation=kernel_dilation,
+            lhs_dilation=options["input_dilation"],
+            rhs_dilation=options["kernel_dilation"],
             dimension_numbers=numbers,
-            feature_group_count=feature_group_count,
+            feature_group_count=options["feature_group_count"],
             precision=_HIGHEST,
         )
         return y[0]
@@ -196,19 +229,34 @@ def conv_spectral_norm_init(
     check_ndim("w", w, 3, at_least=True)
     n_steps = check_count("n_steps", n_steps)
     check_positive("eps", eps)
-    conv_kwargs = dict(
+    shape = _example_shape(w, input_shape, check_count("feature_group_count", feature_group_count, minimum=1))
+    options = _checked_options(
+        w.ndim - 2,
         strides=strides,
         padding=padding,
         input_dilation=input_dilation,
         kernel_dilation=kernel_dilation,
         feature_group_count=feature_group_count,
     )
-    shape = _example_shape(w, input_shape, check_count("feature_group_count", feature_group_count, minimum=1))
+    return ConvSpectralNormState(u=_init_u(key, w, eps, shape, tuple(options.items()), n_steps))
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _init_u(
+    key: jax.Array,
+    w: jax.Array,
+    eps: float,
+    shape: tuple[int, ...],
+    options: tuple[tuple[str, object], ...],
+    n_steps: int,
+) -> jax.Array:
+    # Jitted so that an eager call compiles one program instead of one per operation; under an
+    # outer jit (or vmap, or a Flax scan) it is traced in place like the rest.
     m = w.astype(acc_dtype(w.dtype))
     u = jax.random.normal(key, shape, m.dtype)
     u = u / safe_norm(u, eps=eps)
-    op, op_t = _operators(m, shape, conv_kwargs)
-    return ConvSpectralNormState(u=jax.lax.stop_gradient(_power_iteration(op, op_t, u, n_steps, eps)))
+    op, op_t = _operators(m, shape, dict(options))
+    return jax.lax.stop_gradient(_power_iteration(op, op_t, u, n_steps, eps))
 
 
 def conv_spectral_normalize(

@@ -10,6 +10,7 @@ in a non-trainable collection).
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -104,6 +105,13 @@ def spectral_norm_init(
     check_float_array("w", w)
     n_steps = check_count("n_steps", n_steps)
     eps = check_positive("eps", eps)
+    return SpectralNormState(u=_init_u(key, w, eps, n_steps, batch_dims))
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _init_u(key: jax.Array, w: jax.Array, eps: float, n_steps: int, batch_dims: int) -> jax.Array:
+    # Jitted so that an eager call compiles one program instead of one per operation; under an
+    # outer jit (or vmap, or a Flax scan) it is traced in place like the rest.
     u = jax.random.normal(key, (*w.shape[:batch_dims], w.shape[-1]), acc_dtype(w.dtype))
     u = u / safe_norm(u, axis=-1, eps=eps)  # one unit vector per matrix
     if w.size:  # a zero-size weight keeps the random u (of shape (0,) if w.shape[-1] == 0)
@@ -113,7 +121,7 @@ def spectral_norm_init(
             return _power_iteration(m, u, n_steps, eps / p)
 
         u = map_matrices(refine, w, batch_dims, u)
-    return SpectralNormState(u=jax.lax.stop_gradient(u))
+    return jax.lax.stop_gradient(u)
 
 
 def spectral_normalize(

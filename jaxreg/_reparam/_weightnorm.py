@@ -10,6 +10,8 @@ initialization.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -52,8 +54,13 @@ def weight_norm_init(v: jax.Array, *, feature_axes: FeatureAxes = -1, batch_dims
       after the stack's axes ``v.shape[:batch_dims]``; float32 or wider.
     """
     kept, reduce = _split_axes(v, feature_axes, batch_dims)
-    norms = safe_norm(v, reduce, keepdims=False)
-    return norms.reshape(tuple(v.shape[a] for a in kept))
+    return _norms(v, reduce, tuple(v.shape[a] for a in kept))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _norms(v: jax.Array, reduce: tuple[int, ...], shape: tuple[int, ...]) -> jax.Array:
+    # Jitted so that an eager call compiles one program instead of one per operation.
+    return safe_norm(v, reduce, keepdims=False).reshape(shape)
 
 
 def weight_normalize(

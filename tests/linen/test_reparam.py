@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import conv_matrix, random_normal, sigma_max
+from helpers import conv_matrix_jax, random_normal, sigma_max
 
 import jaxreg
 import jaxreg.linen as jrl
@@ -49,32 +49,33 @@ def test_linen_spectral_norm_stored_param_never_changes():
         variables["params"]["Dense_0"]["bias"]
     )
     np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-3, atol=1e-4)
-    y_eval = _SN().apply(variables, x, train=False)  # no mutable collection needed in eval
+    # Evaluation needs no mutable collection.
+    y_eval = jax.jit(lambda v, x: _SN().apply(v, x, train=False))(variables, x)
     np.testing.assert_allclose(np.asarray(y_eval), expected, rtol=1e-3, atol=1e-4)
 
 
 def test_linen_weight_norm_output_unchanged_at_init_and_both_params_get_gradients():
     x = jnp.asarray(random_normal(0, (4, 5)))
-    variables = _WN().init(jax.random.key(0), x)
+    variables = _WN().init(jax.random.key(0), x)  # eagerly
     params = variables["params"]
-    bare = {"params": {"Dense_0": params["Dense_0"]}}
-    np.testing.assert_allclose(
-        np.asarray(_WN().apply(variables, x)), np.asarray(_Bare(3).apply(bare, x)), rtol=1e-5, atol=1e-6
-    )
+
+    @jax.jit
+    def run(params):  # the wrapped and the bare layer's outputs, and the gradients of the wrapped one's
+        bare = {"params": {"Dense_0": params["Dense_0"]}}
+        grads = jax.grad(lambda p: jnp.sum(_WN().apply({"params": p}, x) ** 2))(params)
+        return _WN().apply({"params": params}, x), _Bare(3).apply(bare, x), grads
+
+    y, y_bare, grads = run(params)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(y_bare), rtol=1e-5, atol=1e-6)
     scale = params["WeightNorm_0"]["Dense_0/kernel/scale"]
     np.testing.assert_allclose(
         np.asarray(scale), np.linalg.norm(np.asarray(params["Dense_0"]["kernel"]), axis=0), rtol=1e-6
     )
-    grads = jax.grad(lambda p: jnp.sum(_WN().apply({"params": p}, x) ** 2))(params)
     assert np.all(np.abs(np.asarray(grads["WeightNorm_0"]["Dense_0/kernel/scale"])) > 0)
     assert np.any(np.abs(np.asarray(grads["Dense_0"]["kernel"])) > 0)
 
 
 CONV = {"strides": 2, "padding": "SAME"}  # nn.Conv's options, also those of conv_spectral_normalize
-
-
-def _top_singular_value(kernel, example_shape, **conv):
-    return np.linalg.svd(conv_matrix(kernel, example_shape, **conv), compute_uv=False)[0]
 
 
 def test_linen_spectral_norm_conv_operator_train_and_eval():
@@ -123,17 +124,18 @@ def test_linen_spectral_norm_conv_operator_converges_to_the_convolutions_norm():
     model = jrl.SpectralNorm(nn.Conv(3, (3, 3), use_bias=False, **CONV), n_steps=1000, operator="conv")
 
     @jax.jit
-    def run(x):  # one training call: sigma after 1000 iterations
+    def run(x):  # one training call: sigma after 1000 iterations; the bare conv, the conv's matrix
         variables = model.init(jax.random.key(2), x, update_stats=False)
         y, _ = model.apply(variables, x, update_stats=True, mutable=["batch_stats"])
-        return variables["params"]["layer_instance"]["kernel"], y
+        kernel = variables["params"]["layer_instance"]["kernel"]
+        bare = nn.Conv(3, (3, 3), use_bias=False, **CONV).apply({"params": {"kernel": kernel}}, x)
+        return kernel, y, bare, conv_matrix_jax(kernel, (7, 7, 2), **CONV)
 
-    kernel, y = run(x)
-    sigma = np.linalg.svd(conv_matrix(kernel, (7, 7, 2), **CONV), compute_uv=False)[0]
+    kernel, y, bare, matrix = run(x)
+    sigma = np.linalg.svd(np.asarray(matrix, np.float64), compute_uv=False)[0]
     assert abs(sigma - sigma_max(kernel)) > 0.05 * sigma  # the reshaped kernel's norm is another number
     # bias-free: y = conv(x, W) / sigma, linear in the kernel.
-    expected = nn.Conv(3, (3, 3), use_bias=False, **CONV).apply({"params": {"kernel": kernel}}, x) / sigma
-    np.testing.assert_allclose(y, expected, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(y, np.asarray(bare, np.float64) / sigma, rtol=1e-3, atol=1e-5)
 
 
 def test_linen_spectral_norm_conv_operator_errors():

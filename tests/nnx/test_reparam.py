@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from helpers import conv_matrix, random_normal, sigma_max
+from helpers import conv_matrix_jax, random_normal, sigma_max
 
 import jaxreg
 import jaxreg.nnx as jrx
@@ -98,7 +98,7 @@ def test_nnx_weight_norm_output_unchanged_at_init_and_g_v_train():
     x = jnp.asarray(random_normal(0, (4, 5)))
     np.testing.assert_allclose(np.asarray(model(x)), np.asarray(bare(x)), rtol=1e-5, atol=1e-6)  # flax#4138
     assert isinstance(model.scales["kernel"], nnx.Param)  # flax#5577
-    grads = nnx.grad(lambda m: jnp.sum(m(x) ** 2))(model)
+    grads = nnx.jit(nnx.grad(lambda m: jnp.sum(m(x) ** 2)))(model)
     assert np.all(np.abs(np.asarray(grads["scales"]["kernel"][...])) > 0)
     assert np.any(np.abs(np.asarray(grads["layer_instance"]["kernel"][...])) > 0)
     v0, g0 = (
@@ -106,7 +106,7 @@ def test_nnx_weight_norm_output_unchanged_at_init_and_g_v_train():
         np.asarray(model.scales["kernel"][...]).copy(),
     )
     optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
-    optimizer.update(model, grads)
+    nnx.jit(lambda optimizer, model, grads: optimizer.update(model, grads))(optimizer, model, grads)
     assert not np.array_equal(np.asarray(model.scales["kernel"][...]), g0)
     assert not np.array_equal(np.asarray(model.layer_instance.kernel[...]), v0)
     # After the step the layer computes with g * v / ||v||, and v itself is stored as is.
@@ -122,12 +122,13 @@ def test_nnx_weight_norm_conv_and_state_passthrough():
     model = jrx.WeightNorm(conv)
     x = jnp.asarray(random_normal(1, (1, 5, 5, 2)))
     bare = nnx.Conv(2, 4, kernel_size=(3, 3), rngs=nnx.Rngs(0))
-    np.testing.assert_allclose(np.asarray(model(x)), np.asarray(bare(x)), rtol=1e-5, atol=1e-5)
+    y, y_bare = nnx.jit(lambda model, bare, x: (model(x), bare(x)))(model, bare, x)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(y_bare), rtol=1e-5, atol=1e-5)
     assert model.scales["kernel"].shape == (4,)
     # Non-Param state the wrapped layer updates (BatchNorm statistics) is kept.
     bn = jrx.WeightNorm(nnx.BatchNorm(3, rngs=nnx.Rngs(0)), variable_filter=nnx.PathContains("scale"))
     xb = random_normal(2, (8, 3)) + 5.0
-    bn(jnp.asarray(xb))
+    nnx.jit(lambda bn, x: bn(x))(bn, jnp.asarray(xb))  # the update of the statistics leaves the jit
     # nnx.BatchNorm's running mean after one step from 0 with momentum 0.99: 0.01 * batch mean.
     np.testing.assert_allclose(np.asarray(bn.layer_instance.mean[...]), 0.01 * xb.mean(axis=0), rtol=1e-4)
 
@@ -181,10 +182,15 @@ def test_nnx_spectral_norm_conv_operator_converges_to_the_convolutions_norm():
     layer = _conv_layer(use_bias=False)
     model = jrx.SpectralNorm(layer, n_steps=1000, operator="conv", input_shape=(6, 6, 2), rngs=nnx.Rngs(2))
     bare = _conv_layer(use_bias=False)
-    y = nnx.jit(lambda model, x: model(x))(model, x)  # one training call: sigma after 1000 iterations
-    sigma = np.linalg.svd(conv_matrix(bare.kernel[...], (6, 6, 2), **CONV), compute_uv=False)[0]
+
+    @nnx.jit
+    def run(model, bare, x):  # one training call: sigma after 1000 iterations; the bare conv, its matrix
+        return model(x), bare(x), conv_matrix_jax(bare.kernel[...], (6, 6, 2), **CONV)
+
+    y, y_bare, matrix = run(model, bare, x)
+    sigma = np.linalg.svd(np.asarray(matrix, np.float64), compute_uv=False)[0]
     assert abs(sigma - sigma_max(bare.kernel[...])) > 0.05 * sigma  # not the reshaped kernel's norm
-    np.testing.assert_allclose(y, bare(x) / sigma, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(y, np.asarray(y_bare, np.float64) / sigma, rtol=1e-3, atol=1e-5)
 
 
 def test_nnx_spectral_norm_conv_operator_errors():

@@ -12,17 +12,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import conv_matrix
+from helpers import conv_matrix_jax
 
 import jaxreg
 
 
-def _sigma(kernel, state, **conv):
+def _sigma(kernel, w_sn):
     """sigma from the normalization itself: ||w|| / ||w / sigma||."""
-    w_sn, _ = jaxreg.conv_spectral_normalize(kernel, state, update=False, **conv)
     return float(
         np.linalg.norm(np.asarray(kernel, np.float64)) / np.linalg.norm(np.asarray(w_sn, np.float64))
     )
+
+
+def _svd(matrix):
+    return np.linalg.svd(np.asarray(matrix, np.float64), compute_uv=False)
 
 
 CASES = [  # (kernel shape, example shape, nn.Conv / conv_spectral_normalize options)
@@ -39,14 +42,19 @@ CASES = [  # (kernel shape, example shape, nn.Conv / conv_spectral_normalize opt
 @pytest.mark.parametrize(("kernel_shape", "example_shape", "conv"), CASES)
 def test_sigma_is_the_top_singular_value_of_the_convolution(kernel_shape, example_shape, conv):
     kernel = jnp.asarray(np.random.default_rng(0).normal(size=kernel_shape), jnp.float32)
-    matrix = conv_matrix(kernel, example_shape, **conv)
-    singular = np.linalg.svd(matrix, compute_uv=False)
-    # 3000 iterations: the top two singular values of these random kernels can be within 0.1%.
-    state = jax.jit(
-        lambda k, w: jaxreg.conv_spectral_norm_init(k, w, (4, *example_shape), n_steps=3000, **conv)
-    )(jax.random.key(1), kernel)
-    assert state.u.shape == example_shape
-    np.testing.assert_allclose(_sigma(kernel, state, **conv), singular[0], rtol=2e-4)
+
+    @jax.jit
+    def run(key, kernel):  # the state, W / sigma, and the matrices of the convolutions by both
+        # 3000 iterations: the top two singular values of these random kernels can be within 0.1%.
+        state = jaxreg.conv_spectral_norm_init(key, kernel, (4, *example_shape), n_steps=3000, **conv)
+        w_sn, _ = jaxreg.conv_spectral_normalize(kernel, state, update=False, **conv)
+        matrices = [conv_matrix_jax(w, example_shape, **conv) for w in (kernel, w_sn)]
+        return state.u, w_sn, *matrices
+
+    u, w_sn, matrix, matrix_sn = run(jax.random.key(1), kernel)
+    singular = _svd(matrix)
+    assert u.shape == example_shape
+    np.testing.assert_allclose(_sigma(kernel, w_sn), singular[0], rtol=2e-4)
     # The documented bounds by the reshaped kernel's norm: sigma(M) <= sigma(A) <= sqrt(taps) sigma(M),
     # the lower one for inputs that hold a whole window, without groups or input dilation.
     reshaped = np.linalg.norm(np.asarray(kernel, np.float64).reshape(-1, kernel_shape[-1]), 2)
@@ -54,9 +62,7 @@ def test_sigma_is_the_top_singular_value_of_the_convolution(kernel_shape, exampl
     if conv.get("feature_group_count", 1) == 1 and conv.get("input_dilation", 1) == 1:
         assert singular[0] >= reshaped * (1 - 1e-6)
     # The normalized convolution is 1-Lipschitz: its matrix has top singular value 1.
-    w_sn, _ = jaxreg.conv_spectral_normalize(kernel, state, update=False, **conv)
-    top = np.linalg.svd(conv_matrix(w_sn, example_shape, **conv), compute_uv=False)[0]
-    np.testing.assert_allclose(top, 1.0, rtol=2e-4)
+    np.testing.assert_allclose(_svd(matrix_sn)[0], 1.0, rtol=2e-4)
 
 
 def test_circular_padding_matches_the_fft_formula_and_differs_from_the_reshape():
@@ -66,12 +72,17 @@ def test_circular_padding_matches_the_fft_formula_and_differs_from_the_reshape()
     # matrices P[k, l] of the 2-D DFT of the kernel, zero-padded to n x n, over the n^2 frequencies.
     transforms = np.fft.fft2(kernel.astype(np.float64), s=(n, n), axes=(0, 1))
     fft_singular = np.sort(np.linalg.svd(transforms, compute_uv=False).ravel())[::-1]
-    matrix_singular = np.linalg.svd(conv_matrix(jnp.asarray(kernel), (n, n, 2), padding="CIRCULAR"))[1]
+
+    @jax.jit
+    def run(key, kernel):  # the matrix of the convolution, and W / sigma
+        state = jaxreg.conv_spectral_norm_init(key, kernel, (n, n, 2), padding="CIRCULAR", n_steps=3000)
+        w_sn, _ = jaxreg.conv_spectral_normalize(kernel, state, update=False, padding="CIRCULAR")
+        return conv_matrix_jax(kernel, (n, n, 2), padding="CIRCULAR"), w_sn
+
+    matrix, w_sn = run(jax.random.key(3), jnp.asarray(kernel))
+    matrix_singular = np.linalg.svd(np.asarray(matrix, np.float64))[1]
     np.testing.assert_allclose(matrix_singular, fft_singular[: matrix_singular.size], rtol=1e-4, atol=1e-4)
-    state = jaxreg.conv_spectral_norm_init(
-        jax.random.key(3), jnp.asarray(kernel), (n, n, 2), padding="CIRCULAR", n_steps=3000
-    )
-    np.testing.assert_allclose(_sigma(kernel, state, padding="CIRCULAR"), fft_singular[0], rtol=2e-4)
+    np.testing.assert_allclose(_sigma(kernel, w_sn), fft_singular[0], rtol=2e-4)
     reshape = np.linalg.norm(kernel.reshape(-1, 3).astype(np.float64), 2)
     assert abs(fft_singular[0] - reshape) > 0.05 * reshape  # the reshaped kernel's norm is another number
 
@@ -94,7 +105,8 @@ def test_gradient_is_that_of_the_exact_operator_norm_at_convergence():
         return jnp.sum(g * w / sigma)
 
     ours = jax.grad(lambda w: jnp.sum(g * jaxreg.conv_spectral_normalize(w, state, update=False, **conv)[0]))
-    np.testing.assert_allclose(ours(kernel), jax.grad(exact)(kernel), rtol=1e-3, atol=1e-5)
+    got, want = jax.jit(lambda w: (ours(w), jax.grad(exact)(w)))(kernel)  # one program for both
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5)
 
 
 def test_update_modes_jit_dtypes_and_errors():
@@ -104,9 +116,9 @@ def test_update_modes_jit_dtypes_and_errors():
     _, new = step(kernel, state)
     assert new.u.shape == (5, 5, 2) and not np.allclose(new.u, state.u)
     np.testing.assert_allclose(jnp.linalg.norm(new.u), 1.0, rtol=1e-5)
-    _, same = jaxreg.conv_spectral_normalize(kernel, state, update=False)
+    _, same = jaxreg.conv_spectral_normalize(kernel, state, update=False)  # eagerly
     assert same is state
-    w_bf16, _ = jaxreg.conv_spectral_normalize(kernel.astype(jnp.bfloat16), state)
+    w_bf16, _ = jax.jit(jaxreg.conv_spectral_normalize)(kernel.astype(jnp.bfloat16), state)
     assert w_bf16.dtype == jnp.bfloat16
     with pytest.raises(ValueError, match=r"input_shape must be \(\*spatial, 2\)"):
         jaxreg.conv_spectral_norm_init(jax.random.key(0), kernel, (5, 5, 3))

@@ -66,11 +66,15 @@ def test_values_and_gradients_match_pytorch():
         np.testing.assert_allclose(q, ref[f"{key}/q"], atol=1e-12, err_msg=key)
         np.testing.assert_allclose(grad, ref[f"{key}/grad"], atol=1e-12, err_msg=key)
     # float32: the same matrices to float32 accuracy.
-    q32 = jaxreg.orthogonal_map(jnp.asarray(ref["5x3/a"], jnp.float32), method="expm")
-    assert q32.dtype == jnp.float32
-    np.testing.assert_allclose(q32, ref["5x3/matrix_exp/plain/q"], atol=1e-5)
-    q32 = jaxreg.orthogonal_map(jnp.asarray(ref["3x5/a_householder"], jnp.float32), method="householder")
-    np.testing.assert_allclose(q32, ref["3x5/householder/plain/q"], atol=1e-5)
+    q32_expm, q32_householder = jax.jit(
+        lambda a, a_householder: (
+            jaxreg.orthogonal_map(a, method="expm"),
+            jaxreg.orthogonal_map(a_householder, method="householder"),
+        )
+    )(jnp.asarray(ref["5x3/a"], jnp.float32), jnp.asarray(ref["3x5/a_householder"], jnp.float32))
+    assert q32_expm.dtype == jnp.float32 and q32_householder.dtype == jnp.float32
+    np.testing.assert_allclose(q32_expm, ref["5x3/matrix_exp/plain/q"], atol=1e-5)
+    np.testing.assert_allclose(q32_householder, ref["3x5/householder/plain/q"], atol=1e-5)
 
 
 def test_householder_diagonal_is_signs_where_pytorch_truncates_it():
@@ -117,15 +121,23 @@ def test_orthonormal_columns_or_rows_in_float32(method):
 
 def test_init_gives_the_polar_factor():
     rng = np.random.default_rng(1)
-    for shape in [(5, 3), (3, 5), (4, 4)]:
-        w = rng.normal(size=shape).astype(np.float32)
-        base = jaxreg.orthogonal_map_init(w)
-        n = max(shape)
+    ws = [rng.normal(size=shape).astype(np.float32) for shape in [(5, 3), (3, 5), (4, 4)]]
+
+    @jax.jit
+    def run(ws):  # for each w: the base, and the map of zeros from it by each method
+        bases = [jaxreg.orthogonal_map_init(w) for w in ws]
+        maps = [
+            {m: jaxreg.orthogonal_map(jnp.zeros(w.shape), method=m, base=b) for m in METHODS}
+            for w, b in zip(ws, bases, strict=True)
+        ]
+        return bases, maps
+
+    for w, base, maps in zip(ws, *run(ws), strict=True):
+        n = max(w.shape)
         assert base.shape == (n, n)
         np.testing.assert_allclose(np.asarray(base).T @ np.asarray(base), np.eye(n), atol=1e-5)
-        for method in METHODS:
-            q = jaxreg.orthogonal_map(jnp.zeros(shape), method=method, base=base)
-            np.testing.assert_allclose(q, _polar(w), atol=1e-5)
+        for method, q in maps.items():
+            np.testing.assert_allclose(q, _polar(w), atol=1e-5, err_msg=f"{w.shape} {method}")
 
 
 def test_errors():
@@ -150,15 +162,23 @@ def _regression(seed, n_in, n_out):
 
 def test_linen_wrapper_starts_at_the_polar_factor_and_trains_orthogonal():
     x, target = _regression(2, 5, 3)
-    key = jax.random.key(3)
-    raw = jrl.Orthogonal(nn.Dense(3), orthogonal_init=False).init(key, x)
+    model = jrl.Orthogonal(nn.Dense(3), method="expm")
+
+    @jax.jit
+    def init(key):  # the variables without and with the orthogonal init, and the output at init
+        variables = model.init(key, x)
+        return (
+            jrl.Orthogonal(nn.Dense(3), orthogonal_init=False).init(key, x),
+            variables,
+            model.apply(variables, x),
+        )
+
+    raw, variables, y0 = init(jax.random.key(3))
     w0 = raw["params"]["layer_instance"]["kernel"]  # the Dense layer's own initial kernel
     assert "batch_stats" not in raw
-    model = jrl.Orthogonal(nn.Dense(3), method="expm")
-    variables = model.init(key, x)
     params, bases = variables["params"], variables["batch_stats"]
     np.testing.assert_array_equal(params["layer_instance"]["kernel"], 0.0)  # stored: unconstrained
-    np.testing.assert_allclose(model.apply(variables, x), x @ _polar(w0), atol=1e-5)  # bias 0 at init
+    np.testing.assert_allclose(y0, np.asarray(x) @ _polar(w0), atol=1e-5)  # bias 0 at init
 
     def loss(p):
         return jnp.mean((model.apply({"params": p, "batch_stats": bases}, x) - target) ** 2)
@@ -177,18 +197,26 @@ def test_linen_wrapper_starts_at_the_polar_factor_and_trains_orthogonal():
         losses.append(float(value))
     assert losses[-1] < 0.5 * losses[0]
     a = params["layer_instance"]["kernel"]
-    assert float(jnp.abs(a).max()) > 0
-    kernel = jaxreg.orthogonal_map(a, method="expm", base=bases["layer_instance/kernel/base"])
+    assert np.abs(np.asarray(a)).max() > 0
+
+    @jax.jit
+    def trained(params, bases):  # the map of the trained kernel, and the trained layer's output
+        kernel = jaxreg.orthogonal_map(a, method="expm", base=bases["layer_instance/kernel/base"])
+        return kernel, model.apply({"params": params, "batch_stats": bases}, x)
+
+    kernel, out = trained(params, bases)
     _assert_semi_orthogonal(kernel, atol=1e-5)
-    out = model.apply({"params": params, "batch_stats": bases}, x)
-    np.testing.assert_allclose(out, x @ kernel + params["layer_instance"]["bias"][None], atol=1e-5)
+    expected = np.asarray(x) @ np.asarray(kernel) + np.asarray(params["layer_instance"]["bias"])[None]
+    np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
 def test_nnx_wrapper_starts_at_the_polar_factor_and_trains_orthogonal():
     x, target = _regression(4, 3, 5)  # wide kernel (3, 5): orthonormal rows
     bare = nnx.Linear(3, 5, rngs=nnx.Rngs(5))
-    model = jrx.Orthogonal(nnx.Linear(3, 5, rngs=nnx.Rngs(5)), method="householder")
-    np.testing.assert_allclose(model(x), x @ _polar(bare.kernel[...]), atol=1e-5)
+    model = jrx.Orthogonal(nnx.Linear(3, 5, rngs=nnx.Rngs(5)), method="householder")  # eagerly
+    np.testing.assert_allclose(
+        nnx.jit(lambda m: m(x))(model), np.asarray(x) @ _polar(bare.kernel[...]), atol=1e-5
+    )
     base = np.asarray(model.bases["kernel"][...])
     optimizer = nnx.Optimizer(model, optax.adam(0.05), wrt=nnx.Param)
 
@@ -203,12 +231,17 @@ def test_nnx_wrapper_starts_at_the_polar_factor_and_trains_orthogonal():
     np.testing.assert_array_equal(model.bases["kernel"][...], base)  # the base is not trained
     a = model.layer_instance.kernel[...]
     np.testing.assert_array_equal(np.diag(a.T), 0.0)  # the diagonal chooses signs: no gradient
-    kernel = jaxreg.orthogonal_map(a, method="householder", base=base)
-    _assert_semi_orthogonal(kernel, atol=1e-5)
-    np.testing.assert_allclose(model(x), x @ kernel + model.layer_instance.bias[...][None], atol=1e-5)
     # Without the orthogonal init the stored kernel is the layer's own, mapped as it is.
     plain = jrx.Orthogonal(nnx.Linear(3, 5, rngs=nnx.Rngs(5)), orthogonal_init=False)
     np.testing.assert_array_equal(plain.layer_instance.kernel[...], bare.kernel[...])
-    np.testing.assert_allclose(
-        plain(x), x @ jaxreg.orthogonal_map(bare.kernel[...]) + bare.bias[...][None], atol=1e-5
-    )
+
+    @nnx.jit
+    def outputs(model, plain, a, base, w):  # both layers' outputs, and the maps of their kernels
+        kernels = jaxreg.orthogonal_map(a, method="householder", base=base), jaxreg.orthogonal_map(w)
+        return model(x), plain(x), *kernels
+
+    y, y_plain, kernel, plain_kernel = outputs(model, plain, a, base, bare.kernel[...])
+    _assert_semi_orthogonal(kernel, atol=1e-5)
+    x = np.asarray(x)
+    np.testing.assert_allclose(y, x @ kernel + np.asarray(model.layer_instance.bias[...])[None], atol=1e-5)
+    np.testing.assert_allclose(y_plain, x @ plain_kernel + np.asarray(bare.bias[...])[None], atol=1e-5)

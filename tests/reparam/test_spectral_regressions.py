@@ -6,6 +6,8 @@ Oracles: NumPy's SVD in float64 (W / sigma_max(W)) and Flax's convention sigma =
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -25,11 +27,18 @@ def _sigma_max(w):
     return np.linalg.svd(m, compute_uv=False)[0]
 
 
-def _run(w, state, calls, **kwargs):
-    step = jax.jit(lambda w, s: jaxreg.spectral_normalize(w, s, **kwargs))
-    for _ in range(calls):
-        w_sn, state = step(w, state)
-    return w_sn, state
+@jax.jit
+def _run(w, state, calls):
+    """``calls`` training calls of spectral_normalize (``calls >= 1``) in one program: the last output and state.
+
+    Module level, ``calls`` traced: one compilation per shape and dtype, shared by the tests.
+    """
+    return jax.lax.fori_loop(
+        0, calls, lambda _, out: jaxreg.spectral_normalize(w, out[1]), (jnp.zeros_like(w), state)
+    )
+
+
+_normalize = functools.partial(jax.jit, static_argnames="update")(jaxreg.spectral_normalize)
 
 
 # --- a zero weight, then a nonzero one ------------------------------------------------------------
@@ -39,7 +48,7 @@ def test_state_initialized_on_a_zero_column_recovers_when_the_weight_becomes_non
     state = jaxreg.spectral_norm_init(jax.random.key(0), jnp.zeros((4, 1)))
     np.testing.assert_allclose(np.linalg.norm(np.asarray(state.u, np.float64)), 1.0, rtol=1e-6)
     w = jnp.full((4, 1), 1e-3)
-    w_sn, state = jaxreg.spectral_normalize(w, state)
+    w_sn, state = _run(w, state, 1)  # one call
     # W / sigma_max(W): a column of four entries 1e-3 has sigma = 2e-3.
     np.testing.assert_allclose(np.asarray(w_sn), np.full((4, 1), 0.5), rtol=1e-6)
     np.testing.assert_allclose(np.abs(np.asarray(state.u)), [1.0], rtol=1e-6)
@@ -59,10 +68,10 @@ def test_a_collapsed_u_recovers_in_one_call():
     # u = 0 (what the iteration used to produce on a zero weight) and a u orthogonal to the rows of W.
     w = jnp.asarray([[0.0, 2.0], [0.0, 0.0]])
     for u in ([0.0, 0.0], [1.0, 0.0]):
-        w_sn, state = jaxreg.spectral_normalize(w, jaxreg.SpectralNormState(jnp.asarray(u)))
+        w_sn, state = _run(w, jaxreg.SpectralNormState(jnp.asarray(u)), 1)  # one call
         np.testing.assert_allclose(np.asarray(w_sn), np.asarray(w) / 2.0, rtol=1e-6)
         np.testing.assert_allclose(np.abs(np.asarray(state.u)), [0.0, 1.0], atol=1e-7)
-        # ...under jit as well, and for a random weight after a few calls.
+        # ...and for a random weight after a few calls.
         w_r = jnp.asarray(np.random.default_rng(2).standard_normal((5, 2)), jnp.float32)
         w_sn, _ = _run(w_r, jaxreg.SpectralNormState(jnp.asarray(u)), 40)
         np.testing.assert_allclose(np.asarray(w_sn), np.asarray(w_r, np.float64) / _sigma_max(w_r), rtol=1e-4)
@@ -74,9 +83,14 @@ def test_zero_weight_uses_sigma_one_and_keeps_u_a_unit_vector():
     w = jnp.zeros((3, 4))
     state = jaxreg.spectral_norm_init(jax.random.key(0), w)
     c = jnp.asarray(np.random.default_rng(3).standard_normal((3, 4)), jnp.float32)
+
+    @jax.jit
+    def call(w, state):  # the gradient at W, then the training call
+        grad = jax.grad(lambda w: jnp.sum(jaxreg.spectral_normalize(w, state)[0] * c))(w)
+        return grad, *jaxreg.spectral_normalize(w, state)
+
     for _ in range(3):
-        grad = jax.grad(lambda w, s: jnp.sum(jaxreg.spectral_normalize(w, s)[0] * c))(w, state)
-        w_sn, state = jaxreg.spectral_normalize(w, state)
+        grad, w_sn, state = call(w, state)
         np.testing.assert_array_equal(np.asarray(w_sn), np.zeros((3, 4)))
         np.testing.assert_allclose(np.asarray(grad), np.asarray(c), rtol=1e-6)
         np.testing.assert_allclose(np.linalg.norm(np.asarray(state.u, np.float64)), 1.0, rtol=1e-6)
@@ -133,9 +147,7 @@ def test_zero_size_weights(shape):
     if shape[-1]:
         np.testing.assert_allclose(np.linalg.norm(np.asarray(state.u, np.float64)), 1.0, rtol=1e-6)
     for update in (True, False):
-        w_sn, new = jax.jit(lambda w, s, update=update: jaxreg.spectral_normalize(w, s, update=update))(
-            w, state
-        )
+        w_sn, new = _normalize(w, state, update=update)
         assert w_sn.shape == shape and w_sn.dtype == w.dtype
         np.testing.assert_array_equal(np.asarray(new.u), np.asarray(state.u))
 
@@ -153,27 +165,31 @@ def _attention_data():
 def test_linen_spectral_norm_around_attention_trains_with_adam():
     x, y = _attention_data()
     model = jrl.SpectralNorm(nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=8))
-    variables = model.init(jax.random.key(0), x, update_stats=False)
-    params, stats = variables["params"], variables["batch_stats"]
     tx = optax.adam(1e-2)
-    opt_state = tx.init(params)
 
     @jax.jit
-    def step(params, stats, opt_state):
-        def loss_fn(params):
-            out, updates = model.apply(
-                {"params": params, "batch_stats": stats}, x, update_stats=True, mutable=["batch_stats"]
-            )
-            return jnp.mean((out - y) ** 2), updates["batch_stats"]
+    def train(key):  # init, then 10 training steps: one program
+        variables = model.init(key, x, update_stats=False)
+        params, stats = variables["params"], variables["batch_stats"]
 
-        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), stats, opt_state, loss
+        def step(carry, _):
+            params, stats, opt_state = carry
 
-    losses = []
-    for _ in range(10):
-        params, stats, opt_state, loss = step(params, stats, opt_state)
-        losses.append(float(loss))
+            def loss_fn(params):
+                out, updates = model.apply(
+                    {"params": params, "batch_stats": stats}, x, update_stats=True, mutable=["batch_stats"]
+                )
+                return jnp.mean((out - y) ** 2), updates["batch_stats"]
+
+            (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), stats, opt_state), loss
+
+        (_, stats, _), losses = jax.lax.scan(step, (params, stats, tx.init(params)), length=10)
+        return losses, stats
+
+    losses, stats = train(jax.random.key(0))
+    losses = [float(loss) for loss in losses]
     assert np.all(np.isfinite(losses))
     assert losses[-1] < losses[0], losses
     assert max(losses) < 2 * losses[0], losses

@@ -22,24 +22,31 @@ def test_weight_normalize_matches_numpy(shape, feature_axes, reduce):
     norms = np.sqrt(np.sum(v.astype(np.float64) ** 2, axis=reduce, keepdims=True))
     g_b = g.reshape([shape[d] if d in kept else 1 for d in range(len(shape))])
     expected = g_b * v / norms
-    got = jax.jit(lambda v, g: jaxreg.weight_normalize(v, g, feature_axes=feature_axes))(v, g)
+
+    @jax.jit
+    def run(v, g):  # w from g, the initial g0, and w from g0
+        g0 = jaxreg.weight_norm_init(v, feature_axes=feature_axes)
+        return [jaxreg.weight_normalize(v, s, feature_axes=feature_axes) for s in (g, g0)] + [g0]
+
+    got, reproduced, g0 = run(v, g)
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-6)
-    g0 = jaxreg.weight_norm_init(jnp.asarray(v), feature_axes=feature_axes)
     np.testing.assert_allclose(np.asarray(g0).reshape(-1), norms.reshape(-1), rtol=1e-5)
-    np.testing.assert_allclose(
-        np.asarray(jaxreg.weight_normalize(v, g0, feature_axes=feature_axes)), v, rtol=1e-5, atol=1e-6
-    )
+    np.testing.assert_allclose(np.asarray(reproduced), v, rtol=1e-5, atol=1e-6)
 
 
 def test_weight_normalize_gradients_reach_g_and_v_and_are_finite_at_zero():
     v, c = jnp.asarray(random_normal(0, (5, 3))), jnp.asarray(random_normal(1, (5, 3)))
-    g = jaxreg.weight_norm_init(v)
-    gv, gg = jax.grad(lambda v, g: jnp.sum(jaxreg.weight_normalize(v, g) * c), argnums=(0, 1))(v, g)
+
+    @jax.jit
+    def run(v, zero):  # the gradients of <w, c> at v, and those of sum(w) at v = 0, both with g = ||v||
+        g = jaxreg.weight_norm_init(v)
+        at_v = jax.grad(lambda v, g: jnp.sum(jaxreg.weight_normalize(v, g) * c), argnums=(0, 1))(v, g)
+        return at_v, jax.grad(lambda v, g: jnp.sum(jaxreg.weight_normalize(v, g)), argnums=(0, 1))(zero, g)
+
+    (gv, gg), grads = run(v, jnp.zeros((5, 3)))
     assert np.all(np.abs(np.asarray(gg)) > 0) and np.any(np.abs(np.asarray(gv)) > 0)
     # The gradient w.r.t. v is orthogonal to v per column (the norm is invariant to scaling v).
     np.testing.assert_allclose(np.sum(np.asarray(gv) * np.asarray(v), axis=0), 0.0, atol=1e-5)
-    zero = jnp.zeros((5, 3))
-    grads = jax.grad(lambda v, g: jnp.sum(jaxreg.weight_normalize(v, g)), argnums=(0, 1))(zero, g)
     assert all(np.all(np.isfinite(np.asarray(x))) for x in grads)
 
 

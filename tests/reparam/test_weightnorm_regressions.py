@@ -6,6 +6,8 @@ order 1 where the squares would leave float64's range.
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -18,6 +20,7 @@ import jaxreg.linen as jrl
 import jaxreg.nnx as jrx
 
 UNIT_ROUNDOFF = {jnp.float16: 2.0**-11, jnp.bfloat16: 2.0**-8, jnp.float32: 2.0**-24}
+_normalize = jax.jit(jaxreg.weight_normalize)  # module level: one compilation per shape and dtype
 
 
 def _np_norms(v, axis):
@@ -47,7 +50,7 @@ def _weights(scale, shape=(6, 3), seed=0):
 def test_weight_normalize_at_the_ends_of_the_range(dtype, scale):
     v = jnp.asarray(_weights(scale), dtype)
     g = jnp.asarray([1.0, 2.0, 0.5], jnp.float32)
-    got = jax.jit(jaxreg.weight_normalize)(v, g)
+    got = _normalize(v, g)
     assert got.dtype == dtype
     v64 = np.asarray(v.astype(jnp.float32), np.float64)
     expected = np.asarray(g, np.float64) * v64 / np.maximum(_np_norms(v64, 0), 1e-12)
@@ -60,11 +63,15 @@ def test_weight_normalize_at_the_ends_of_the_range(dtype, scale):
 def test_weight_norm_init_is_the_norm_and_reproduces_v(scale):
     v = jnp.asarray(_weights(scale), jnp.float32)
     v64 = np.asarray(v, np.float64)
-    g = jaxreg.weight_norm_init(v)
+    g, w = _init_and_normalize(v)
     np.testing.assert_allclose(np.asarray(g, np.float64), _np_norms(v64, 0).ravel(), rtol=1e-6)
-    np.testing.assert_allclose(
-        np.asarray(jaxreg.weight_normalize(v, g, eps=1e-30), np.float64), v64, rtol=1e-6
-    )
+    np.testing.assert_allclose(np.asarray(w, np.float64), v64, rtol=1e-6)
+
+
+@jax.jit
+def _init_and_normalize(v):
+    g = jaxreg.weight_norm_init(v)
+    return g, jaxreg.weight_normalize(v, g, eps=1e-30)
 
 
 def test_weight_normalize_float64_extremes():
@@ -72,7 +79,7 @@ def test_weight_normalize_float64_extremes():
         for scale in (1e200, 1e-200):
             v = jnp.asarray(_weights(scale), jnp.float64)
             g = jnp.asarray([1.0, 2.0, 0.5], jnp.float64)
-            got = jaxreg.weight_normalize(v, g)
+            got = _normalize(v, g)
             assert got.dtype == jnp.float64
             expected = np.asarray(g) * np.asarray(v) / np.maximum(_np_norms(np.asarray(v), 0), 1e-12)
             np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-14)
@@ -84,11 +91,14 @@ def test_weight_normalize_gradients_are_finite_and_match_the_formula():
     rng = np.random.default_rng(3)
     c = rng.standard_normal((4, 2))
     g = np.array([1.5, 0.5])
+
+    @functools.partial(jax.jit, static_argnames="eps")
+    def grad_fn(v, g, eps=1e-12):  # the gradient of <weight_normalize(v, g, eps=eps), c> w.r.t. v
+        return jax.grad(lambda v: jnp.sum(jaxreg.weight_normalize(v, g, eps=eps) * c))(v)
+
     for scale in (1e20, 1.0):
         v = _weights(scale, (4, 2), seed=4)
-        grad = jax.grad(lambda v: jnp.sum(jaxreg.weight_normalize(v, jnp.asarray(g, jnp.float32)) * c))(
-            jnp.asarray(v, jnp.float32)
-        )
+        grad = grad_fn(jnp.asarray(v, jnp.float32), jnp.asarray(g, jnp.float32))
         v64 = np.asarray(jnp.asarray(v, jnp.float32), np.float64)
         n = _np_norms(v64, 0)
         v_hat = v64 / n
@@ -96,9 +106,7 @@ def test_weight_normalize_gradients_are_finite_and_match_the_formula():
         np.testing.assert_allclose(
             np.asarray(grad, np.float64), expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max()
         )
-    grad = jax.grad(lambda v: jnp.sum(jaxreg.weight_normalize(v, jnp.ones(2), eps=1e-3) * c))(
-        jnp.zeros((4, 2))
-    )
+    grad = grad_fn(jnp.zeros((4, 2)), jnp.ones(2), eps=1e-3)
     np.testing.assert_allclose(np.asarray(grad), c / 1e-3, rtol=1e-5)
 
 
