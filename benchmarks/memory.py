@@ -4,11 +4,8 @@ Usage: ``python -m benchmarks.memory [--log2-size 26] [--filter SUBSTRING] [--js
 
 Each case runs in its own subprocess on a float32 array of ``2**log2_size``
 elements (256 rows) (CPU by default, where device buffers are host memory): the input is
-created, the call is made once (compilation, warm-up), its result dropped and
-the resident set size left to settle (XLA frees a dropped buffer on another
-thread, later under load; a reset before that free would count the next call's
-output against memory that is about to be released), the process's peak
-resident set size reset (``/proc/self/clear_refs``, Linux),
+created, the call is made once (compilation, warm-up), its result dropped, the
+process's peak resident set size reset (``/proc/self/clear_refs``, Linux),
 then the call is made again. Reported: the growth of ``ru_maxrss`` during that
 second call, in MiB, and as a multiple of the same figure for ``x * 2`` under
 ``jit`` (whose output alone is ``4 * 2**log2_size`` bytes). Where the peak
@@ -25,7 +22,6 @@ import os
 import resource
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -84,22 +80,6 @@ def _maxrss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
 
-def _current_rss_kib() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
-
-
-def _settle(quiet_s: float = 0.2, timeout_s: float = 10.0) -> None:
-    """Waits until the resident set size has not dropped for ``quiet_s`` (at most ``timeout_s``)."""
-    deadline = time.monotonic() + timeout_s
-    low, since = _current_rss_kib(), time.monotonic()
-    while time.monotonic() < deadline and time.monotonic() - since < quiet_s:
-        time.sleep(0.01)
-        rss = _current_rss_kib()
-        if rss < low:
-            low, since = rss, time.monotonic()
-
-
 def _reset_peak() -> bool:
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -123,8 +103,6 @@ def child(case: str, log2_size: int) -> dict[str, Any]:
     warm = x if can_reset else x[:, :64]
     jax.block_until_ready(fn(key, warm))
     gc.collect()
-    if can_reset:
-        _settle()
     reset = _reset_peak() if can_reset else False
     before = _maxrss_kib()
     out = jax.block_until_ready(fn(key, x))
