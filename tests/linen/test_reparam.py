@@ -35,8 +35,9 @@ class _Bare(nn.Module):
 
 def test_linen_spectral_norm_stored_param_never_changes():
     x = jnp.asarray(random_normal(0, (3, 6)))
-    variables = _SN().init(jax.random.key(0), x, train=False)
-    bare = _Bare(4).init(jax.random.key(0), x)
+    variables, bare = jax.jit(lambda k: (_SN().init(k, x, train=False), _Bare(4).init(k, x)))(
+        jax.random.key(0)
+    )
     kernel = np.asarray(variables["params"]["Dense_0"]["kernel"])
     np.testing.assert_array_equal(kernel, np.asarray(bare["params"]["Dense_0"]["kernel"]))  # also at init
     assert set(variables["batch_stats"]["SpectralNorm_0"]) == {"Dense_0/kernel/u"}
