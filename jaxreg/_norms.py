@@ -9,6 +9,11 @@ matrix that must be whole on every device (:func:`replicated_acc`). Low-precisio
 leaves get float32 arithmetic, no norm has a NaN gradient at zero, and no norm
 overflows or underflows before the result itself does (:func:`norm_parts`; in
 one pass where that is exact, for the landing steps: :func:`norm_parts_fast`).
+
+The norms are jitted (their axes static): called eagerly, a norm is one
+compiled program rather than one per operation (a dozen: the max, the power of
+two from the exponent bits, the scaled squares, the sum, the square root);
+under an outer ``jax.jit`` XLA inlines them, so the traced program is the same.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ def acc_dtype(*dtypes: Any) -> jnp.dtype:
         return functools.reduce(jnp.promote_types, dtypes, jnp.dtype(jnp.float32))
 
 
+@jax.jit
 def power_of_two(m: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(2**e, 2**-e)`` with ``m = f * 2**e``, ``f`` in [0.5, 1): the scale that brings ``m`` near 1.
 
@@ -64,6 +70,7 @@ def power_of_two(m: jax.Array) -> tuple[jax.Array, jax.Array]:
     )
 
 
+@functools.partial(jax.jit, static_argnames=("axis", "keepdims"))
 def norm_parts(
     x: jax.Array, axis: int | tuple[int, ...] | None = None, *, keepdims: bool = True
 ) -> tuple[jax.Array, jax.Array]:
@@ -188,6 +195,7 @@ def norm_parts_fast(
     return jax.lax.platform_dependent(x, cpu=one_pass, default=two_passes)
 
 
+@functools.partial(jax.jit, static_argnames=("axis", "keepdims"))
 def safe_norm(
     x: jax.Array, axis: int | tuple[int, ...] | None = None, *, eps: float = 0.0, keepdims: bool = True
 ) -> jax.Array:
@@ -216,6 +224,7 @@ def safe_norm(
     return jnp.where(n <= eps, jnp.asarray(eps, n.dtype), n)
 
 
+@functools.partial(jax.jit, static_argnames=("axis",))
 def normalize(x: jax.Array, axis: int | tuple[int, ...] | None = None, *, eps: float) -> jax.Array:
     r"""$x / \max(\|x\|_2, \epsilon)$ over ``axis``, in :func:`acc_dtype`, for any finite $x$.
 
