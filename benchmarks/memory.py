@@ -6,7 +6,7 @@ Each case runs in its own subprocess on a float32 array of ``2**log2_size``
 elements (256 rows) (CPU by default, where device buffers are host memory): the input is
 created, the call is made once (compilation, warm-up), its result dropped, the
 process's peak resident set size reset (``/proc/self/clear_refs``, Linux),
-then the call is made again. Reported: the growth of ``ru_maxrss`` during that
+then the call is made again. Reported: the growth of the peak RSS (``VmHWM``) during that
 second call, in MiB, and as a multiple of the same figure for ``x * 2`` under
 ``jit`` (whose output alone is ``4 * 2**log2_size`` bytes). Where the peak
 cannot be reset, the warm-up runs on a small input instead, and the figure
@@ -77,13 +77,27 @@ CASE_NAMES = (
 
 
 def _maxrss_kib() -> int:
+    """The peak RSS in KiB: ``VmHWM`` of ``/proc/self/status`` on Linux, else ``ru_maxrss``.
+
+    ``/proc/self/clear_refs`` resets ``VmHWM``; ``getrusage`` reports the larger of it and a
+    per-process maximum that the kernel also updates on its own (a thread's exit can fold the
+    peak of that moment into it), so after a reset ``ru_maxrss`` may still show the warm-up's
+    peak, and a call's growth would read 0.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
 
 def _reset_peak() -> bool:
     try:
         with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets the peak RSS that ru_maxrss reports
+            f.write("5")  # resets the peak RSS (VmHWM)
         return True
     except OSError:
         return False
