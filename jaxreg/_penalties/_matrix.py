@@ -41,6 +41,8 @@ layer of ones, input ``2 * ones((5, 5))``, kernel ``L1(0.01)`` and activity
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -102,6 +104,11 @@ def orthogonal_penalty(w: jax.Array, mode: str = "rows", *, batch_dims: int = 0)
     batch_dims = check_batch_dims(batch_dims, w, "w", exact=True)
     if mode not in ("rows", "columns"):
         raise ValueError(f'mode must be "rows" or "columns", got {mode!r}')
+    return _orthogonal_penalty(w, mode, batch_dims)
+
+
+@functools.partial(jax.jit, static_argnames=("mode", "batch_dims"))
+def _orthogonal_penalty(w: jax.Array, mode: str, batch_dims: int) -> jax.Array:
     m = as_matrices(replicated_acc(w, batch_dims), batch_dims)
     m = m if mode == "rows" else m.mT
     n = m.shape[1]
@@ -148,6 +155,11 @@ def soft_orthogonal_penalty(w: jax.Array, *, batch_dims: int = 0) -> jax.Array:
       (SO regularization).
     """
     batch_dims = check_batch_dims(batch_dims, w, "w", exact=True)
+    return _soft_orthogonal_penalty(w, batch_dims)
+
+
+@functools.partial(jax.jit, static_argnames=("batch_dims",))
+def _soft_orthogonal_penalty(w: jax.Array, batch_dims: int) -> jax.Array:
     m = as_matrices(replicated_acc(w, batch_dims), batch_dims)
     gram = jnp.matmul(m.mT, m, precision=_HIGHEST)
     return jnp.sum(jnp.square(gram - jnp.eye(gram.shape[-1], dtype=m.dtype)))
@@ -192,6 +204,11 @@ def spectral_penalty(w: jax.Array, *, batch_dims: int = 0) -> jax.Array:
       Generalizability of Deep Learning <https://arxiv.org/abs/1705.10941>`_.
     """
     batch_dims = check_batch_dims(batch_dims, w, "w")
+    return _spectral_penalty(w, batch_dims)
+
+
+@functools.partial(jax.jit, static_argnames=("batch_dims",))
+def _spectral_penalty(w: jax.Array, batch_dims: int) -> jax.Array:
     m = as_matrices(replicated_acc(w, batch_dims), batch_dims)
     if m.size == 0:  # the zero map (or an empty stack): sigma_max = 0
         return jnp.zeros((), m.dtype)
