@@ -12,6 +12,8 @@ matrix and the same gradient in both libraries; ``jaxreg.linen.Orthogonal`` and
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -145,6 +147,20 @@ def orthogonal_map(a: jax.Array, *, method: str = "cayley", base: jax.Array | No
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
     a = jnp.asarray(a)
+    n = max(a.shape[-2:])
+    if base is not None:
+        base = jnp.asarray(base)
+        if base.shape[-2:] != (n, n):
+            raise ValueError(
+                f"base must have shape (..., {n}, {n}) for a of shape {a.shape}, got {base.shape}; "
+                "create it with orthogonal_map_init(w)"
+            )
+    return _orthogonal_map(a, base, method)
+
+
+@functools.partial(jax.jit, static_argnames=("method",))
+def _orthogonal_map(a: jax.Array, base: jax.Array | None, method: str) -> jax.Array:
+    # After the checks, one program: an eager call compiles once rather than once per operation.
     x, wide = _tall(a.astype(acc_dtype(a.dtype)))
     n, k = x.shape[-2:]
     if method == "householder":
@@ -160,12 +176,6 @@ def orthogonal_map(a: jax.Array, *, method: str = "cayley", base: jax.Array | No
         else:
             q = jax.scipy.linalg.expm(skew)[..., :k]
     if base is not None:
-        base = jnp.asarray(base)
-        if base.shape[-2:] != (n, n):
-            raise ValueError(
-                f"base must have shape (..., {n}, {n}) for a of shape {a.shape}, got {base.shape}; "
-                "create it with orthogonal_map_init(w)"
-            )
         q = jnp.matmul(base.astype(x.dtype), q, precision=_HIGHEST)
     return (jnp.swapaxes(q, -1, -2) if wide else q).astype(a.dtype)
 
@@ -195,7 +205,11 @@ def orthogonal_map_init(w: jax.Array) -> jax.Array:
       <https://doi.org/10.1137/0907079>`_.
     """
     check_ndim("w", w, 2, at_least=True)
-    w = jnp.asarray(w)
+    return _orthogonal_map_init(jnp.asarray(w))
+
+
+@jax.jit
+def _orthogonal_map_init(w: jax.Array) -> jax.Array:
     x, _ = _tall(w.astype(acc_dtype(w.dtype)))
     k = x.shape[-1]
     u, _, vt = jnp.linalg.svd(x, full_matrices=True)
