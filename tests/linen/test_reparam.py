@@ -57,8 +57,7 @@ def test_linen_spectral_norm_stored_param_never_changes():
 
 def test_linen_weight_norm_output_unchanged_at_init_and_both_params_get_gradients():
     x = jnp.asarray(random_normal(0, (4, 5)))
-    variables = _WN().init(jax.random.key(0), x)  # eagerly
-    params = variables["params"]
+    params = jax.jit(_WN().init)(jax.random.key(0), x)["params"]
 
     @jax.jit
     def run(params):  # the wrapped and the bare layer's outputs, and the gradients of the wrapped one's

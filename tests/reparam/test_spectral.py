@@ -30,8 +30,14 @@ def test_spectral_norm_init_is_accurate_and_eval_mode_is_deterministic():
     state = jaxreg.spectral_norm_init(jax.random.key(0), w)  # 15 power iterations, as torch
     assert state.u.shape == (4,)
     np.testing.assert_allclose(np.linalg.norm(np.asarray(state.u, np.float64)), 1.0, rtol=1e-6)
-    w_eval, same = jaxreg.spectral_normalize(w, state, update=False)  # eagerly
-    assert same is state  # no iteration, state returned unchanged
+
+    @jax.jit
+    def evaluate(w, state):
+        w_eval, same = jaxreg.spectral_normalize(w, state, update=False)
+        assert same is state  # no iteration, state returned unchanged: the same Python object (at trace time)
+        return w_eval
+
+    w_eval = evaluate(w, state)
     # sigma = ||W u|| with the stored u.
     sigma = np.linalg.norm(np.asarray(w, np.float64) @ np.asarray(state.u, np.float64))
     np.testing.assert_allclose(np.asarray(w_eval), np.asarray(w) / sigma, rtol=1e-5)
