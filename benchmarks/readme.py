@@ -328,6 +328,7 @@ def markdown(paths: list[str]) -> str:
         "python -m benchmarks --json benchmarks/results/cpu.json   # the full suite",
         "python -m benchmarks.readme benchmarks/results/cpu.json --write docs/performance.md   # this section",
         "python -m benchmarks --quick   # a smoke test; also --filter SUBSTRING, --repeats N, --sizes 16,20",
+        "bash benchmarks/device_run.sh   # on a GPU or TPU machine: writes benchmarks/results/gpu.json (or tpu.json)",
         "```",
         "",
     ]

@@ -137,3 +137,46 @@ def test_readme_renders_from_the_json(quick, tmp_path):
 def test_filter_selects_cases(tmp_path):
     doc = _run(tmp_path, "--quick", "--repeats", "1", "--filter", "sgd + prox_l1")
     assert doc["results"] and all("sgd + prox_l1" in r["name"] for r in doc["results"])
+
+
+def _benchmarks_cli():
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks import __main__ as cli
+        from benchmarks import _harness
+    finally:
+        sys.path.remove(str(ROOT))
+    return cli, _harness
+
+
+def test_device_script_refuses_a_cpu_and_passes_arguments_the_suite_accepts(tmp_path):
+    script = ROOT / "benchmarks" / "device_run.sh"
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "OUT": str(tmp_path),
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
+    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "no accelerator" in proc.stderr and list(tmp_path.iterdir()) == []
+    # The arguments it gives the suite parse, and its sizes are the documented ones.
+    (line,) = [x for x in script.read_text().splitlines() if x.startswith("python3 -m benchmarks")]
+    words = line.split()
+    sizes = words[words.index("--sizes") + 1]
+    cli, _ = _benchmarks_cli()
+    args = cli.parse_args(["--sizes", sizes, "--json", str(tmp_path / "x.json")])
+    assert args.sizes == tuple(2**k for k in (20, 22, 24, 26))
+
+
+def test_header_on_an_accelerator_names_the_device_kind(monkeypatch):
+    # --quick and the full suite share this header; on a GPU it must not read the CPU's model.
+    cli, harness = _benchmarks_cli()
+    fake = type("Device", (), {"device_kind": "NVIDIA H200", "platform": "gpu"})()
+    monkeypatch.setattr(harness.jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(harness.jax, "devices", lambda *a: [fake])
+    monkeypatch.setattr(harness.jax, "device_count", lambda *a: 1)
+    monkeypatch.setattr(harness, "_cpu_model", lambda: pytest.fail("read the CPU model on a GPU"))
+    env = harness.environment()
+    assert env["backend"] == "gpu" and env["device"] == "NVIDIA H200 (x1)"
+    assert cli.make_config(cli.parse_args(["--quick"])).sizes == cli.QUICK_SIZES
