@@ -104,7 +104,7 @@ def orthogonal_penalty(w: jax.Array, mode: str = "rows", *, batch_dims: int = 0)
     batch_dims = check_batch_dims(batch_dims, w, "w", exact=True)
     if mode not in ("rows", "columns"):
         raise ValueError(f'mode must be "rows" or "columns", got {mode!r}')
-    return _orthogonal_penalty(w, mode, batch_dims)
+    return _orthogonal_penalty(jnp.asarray(w), str(mode), batch_dims)
 
 
 @functools.partial(jax.jit, static_argnames=("mode", "batch_dims"))
@@ -155,7 +155,7 @@ def soft_orthogonal_penalty(w: jax.Array, *, batch_dims: int = 0) -> jax.Array:
       (SO regularization).
     """
     batch_dims = check_batch_dims(batch_dims, w, "w", exact=True)
-    return _soft_orthogonal_penalty(w, batch_dims)
+    return _soft_orthogonal_penalty(jnp.asarray(w), batch_dims)
 
 
 @functools.partial(jax.jit, static_argnames=("batch_dims",))
@@ -204,7 +204,7 @@ def spectral_penalty(w: jax.Array, *, batch_dims: int = 0) -> jax.Array:
       Generalizability of Deep Learning <https://arxiv.org/abs/1705.10941>`_.
     """
     batch_dims = check_batch_dims(batch_dims, w, "w")
-    return _spectral_penalty(w, batch_dims)
+    return _spectral_penalty(jnp.asarray(w), batch_dims)
 
 
 @functools.partial(jax.jit, static_argnames=("batch_dims",))

@@ -155,7 +155,7 @@ def orthogonal_map(a: jax.Array, *, method: str = "cayley", base: jax.Array | No
                 f"base must have shape (..., {n}, {n}) for a of shape {a.shape}, got {base.shape}; "
                 "create it with orthogonal_map_init(w)"
             )
-    return _orthogonal_map(a, base, method)
+    return _orthogonal_map(a, base, str(method))
 
 
 @functools.partial(jax.jit, static_argnames=("method",))
