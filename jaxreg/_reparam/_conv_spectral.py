@@ -228,8 +228,9 @@ def conv_spectral_norm_init(
     """
     check_ndim("w", w, 3, at_least=True)
     n_steps = check_count("n_steps", n_steps)
-    check_positive("eps", eps)
-    shape = _example_shape(w, input_shape, check_count("feature_group_count", feature_group_count, minimum=1))
+    eps = check_positive("eps", eps)
+    feature_group_count = check_count("feature_group_count", feature_group_count, minimum=1)
+    shape = _example_shape(w, input_shape, feature_group_count)
     options = _checked_options(
         w.ndim - 2,
         strides=strides,

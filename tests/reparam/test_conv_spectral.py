@@ -134,3 +134,13 @@ def test_update_modes_jit_dtypes_and_errors():
         jaxreg.conv_spectral_normalize(kernel, state, strides=0)
     with pytest.raises(ValueError, match="w must have at least 3 dimensions"):
         jaxreg.conv_spectral_norm_init(jax.random.key(0), jnp.ones((3, 3)), (5, 3))
+
+
+def test_an_integer_eps_is_taken_as_the_float_it_is():
+    # As spectral_norm_init: eps is converted to a float before it reaches jit, so an int too
+    # large for int32 is accepted and gives the same state as the float.
+    kernel = jnp.asarray(np.random.default_rng(3).standard_normal((3, 3, 2, 2)), jnp.float32)
+    key = jax.random.key(0)
+    got = jaxreg.conv_spectral_norm_init(key, kernel, (5, 5, 2), n_steps=2, eps=2**40)
+    want = jaxreg.conv_spectral_norm_init(key, kernel, (5, 5, 2), n_steps=2, eps=float(2**40))
+    np.testing.assert_array_equal(np.asarray(got.u), np.asarray(want.u))
