@@ -183,3 +183,18 @@ def test_matrix_penalties_batch_dims_errors_name_the_argument():
     for fn in (PENALTIES["rows"], PENALTIES["soft"]):
         with pytest.raises(ValueError, match=r"batch_dims=1 needs w with exactly 3 dimensions"):
             fn(jnp.ones((2, 3, 4, 2)), batch_dims=1)
+
+
+def test_matrix_penalties_take_nested_lists_and_numpy_strings_as_arrays_and_strings():
+    # A list reaches the computation as one array (not one argument per entry), and a mode given
+    # as a 0-d NumPy string works as the str it holds: the same values as the array and the str.
+    w = np.random.default_rng(4).standard_normal((6, 4)).astype(np.float32)
+    for fn in (jaxreg.orthogonal_penalty, jaxreg.soft_orthogonal_penalty, jaxreg.spectral_penalty):
+        assert float(fn(w.tolist())) == float(fn(jnp.asarray(w))), fn.__name__
+    assert float(jaxreg.orthogonal_penalty(w, np.array("columns"))) == float(
+        jaxreg.orthogonal_penalty(w, "columns")
+    )
+    a = jnp.asarray(w[:4, :3])
+    np.testing.assert_array_equal(
+        jaxreg.orthogonal_map(a, method=np.array("cayley")), jaxreg.orthogonal_map(a, method="cayley")
+    )
