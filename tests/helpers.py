@@ -7,7 +7,9 @@ worker, so that any ``tests/<area>/test_*.py`` can import this module by its bar
 
 from __future__ import annotations
 
+import importlib
 import pathlib
+import sys
 
 import flax.linen as nn
 import jax
@@ -20,6 +22,17 @@ import jaxreg
 
 TESTS = pathlib.Path(__file__).resolve().parent
 ROOT = TESTS.parent  # the repository: README.md, examples/, benchmarks/
+
+
+def benchmarks_module(name: str):
+    """``benchmarks.<name>`` (``"__main__"``, ``"readme"``, ...), imported with the repository root briefly on ``sys.path``."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        return importlib.import_module(f"benchmarks.{name}")
+    finally:
+        sys.path.remove(str(ROOT))
+
+
 DATA = TESTS / "data"
 EXAMPLES = ROOT / "examples"
 

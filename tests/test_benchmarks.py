@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import benchmarks_module
 
 import jaxreg
 
@@ -120,11 +121,7 @@ def test_one_compilation_over_100_steps(quick):
 
 
 def test_readme_renders_from_the_json(quick, tmp_path):
-    sys.path.insert(0, str(ROOT))
-    try:
-        from benchmarks import readme
-    finally:
-        sys.path.remove(str(ROOT))
+    readme = benchmarks_module("readme")
     path = tmp_path / "results.json"
     path.write_text(json.dumps(quick))
     body = readme.markdown([str(path)])
@@ -137,16 +134,6 @@ def test_readme_renders_from_the_json(quick, tmp_path):
 def test_filter_selects_cases(tmp_path):
     doc = _run(tmp_path, "--quick", "--repeats", "1", "--filter", "sgd + prox_l1")
     assert doc["results"] and all("sgd + prox_l1" in r["name"] for r in doc["results"])
-
-
-def _benchmarks_cli():
-    sys.path.insert(0, str(ROOT))
-    try:
-        from benchmarks import __main__ as cli
-        from benchmarks import _harness
-    finally:
-        sys.path.remove(str(ROOT))
-    return cli, _harness
 
 
 def test_device_script_refuses_a_cpu_and_passes_arguments_the_suite_accepts(tmp_path):
@@ -164,14 +151,14 @@ def test_device_script_refuses_a_cpu_and_passes_arguments_the_suite_accepts(tmp_
     (line,) = [x for x in script.read_text().splitlines() if x.startswith("python3 -m benchmarks")]
     words = line.split()
     sizes = words[words.index("--sizes") + 1]
-    cli, _ = _benchmarks_cli()
+    cli = benchmarks_module("__main__")
     args = cli.parse_args(["--sizes", sizes, "--json", str(tmp_path / "x.json")])
     assert args.sizes == tuple(2**k for k in (20, 22, 24, 26))
 
 
 def test_header_on_an_accelerator_names_the_device_kind(monkeypatch):
     # --quick and the full suite share this header; on a GPU it must not read the CPU's model.
-    cli, harness = _benchmarks_cli()
+    cli, harness = benchmarks_module("__main__"), benchmarks_module("_harness")
     fake = type("Device", (), {"device_kind": "NVIDIA H200", "platform": "gpu"})()
     monkeypatch.setattr(harness.jax, "default_backend", lambda: "gpu")
     monkeypatch.setattr(harness.jax, "devices", lambda *a: [fake])

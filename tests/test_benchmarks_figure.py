@@ -7,11 +7,11 @@ not against the ``ratio`` field the generator reads.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import benchmarks_module
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "benchmarks" / "results" / "cpu.json"
@@ -19,12 +19,7 @@ COMMITTED = ROOT / "benchmarks" / "results" / "cpu.json"
 
 @pytest.fixture(scope="module")
 def figure():
-    sys.path.insert(0, str(ROOT))
-    try:
-        from benchmarks import figure
-    finally:
-        sys.path.remove(str(ROOT))
-    return figure
+    return benchmarks_module("figure")
 
 
 @pytest.fixture(scope="module")

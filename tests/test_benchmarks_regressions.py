@@ -17,16 +17,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = {
+def _env(jax_platforms: str) -> dict[str, str]:
+    """This process's environment, with ``JAX_PLATFORMS`` set and the repository on ``PYTHONPATH``."""
+    return {
         **os.environ,
-        "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"),
+        "JAX_PLATFORMS": jax_platforms,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
+
+
+def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "benchmarks", *args],
         cwd=cwd,
-        env=env,
+        env=_env(os.environ.get("JAX_PLATFORMS", "cpu")),
         capture_output=True,
         text=True,
         timeout=600,
@@ -89,11 +93,7 @@ def test_eager_dropout_peak_memory_is_within_twice_x_times_2():
     # call. Only the two cases compared here run. On 2**25 float32 elements x * 2 under jit adds
     # its 128 MiB output; an eager dropout call that writes its random words, mask, scaled input
     # and zeros as separate arrays adds over 3x that. Bound: 2x (the output alone is 1x).
-    env = {
-        **os.environ,
-        "JAX_PLATFORMS": "cpu",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
+    env = _env("cpu")
     added = {}
     for case in ("x * 2 (jit)", "dropout (eager)"):
         proc = subprocess.run(
