@@ -3,6 +3,10 @@
 ``--json PATH`` is checked before any case runs (one line on stderr, status 2,
 if the file cannot be written); if writing fails at the end all the same, the
 results go to a temporary file, named on stderr (status 2).
+
+An interrupt (Ctrl-C, SIGINT or SIGTERM, e.g. from ``timeout``) stops the run
+after the case in progress: the table and the JSON hold the cases measured so
+far, the JSON says ``"interrupted": true``, and the status is 130.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import json
 import math
 import os
 import shlex
+import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from typing import Any
@@ -177,24 +183,19 @@ def table(env: dict[str, Any], rows: list[dict[str, Any]]) -> Table:
     return t
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.json and (problem := json_path_problem(args.json)) is not None:
-        print(f"python -m benchmarks: error: cannot write --json {args.json!r}: {problem}", file=sys.stderr)
-        return 2
-    cfg = make_config(args)
-    console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
-    out_console = Console(width=None if sys.stdout.isatty() else 200)
-    start = time.perf_counter()
-    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    env = _harness.environment()
-    console.print(
-        f"[bold]backend[/] {env['backend']}  [bold]device[/] {env['device']}  "
-        + "  ".join(f"{k} {v}" for k, v in env["versions"].items())
-    )
-    rows: list[dict[str, Any]] = []
-    skipped: list[dict[str, str]] = []
-    errors: list[dict[str, str]] = []
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _run_cases(
+    args: argparse.Namespace,
+    cfg: _harness.Config,
+    console: Console,
+    rows: list[dict[str, Any]],
+    skipped: list[dict[str, str]],
+    errors: list[dict[str, str]],
+) -> None:
+    """Runs the selected cases, appending to ``rows``, ``skipped`` and ``errors`` as each ends."""
     for module in MODULES:
         for case in module.cases(cfg):
             if args.filter and args.filter.lower() not in case.key.lower():
@@ -217,6 +218,37 @@ def main(argv: list[str] | None = None) -> int:
                 f"{case.name} {fmt_size(case.size)}: jaxreg {fmt(new[0]['jaxreg_ms'])} ms; "
                 f"ratios {summary} ({time.perf_counter() - t0:.1f} s)"
             )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.json and (problem := json_path_problem(args.json)) is not None:
+        print(f"python -m benchmarks: error: cannot write --json {args.json!r}: {problem}", file=sys.stderr)
+        return 2
+    cfg = make_config(args)
+    console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+    out_console = Console(width=None if sys.stdout.isatty() else 200)
+    start = time.perf_counter()
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    env = _harness.environment()
+    console.print(
+        f"[bold]backend[/] {env['backend']}  [bold]device[/] {env['device']}  "
+        + "  ".join(f"{k} {v}" for k, v in env["versions"].items())
+    )
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    errors: list[dict[str, str]] = []
+    interrupted = False
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
+    try:
+        _run_cases(args, cfg, console, rows, skipped, errors)
+    except KeyboardInterrupt:
+        interrupted = True
+        console.print(f"[yellow]interrupted[/] after {len(rows)} rows: writing what was measured")
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
     duration = time.perf_counter() - start
     if not rows and not skipped and not errors:
         console.print(f"[yellow]no case matches --filter {args.filter!r}[/]")
@@ -240,11 +272,14 @@ def main(argv: list[str] | None = None) -> int:
             "results": rows,
             "skipped": skipped,
             "errors": errors,
+            "interrupted": interrupted,
         }
         if (error := write_json(args.json, doc)) is not None:
             print(error, file=sys.stderr)
             return 2
         out_console.print(f"wrote {args.json}")
+    if interrupted:
+        return 130
     return 1 if errors else 0
 
 

@@ -281,7 +281,11 @@ def _cpu_model() -> str:
 
 
 def _git_commit() -> str | None:
-    """The measured checkout's commit, "+dirty" when jaxreg/ or benchmarks/ (results aside) differ from it."""
+    """The measured checkout's commit, "+dirty" when jaxreg/ or benchmarks/ (results aside) differ from it.
+
+    Where there is no git repository (a copy of the tree on another machine), the
+    ``BENCHMARKS_GIT_COMMIT`` environment variable, if set, names the commit.
+    """
     import subprocess
 
     try:
@@ -305,7 +309,7 @@ def _git_commit() -> str | None:
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
+        return os.environ.get("BENCHMARKS_GIT_COMMIT") or None
     return commit + ("+dirty" if dirty else "")
 
 

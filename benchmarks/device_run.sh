@@ -8,6 +8,8 @@
 #   python -m benchmarks.readme benchmarks/results/cpu.json benchmarks/results/gpu.json \
 #       --write docs/performance.md
 # Usage: bash benchmarks/device_run.sh [more arguments for python -m benchmarks]
+# BENCHMARKS_TIME_LIMIT=SECONDS interrupts the suite after that long: the JSON then holds
+# the cases measured so far and says "interrupted": true.
 # Sizes: 2^20 to 2^26 elements for the dropout family (an accelerator idles at 2^16); the
 # optimizer steps at their usual 25.2M parameters.
 set -euo pipefail
@@ -21,4 +23,8 @@ if [ "$backend" = cpu ]; then
   echo "device_run.sh: no accelerator: jax sees only the CPU" >&2
   exit 2
 fi
-python3 -m benchmarks --sizes 20,22,24,26 --json "$out/$backend.json" "$@" 2>&1 | tee "$out/$backend.log"
+limit=()
+if [ -n "${BENCHMARKS_TIME_LIMIT:-}" ]; then
+  limit=(timeout --preserve-status -s INT "$BENCHMARKS_TIME_LIMIT")
+fi
+"${limit[@]}" python3 -m benchmarks --sizes 20,22,24,26 --json "$out/$backend.json" "$@" 2>&1 | tee "$out/$backend.log"

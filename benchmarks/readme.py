@@ -74,6 +74,11 @@ def _environment(doc: dict[str, Any]) -> list[str]:
         f"the run took {doc.get('duration_s', 0):.0f} s."
     )
     lines = [line, ""]
+    if doc.get("interrupted"):
+        lines += [
+            "The run was interrupted: only the cases measured before the interrupt are here.",
+            "",
+        ]
     load, cores = doc.get("loadavg_at_start"), doc.get("cpu_count")
     if load and cores and doc["backend"] == "cpu" and load[0] > 0.5 * cores:
         lines += [

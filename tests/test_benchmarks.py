@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -148,7 +149,7 @@ def test_device_script_refuses_a_cpu_and_passes_arguments_the_suite_accepts(tmp_
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "no accelerator" in proc.stderr and list(tmp_path.iterdir()) == []
     # The arguments it gives the suite parse, and its sizes are the documented ones.
-    (line,) = [x for x in script.read_text().splitlines() if x.startswith("python3 -m benchmarks")]
+    (line,) = [x for x in script.read_text().splitlines() if "python3 -m benchmarks" in x]
     words = line.split()
     sizes = words[words.index("--sizes") + 1]
     cli = benchmarks_module("__main__")
@@ -167,3 +168,33 @@ def test_header_on_an_accelerator_names_the_device_kind(monkeypatch):
     env = harness.environment()
     assert env["backend"] == "gpu" and env["device"] == "NVIDIA H200 (x1)"
     assert cli.make_config(cli.parse_args(["--quick"])).sizes == cli.QUICK_SIZES
+
+
+def test_an_interrupt_writes_the_cases_measured_so_far(tmp_path):
+    out = tmp_path / "partial.json"
+    env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks", "--quick", "--repeats", "1", "--json", str(out)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    try:
+        for line in proc.stderr:  # the first case's line: "... ratios ... (N s)"
+            if " ratios " in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stdout[-2000:] + stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert doc["interrupted"] is True and doc["results"]
+    # The suite starts with dropout; an interrupt after its first case leaves the later groups out.
+    assert "dropout fwd" in {r["name"] for r in doc["results"]}
+    assert not any(r["name"].startswith("compile") for r in doc["results"])
+    body = benchmarks_module("readme").markdown([str(out)])
+    assert "interrupted" in body
