@@ -198,3 +198,17 @@ def test_an_interrupt_writes_the_cases_measured_so_far(tmp_path):
     assert not any(r["name"].startswith("compile") for r in doc["results"])
     body = benchmarks_module("readme").markdown([str(out)])
     assert "interrupted" in body
+
+
+def test_readme_on_an_accelerator_states_the_dispatch_floor_and_whose_targets(quick, tmp_path):
+    doc = {**quick, "backend": "gpu", "device": "NVIDIA H200 (x1)"}
+    path = tmp_path / "gpu.json"
+    path.write_text(json.dumps(doc))
+    body = benchmarks_module("readme").markdown([str(path)])
+    fastest = min(r["baseline_ms"] for r in quick["results"] if r.get("baseline_kind") == "elementwise")
+    assert "`block_until_ready` round trip" in body and f"{fastest:.3g} ms" in body
+    assert "Targets (set for the CPU; shown for comparison):" in body
+    cpu = tmp_path / "cpu.json"
+    cpu.write_text(json.dumps(quick))
+    cpu_body = benchmarks_module("readme").markdown([str(cpu)])
+    assert "round trip" not in cpu_body and "Targets:" in cpu_body
