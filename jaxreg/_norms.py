@@ -228,14 +228,18 @@ def safe_norm(
 def normalize(x: jax.Array, axis: int | tuple[int, ...] | None = None, *, eps: float) -> jax.Array:
     r"""$x / \max(\|x\|_2, \epsilon)$ over ``axis``, in :func:`acc_dtype`, for any finite $x$.
 
-    Computed as $(x / p) / \max(r, \epsilon / p)$ with $\|x\|_2 = p\,r$
+    Computed as $(x \cdot p^{-1}) / \max(r, \epsilon / p)$ with $\|x\|_2 = p\,r$
     (:func:`norm_parts`): the same value, finite even where $\|x\|_2$ overflows,
     and a zero vector stays zero (also for an ``eps`` that rounds to 0 in the dtype).
+    The scaling is a multiplication by the exact power of two $p^{-1}$, not a division
+    by $p$: XLA may fold $(x / p) / d$ into $x / (p\,d)$, and $p\,d$ is the norm, which
+    may overflow (on a GPU the division form gave 0 for float32 rows of entries near
+    3e38; the multiplication keeps the two steps apart there).
     """
     r, p = norm_parts(x, axis)
     x = jnp.asarray(x).astype(r.dtype)
     divisor = jnp.maximum(r, eps / p)
-    return (x / p) / jnp.where(divisor == 0, 1, divisor)
+    return (x * (1 / p)) / jnp.where(divisor == 0, 1, divisor)
 
 
 def axes_except(ndim: int, kept: tuple[int, ...]) -> tuple[int, ...]:

@@ -54,7 +54,9 @@ def dropout(
 
     ``sampler="jax"`` draws ``jax.random.bernoulli(key, 1 - rate, mask_shape)``
     and computes ``lax.select(mask, x / (1 - rate), 0)`` in ``x``'s dtype:
-    bit-identical to ``flax.linen.Dropout`` for the same key (tested), and equal
+    bit-identical to ``flax.linen.Dropout`` for the same key (tested on CPU; on a
+    GPU the mask is the same and values may differ by one ulp, see the samplers
+    guide), and equal
     in value to ``hk.dropout`` up to the sign of zero (Haiku multiplies by the
     mask, giving ``-0.0`` for dropped negatives and NaN for dropped infinities).
     The default (``None`` = ``"fast"``) hashes each element's global index with

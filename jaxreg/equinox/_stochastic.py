@@ -18,7 +18,8 @@ class Dropout(StochasticModule):
     ``x * m / (1 - rate)`` (``mode="inverted"``) or ``x * m`` and ``x * (1 -
     rate)`` at inference (``mode="classic"``), ``m ~ Bernoulli(1 - rate)`` shared
     along ``broadcast_dims``. With ``sampler="jax"`` and the default mode the
-    output is bit for bit ``eqx.nn.Dropout(rate)``'s for the same key (see the package notes on ``jit``).
+    output is bit for bit ``eqx.nn.Dropout(rate)``'s for the same key on CPU (see the package notes
+    on ``jit``; on a GPU the mask is the same and values may differ by one ulp).
 
     Attributes:
       rate: the probability of dropping a unit (``p`` in ``eqx.nn.Dropout``).

@@ -1,0 +1,32 @@
+"""The test helpers that decide a pass: ``assert_same_bits`` on the CPU and off it."""
+
+from __future__ import annotations
+
+import helpers
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+
+@pytest.mark.parametrize("dtype", [np.float32, jnp.bfloat16, np.float16])
+@pytest.mark.parametrize("on_cpu", [True, False])
+def test_assert_same_bits(monkeypatch, dtype, on_cpu):
+    monkeypatch.setattr(helpers, "ON_CPU", on_cpu)
+    want = np.asarray([0.0, 1.0, -3.0, 0.7], dtype)
+    bits = want.view(f"u{want.dtype.itemsize}")
+    one_ulp = (bits + np.asarray([0, 0, 0, 1], bits.dtype)).view(want.dtype)
+    two_ulps = (bits + np.asarray([0, 0, 2, 0], bits.dtype)).view(want.dtype)
+    helpers.assert_same_bits(want.copy(), want)
+    if on_cpu:
+        with pytest.raises(AssertionError):
+            helpers.assert_same_bits(one_ulp, want)
+    else:
+        helpers.assert_same_bits(one_ulp, want)
+        helpers.assert_same_bits(two_ulps, want, ulps_elsewhere=2)
+        with pytest.raises(AssertionError):
+            helpers.assert_same_bits(two_ulps, want)
+    # A different mask (a zero kept, or a value dropped) fails everywhere.
+    with pytest.raises(AssertionError):
+        helpers.assert_same_bits(np.asarray([1e-3, 1.0, -3.0, 0.7], dtype), want)
+    with pytest.raises(AssertionError):
+        helpers.assert_same_bits(np.asarray([0.0, 0.0, -3.0, 0.7], dtype), want)
