@@ -70,6 +70,20 @@ def power_of_two(m: jax.Array) -> tuple[jax.Array, jax.Array]:
     )
 
 
+def reciprocal_power_of_two(p: jax.Array) -> jax.Array:
+    """``1 / p``, exactly, for ``p`` a power of two whose reciprocal is a normal number (the ``p``
+    of :func:`norm_parts`), computed on its exponent bits.
+
+    Cheap enough for XLA to fuse into every consumer, where a division would get a kernel of its
+    own (on CPU, one more compiled loop per norm).
+    """
+    info = jnp.finfo(p.dtype)
+    bits = jnp.dtype(f"int{info.bits}")
+    bias = info.maxexp - 1
+    b = jax.lax.bitcast_convert_type(p, bits)
+    return jax.lax.bitcast_convert_type(jnp.asarray((2 * bias) << info.nmant, bits) - b, p.dtype)
+
+
 @functools.partial(jax.jit, static_argnames=("axis", "keepdims"))
 def norm_parts(
     x: jax.Array, axis: int | tuple[int, ...] | None = None, *, keepdims: bool = True

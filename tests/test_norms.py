@@ -165,3 +165,14 @@ def test_sequential_landing_keeps_every_leaf_as_computed_alone(one_pass_everywhe
         for key in ("b", "c"):  # the leaf alone in a tree (one compilation for both)
             alone = step({"alone": params[key]}, {"alone": updates[key]})["alone"]
             np.testing.assert_array_equal(np.asarray(together[key]), np.asarray(alone))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_reciprocal_power_of_two_is_exact(dtype):
+    # Oracle: NumPy's ldexp; every power of two whose reciprocal is normal, as norm_parts returns.
+    lo = np.finfo(dtype).minexp + 1
+    e = np.arange(lo, -lo + 1)
+    with jax.enable_x64(dtype == np.float64):
+        got = jax.jit(_norms.reciprocal_power_of_two)(jnp.asarray(np.ldexp(np.ones((), dtype), e)))
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(np.asarray(got), np.ldexp(np.ones((), dtype), -e))

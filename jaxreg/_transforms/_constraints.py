@@ -72,7 +72,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxreg._norms import acc_dtype, norm_parts_fast
+from jaxreg._norms import acc_dtype, norm_parts_fast, reciprocal_power_of_two
 from jaxreg._transforms._generic import build_projected
 from jaxreg._typing import Axis, Mask
 from jaxreg._validation import (
@@ -119,9 +119,13 @@ def rescale_norms(z: jax.Array, axis: Axis, desired_norm, zero_ok=None) -> tuple
     # The exact norm n (not floored: desired_norm and the "already feasible" test need it), and
     # the floor max(n, eps) only as the divisor.
     desired = jnp.asarray(desired_norm(r, p), acc)
-    factor = desired / jnp.maximum(r, EPSILON / p)
+    # The factor, or -1 where the norm is already the target (the factor is otherwise >= 0 or
+    # NaN): one per-norm array, the quotient computed last, so that XLA computes it in one small
+    # kernel per leaf and the elementwise pass reads it alone.
+    feasible = desired == p * r
+    factor = jnp.where(feasible, -1, desired) / jnp.where(feasible, 1, jnp.maximum(r, EPSILON / p))
     # z / p, as a product: 1 / p is exact (p is a power of two), and so is z * (1 / p).
-    return jnp.where(desired == p * r, z_acc, (z_acc * (1 / p)) * factor).astype(z.dtype), p
+    return jnp.where(factor < 0, z_acc, (z_acc * reciprocal_power_of_two(p)) * factor).astype(z.dtype), p
 
 
 def _check_axis_spec(axis: Axis) -> None:
