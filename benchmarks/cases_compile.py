@@ -6,13 +6,15 @@ strength before ``optax.adamw`` with a scheduled learning rate, and
 ``max_norm`` last when it exists, on the weights only (a norm constraint on a
 bias vector is not what it is for, and costs compile time); the baseline is
 the same MLP with ``optax.adamw`` alone. Each dropout layer's key is legacy
-``uint32`` key data: the base key's words, the step and the layer index,
+``uint32`` key data: the base key's two words, the step xored into the first
+and the layer index into the second (a distinct key for every step and layer),
 which the fast sampler hashes into its seed words like any key's words (no
 threefry ``fold_in`` and ``split`` in the step: they cost more compile time
-than the dropout they feed). Compile time is the first call of a fresh ``jax.jit``
-(a new closure each time, so nothing is cached): tracing, lowering, XLA
-compilation and one step, the first three also reported apart from jax's
-monitoring events; the regularized and the baseline step alternate. Over 100
+than the dropout they feed; and each key word costs two mixer rounds, compiled
+into every kernel that draws the mask, so the key has two words, not four).
+Compile time is the first call of a fresh ``jax.jit`` (a new closure each
+time, so nothing is cached): tracing, lowering, XLA compilation and one step,
+the first three also reported apart from jax's monitoring events; the regularized and the baseline step alternate. Over 100
 steps with new batches, new keys and advancing schedules, traces are counted
 by a Python side effect in the traced function (it runs once per trace) and
 XLA compilations by jax's ``backend_compile`` events: both must be 1.
@@ -69,8 +71,9 @@ def _make_step(regularized: bool, counter: list[int]):
             if i < len(layers) - 1:
                 x = jax.nn.relu(x)
                 if use_dropout:
-                    # Legacy key data: the step's words and the layer index (the fast sampler's key).
-                    x = jaxreg.dropout(jnp.append(words, jnp.uint32(i)), x, RATE)
+                    # Legacy key data (the fast sampler's key): the base key's two words, the step
+                    # xored into the first and the layer index into the second.
+                    x = jaxreg.dropout(words[:2] ^ jnp.stack([words[2], jnp.uint32(i)]), x, RATE)
         loss = optax.softmax_cross_entropy_with_integer_labels(x, y).mean()
         if regularized:
             loss = loss + 1e-4 * jaxreg.l2_penalty(params, mask=jaxreg.masks.weights_only)
