@@ -5,13 +5,15 @@ if the file cannot be written); if writing fails at the end all the same, the
 results go to a temporary file, named on stderr (status 2).
 
 An interrupt (Ctrl-C, SIGINT or SIGTERM, e.g. from ``timeout``) stops the run
-after the case in progress: the table and the JSON hold the cases measured so
-far, the JSON says ``"interrupted": true``, and the status is 130.
+at once, dropping the case in progress: the JSON (written first, further
+interrupts ignored meanwhile) and the table hold the cases measured before it,
+the JSON says ``"interrupted": true``, and the status is 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -23,6 +25,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
@@ -98,9 +101,16 @@ def json_path_problem(path: str) -> str | None:
 def write_json(path: str, doc: dict[str, Any]) -> str | None:
     """Writes ``doc`` to ``path``; if that fails, to a temporary file. Returns the error line, or ``None``."""
     text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
-    try:
-        with open(path, "w") as f:
-            f.write(text)
+    try:  # a temporary file beside it, then renamed: an existing file is never left half written
+        fd, tmp = tempfile.mkstemp(prefix=".benchmarks-", suffix=".json", dir=os.path.dirname(path) or ".")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
         return None
     except OSError as e:
         reason = e.strerror or str(e)
@@ -245,19 +255,13 @@ def main(argv: list[str] | None = None) -> int:
         _run_cases(args, cfg, console, rows, skipped, errors)
     except KeyboardInterrupt:
         interrupted = True
-        console.print(f"[yellow]interrupted[/] after {len(rows)} rows: writing what was measured")
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous)
     duration = time.perf_counter() - start
-    if not rows and not skipped and not errors:
-        console.print(f"[yellow]no case matches --filter {args.filter!r}[/]")
-    out_console.print(table(env, rows))
-    if skipped:
-        out_console.print(
-            f"skipped {len(skipped)} case(s): " + "; ".join(sorted({s["reason"] for s in skipped}))
-        )
-    out_console.print(f"{len(rows)} rows in {duration:.0f} s")
+    # The results are saved before anything more is printed, with further interrupts ignored: after
+    # a Ctrl-C the reader of a pipe (``| tee``) may be gone, and printing would end the process.
+    json_error = None
     if args.json:
         doc = {
             **env,
@@ -274,13 +278,43 @@ def main(argv: list[str] | None = None) -> int:
             "errors": errors,
             "interrupted": interrupted,
         }
-        if (error := write_json(args.json, doc)) is not None:
-            print(error, file=sys.stderr)
-            return 2
-        out_console.print(f"wrote {args.json}")
+        with _interrupts_ignored(in_main):
+            json_error = write_json(args.json, doc)
+    try:
+        if interrupted:
+            console.print(f"[yellow]interrupted[/]: {len(rows)} rows measured before it")
+        elif not rows and not skipped and not errors:
+            console.print(f"[yellow]no case matches --filter {args.filter!r}[/]")
+        out_console.print(table(env, rows))
+        if skipped:
+            out_console.print(
+                f"skipped {len(skipped)} case(s): " + "; ".join(sorted({s["reason"] for s in skipped}))
+            )
+        out_console.print(f"{len(rows)} rows in {duration:.0f} s")
+        if args.json and json_error is None:
+            out_console.print(f"wrote {args.json}")
+    except (BrokenPipeError, SystemExit):  # rich exits on a closed pipe; the results are saved
+        pass
+    if json_error is not None:
+        print(json_error, file=sys.stderr)
+        return 2
     if interrupted:
         return 130
     return 1 if errors else 0
+
+
+@contextlib.contextmanager
+def _interrupts_ignored(active: bool) -> Iterator[None]:
+    """SIGINT and SIGTERM ignored inside (in the main thread only, where handlers can be set)."""
+    if not active:
+        yield
+        return
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

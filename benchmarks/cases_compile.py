@@ -6,7 +6,7 @@ strength before ``optax.adamw`` with a scheduled learning rate, and
 ``max_norm`` last when it exists, on the weights only (a norm constraint on a
 bias vector is not what it is for, and costs compile time); the baseline is
 the same MLP with ``optax.adamw`` alone. Each dropout layer's key is legacy
-``uint32`` key data: the base key's two words, the step xored into the first
+``uint32`` key data: the base key's first two words, the step xored into the first
 and the layer index into the second (a distinct key for every step and layer),
 which the fast sampler hashes into its seed words like any key's words (no
 threefry ``fold_in`` and ``split`` in the step: they cost more compile time
@@ -63,7 +63,7 @@ def _make_step(regularized: bool, counter: list[int]):
         tx = optax.adamw(1e-3)
     use_dropout = regularized and hasattr(jaxreg, "dropout")
 
-    def loss_fn(params, batch, words):
+    def loss_fn(params, batch, words, step_word):
         x, y = batch
         layers = list(params.values())
         for i, layer in enumerate(layers):
@@ -71,9 +71,9 @@ def _make_step(regularized: bool, counter: list[int]):
             if i < len(layers) - 1:
                 x = jax.nn.relu(x)
                 if use_dropout:
-                    # Legacy key data (the fast sampler's key): the base key's two words, the step
+                    # Legacy key data (the fast sampler's key): two of the base key's words, the step
                     # xored into the first and the layer index into the second.
-                    x = jaxreg.dropout(words[:2] ^ jnp.stack([words[2], jnp.uint32(i)]), x, RATE)
+                    x = jaxreg.dropout(words ^ jnp.stack([step_word, jnp.uint32(i)]), x, RATE)
         loss = optax.softmax_cross_entropy_with_integer_labels(x, y).mean()
         if regularized:
             loss = loss + 1e-4 * jaxreg.l2_penalty(params, mask=jaxreg.masks.weights_only)
@@ -81,8 +81,8 @@ def _make_step(regularized: bool, counter: list[int]):
 
     def step(params, state, batch, base_key, i):
         counter[0] += 1  # a Python side effect: runs once per trace, not per call
-        words = jnp.append(jax.random.key_data(base_key), i.astype(jnp.uint32))
-        loss, grads = jax.value_and_grad(loss_fn)(params, batch, words)
+        words = jax.random.key_data(base_key)[:2]  # two words whatever the key's implementation
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch, words, i.astype(jnp.uint32))
         updates, state = tx.update(grads, state, params)
         return optax.apply_updates(params, updates), state, loss
 

@@ -9,7 +9,7 @@
 #       --write docs/performance.md
 # Usage: bash benchmarks/device_run.sh [more arguments for python -m benchmarks]
 # BENCHMARKS_TIME_LIMIT=SECONDS interrupts the suite after that long: the JSON then holds
-# the cases measured so far and says "interrupted": true.
+# the cases measured so far and says "interrupted": true (so does a Ctrl-C: tee ignores it).
 # Sizes: 2^20 to 2^26 elements for the dropout family (an accelerator idles at 2^16); the
 # optimizer steps at their usual 25.2M parameters.
 set -euo pipefail
@@ -25,6 +25,7 @@ if [ "$backend" = cpu ]; then
 fi
 limit=()
 if [ -n "${BENCHMARKS_TIME_LIMIT:-}" ]; then
-  limit=(timeout --preserve-status -s INT "$BENCHMARKS_TIME_LIMIT")
+  # --foreground: a Ctrl-C still reaches the suite (timeout would put it in its own group)
+  limit=(timeout --foreground --preserve-status -s INT "$BENCHMARKS_TIME_LIMIT")
 fi
-"${limit[@]}" python3 -m benchmarks --sizes 20,22,24,26 --json "$out/$backend.json" "$@" 2>&1 | tee "$out/$backend.log"
+"${limit[@]}" python3 -m benchmarks --sizes 20,22,24,26 --json "$out/$backend.json" "$@" 2>&1 | tee -i "$out/$backend.log"

@@ -198,12 +198,12 @@ def _page_fault_note(dropout: list[dict[str, Any]], largest: int) -> list[str]:
     return [*lines, ""]
 
 
-def render(doc: dict[str, Any], json_path: str) -> list[str]:
+def render(doc: dict[str, Any], json_path: str, all_paths: list[str] | None = None) -> list[str]:
     rows = doc["results"]
     lines = _environment(doc)
     lines += [
         f"Measured by `{doc.get('command', 'python -m benchmarks')}`, rendered by "
-        f"`python -m benchmarks.readme {json_path} --write docs/performance.md`. "
+        f"`python -m benchmarks.readme {' '.join(all_paths or [json_path])} --write docs/performance.md`. "
         "Medians after compilation (± half the interquartile range), each function timed "
         "interleaved with its baselines, `jax.block_until_ready` after every call.",
         "",
@@ -353,7 +353,7 @@ def markdown(paths: list[str]) -> str:
         "",
         "```bash",
         "python -m benchmarks --json benchmarks/results/cpu.json   # the full suite",
-        "python -m benchmarks.readme benchmarks/results/cpu.json --write docs/performance.md   # this section",
+        f"python -m benchmarks.readme {' '.join(paths)} --write docs/performance.md   # this section",
         "python -m benchmarks --quick   # a smoke test; also --filter SUBSTRING, --repeats N, --sizes 16,20",
         "bash benchmarks/device_run.sh   # on a GPU or TPU machine: writes benchmarks/results/gpu.json (or tpu.json)",
         "```",
@@ -364,7 +364,7 @@ def markdown(paths: list[str]) -> str:
             doc = json.load(f)
         if len(paths) > 1:
             lines += [f"### {doc['backend']}: {doc['device']}", ""]
-        lines += render(doc, path)
+        lines += render(doc, path, paths)
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -253,7 +253,7 @@ def normalize(x: jax.Array, axis: int | tuple[int, ...] | None = None, *, eps: f
     r, p = norm_parts(x, axis)
     x = jnp.asarray(x).astype(r.dtype)
     divisor = jnp.maximum(r, eps / p)
-    return (x * (1 / p)) / jnp.where(divisor == 0, 1, divisor)
+    return (x * reciprocal_power_of_two(p)) / jnp.where(divisor == 0, 1, divisor)
 
 
 def axes_except(ndim: int, kept: tuple[int, ...]) -> tuple[int, ...]:

@@ -13,13 +13,6 @@ if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
         os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
     ).strip()
 
-# The tests compare float32 results with float64 oracles. On a GPU, XLA computes float32 matrix
-# products in TF32 by default (10 bits of mantissa); the tests ask for full float32 products.
-# The CPU computes them in float32 either way.
-import jax
-
-jax.config.update("jax_default_matmul_precision", "highest")
-
 # With --import-mode=importlib (pyproject.toml) no test folder is on sys.path: put this one there,
 # so that tests/<area>/test_*.py can `from helpers import ...`. pytest imports this conftest before
 # collecting any test module, in the main process and in each pytest-xdist worker alike.

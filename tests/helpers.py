@@ -40,8 +40,8 @@ ON_CPU = jax.default_backend() == "cpu"
 
 
 def assert_same_bits(got, want, *, ulps_elsewhere=1):
-    """``got`` equals ``want`` bit for bit on the CPU; on a GPU or TPU, zero where ``want`` is zero and
-    within ``ulps_elsewhere`` units in the last place of it everywhere else.
+    """``got`` equals ``want`` bit for bit on the CPU; on a GPU or TPU, the same zeros, signs, NaNs and
+    infinities as ``want`` and every other value within ``ulps_elsewhere`` units in the last place of it.
 
     For the tests that tie an op to an oracle's exact roundings (Flax's, Equinox's, NumPy's). XLA's
     GPU compiler does not keep every rounding of a program: it may compute bfloat16 and float16
@@ -50,21 +50,20 @@ def assert_same_bits(got, want, *, ulps_elsewhere=1):
     """
     got, want = np.asarray(got), np.asarray(want)
     assert got.dtype == want.dtype and got.shape == want.shape, (got.dtype, got.shape, want.dtype, want.shape)
+    unsigned = np.dtype(f"u{got.dtype.itemsize}")
+    got_bits, want_bits = got.view(unsigned), want.view(unsigned)
     if ON_CPU or not jnp.issubdtype(got.dtype, jnp.floating):
-        np.testing.assert_array_equal(
-            got.view(f"u{got.dtype.itemsize}"), want.view(f"u{want.dtype.itemsize}")
-        )
+        np.testing.assert_array_equal(got_bits, want_bits)
         return
-    np.testing.assert_array_equal(got == 0, want == 0)
     wide_got, wide_want = got.astype(np.float64), want.astype(np.float64)
-    ulp = np.abs(np.spacing(want.astype(np.float32)).astype(np.float64))
-    if got.dtype == np.float64:
-        ulp = np.abs(np.spacing(wide_want))
-    elif got.dtype != np.float32:  # bfloat16, float16: the dtype's own spacing
-        ulp = ulp * 2.0 ** (23 - jnp.finfo(got.dtype).nmant)
-    assert np.all(np.abs(wide_got - wide_want) <= ulps_elsewhere * ulp), np.max(
-        np.abs(wide_got - wide_want) / ulp
-    )
+    np.testing.assert_array_equal(np.isnan(wide_got), np.isnan(wide_want))
+    np.testing.assert_array_equal(np.signbit(wide_got), np.signbit(wide_want))
+    exact = (wide_want == 0) | np.isinf(wide_want)  # the zeros (the mask) and infinities
+    np.testing.assert_array_equal(got_bits[exact], want_bits[exact])
+    # Same sign: the distance between the bit patterns counts the representable values between them.
+    distance = np.abs(got_bits.astype(np.int64) - want_bits.astype(np.int64))
+    finite = ~np.isnan(wide_want)
+    assert np.all(distance[finite] <= ulps_elsewhere), int(distance[finite].max())
 
 
 # --- arrays and NumPy oracles ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -170,23 +171,39 @@ def test_header_on_an_accelerator_names_the_device_kind(monkeypatch):
     assert cli.make_config(cli.parse_args(["--quick"])).sizes == cli.QUICK_SIZES
 
 
-def test_an_interrupt_writes_the_cases_measured_so_far(tmp_path):
+@pytest.mark.parametrize(
+    "how", ["SIGTERM to the process", "Ctrl-C to the group, through a tee that dies of it"]
+)
+def test_an_interrupt_writes_the_cases_measured_so_far(tmp_path, how):
     out = tmp_path / "partial.json"
     env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
+    cmd = [sys.executable, "-m", "benchmarks", "--quick", "--repeats", "1", "--json", str(out)]
+    piped = how.startswith("Ctrl-C")
+    if piped:  # a terminal's Ctrl-C reaches every process of the group; the pipe closes
+        cmd = [
+            "bash",
+            "-c",
+            "set -o pipefail; " + " ".join(map(shlex.quote, cmd)) + " 2>&1 | tee /dev/null",
+        ]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks", "--quick", "--repeats", "1", "--json", str(out)],
+        cmd,
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
-    assert proc.stderr is not None
+    lines = proc.stdout if piped else proc.stderr
+    assert lines is not None
     try:
-        for line in proc.stderr:  # the first case's line: "... ratios ... (N s)"
+        for line in lines:  # the first case's line: "... ratios ... (N s)"
             if " ratios " in line:
                 break
-        proc.send_signal(signal.SIGTERM)
+        if piped:
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         proc.kill()

@@ -25,7 +25,20 @@ def test_assert_same_bits(monkeypatch, dtype, on_cpu):
         helpers.assert_same_bits(two_ulps, want, ulps_elsewhere=2)
         with pytest.raises(AssertionError):
             helpers.assert_same_bits(two_ulps, want)
-    # A different mask (a zero kept, or a value dropped) fails everywhere.
+    # NaNs and infinities equal to themselves; a subnormal one ulp off (float16's own spacing).
+    special = np.asarray([np.nan, np.inf, -np.inf, 0.0], dtype)
+    helpers.assert_same_bits(special.copy(), special)
+    tiny = np.asarray([0.0, np.finfo(np.float16).smallest_subnormal * 3, 1.0, 1.0], dtype)
+    tiny_bits = tiny.view(f"u{tiny.dtype.itemsize}")
+    tiny_next = (tiny_bits + np.asarray([0, 1, 0, 0], tiny_bits.dtype)).view(tiny.dtype)
+    if on_cpu:
+        with pytest.raises(AssertionError):
+            helpers.assert_same_bits(tiny_next, tiny)
+    else:
+        helpers.assert_same_bits(tiny_next, tiny)
+    # A different mask (a zero kept, a value dropped, the sign of a zero) fails everywhere.
+    with pytest.raises(AssertionError):
+        helpers.assert_same_bits(np.asarray([-0.0, 1.0, -3.0, 0.7], dtype), want)
     with pytest.raises(AssertionError):
         helpers.assert_same_bits(np.asarray([1e-3, 1.0, -3.0, 0.7], dtype), want)
     with pytest.raises(AssertionError):

@@ -119,13 +119,15 @@ def rescale_norms(z: jax.Array, axis: Axis, desired_norm, zero_ok=None) -> tuple
     # The exact norm n (not floored: desired_norm and the "already feasible" test need it), and
     # the floor max(n, eps) only as the divisor.
     desired = jnp.asarray(desired_norm(r, p), acc)
-    # The factor, or -1 where the norm is already the target (the factor is otherwise >= 0 or
-    # NaN): one per-norm array, the quotient computed last, so that XLA computes it in one small
-    # kernel per leaf and the elementwise pass reads it alone.
+    # The factor, and p itself where the norm is already the target: one per-norm array, the
+    # quotient computed last, so that XLA computes it in one small kernel per leaf and the
+    # elementwise pass reads it alone. Where the factor is p, (z / p) * p is z: those vectors are
+    # returned as they are (also where z / p would have lost subnormal bits).
     feasible = desired == p * r
-    factor = jnp.where(feasible, -1, desired) / jnp.where(feasible, 1, jnp.maximum(r, EPSILON / p))
+    factor = jnp.where(feasible, p, desired) / jnp.where(feasible, 1, jnp.maximum(r, EPSILON / p))
     # z / p, as a product: 1 / p is exact (p is a power of two), and so is z * (1 / p).
-    return jnp.where(factor < 0, z_acc, (z_acc * reciprocal_power_of_two(p)) * factor).astype(z.dtype), p
+    rescaled = (z_acc * reciprocal_power_of_two(p)) * factor
+    return jnp.where(factor == p, z_acc, rescaled).astype(z.dtype), p
 
 
 def _check_axis_spec(axis: Axis) -> None:
