@@ -1,6 +1,12 @@
-"""The test helpers that decide a pass: ``assert_same_bits`` on the CPU and off it."""
+"""The test helpers that decide a pass (``assert_same_bits`` on the CPU and off it) and the script that
+runs the tests on an accelerator."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import helpers
 import jax.numpy as jnp
@@ -43,3 +49,21 @@ def test_assert_same_bits(monkeypatch, dtype, on_cpu):
         helpers.assert_same_bits(np.asarray([1e-3, 1.0, -3.0, 0.7], dtype), want)
     with pytest.raises(AssertionError):
         helpers.assert_same_bits(np.asarray([0.0, 0.0, -3.0, 0.7], dtype), want)
+
+
+def test_device_tests_script_refuses_a_cpu(tmp_path):
+    script = helpers.ROOT / "tests" / "device_tests.sh"
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "OUT": str(tmp_path),
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
+    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "no accelerator" in proc.stderr and list(tmp_path.iterdir()) == []
+    # Every default path exists (a renamed test file would otherwise be skipped there unnoticed).
+    text = script.read_text()
+    block = text[text.index("paths=(") : text.index(")\nif")]
+    for path in block.removeprefix("paths=(").split():
+        assert (helpers.ROOT / path).exists(), path
