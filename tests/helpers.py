@@ -36,6 +36,23 @@ def benchmarks_module(name: str):
 DATA = TESTS / "data"
 EXAMPLES = ROOT / "examples"
 
+
+def assert_device_script_refuses_a_cpu(script: pathlib.Path, out: pathlib.Path) -> None:
+    """Runs ``bash script`` (a ``*/device_*.sh``) with jax on the CPU: it exits 2, says so, writes nothing."""
+    import os
+    import subprocess
+
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "OUT": str(out),
+        "PATH": os.pathsep.join([str(pathlib.Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
+    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "no accelerator" in proc.stderr and list(out.iterdir()) == []
+
+
 ON_CPU = jax.default_backend() == "cpu"
 
 

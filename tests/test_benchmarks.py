@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import benchmarks_module
+from helpers import assert_device_script_refuses_a_cpu, benchmarks_module
 
 import jaxreg
 
@@ -140,15 +140,7 @@ def test_filter_selects_cases(tmp_path):
 
 def test_device_script_refuses_a_cpu_and_passes_arguments_the_suite_accepts(tmp_path):
     script = ROOT / "benchmarks" / "device_run.sh"
-    env = {
-        **os.environ,
-        "JAX_PLATFORMS": "cpu",
-        "OUT": str(tmp_path),
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-    }
-    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "no accelerator" in proc.stderr and list(tmp_path.iterdir()) == []
+    assert_device_script_refuses_a_cpu(script, tmp_path)
     # The arguments it gives the suite parse, and its sizes are the documented ones.
     (line,) = [x for x in script.read_text().splitlines() if "python3 -m benchmarks" in x]
     words = line.split()

@@ -3,11 +3,6 @@ runs the tests on an accelerator."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import helpers
 import jax.numpy as jnp
 import numpy as np
@@ -53,15 +48,7 @@ def test_assert_same_bits(monkeypatch, dtype, on_cpu):
 
 def test_device_tests_script_refuses_a_cpu(tmp_path):
     script = helpers.ROOT / "tests" / "device_tests.sh"
-    env = {
-        **os.environ,
-        "JAX_PLATFORMS": "cpu",
-        "OUT": str(tmp_path),
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-    }
-    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "no accelerator" in proc.stderr and list(tmp_path.iterdir()) == []
+    helpers.assert_device_script_refuses_a_cpu(script, tmp_path)
     # Every default path exists (a renamed test file would otherwise be skipped there unnoticed).
     text = script.read_text()
     block = text[text.index("paths=(") : text.index(")\nif")]
