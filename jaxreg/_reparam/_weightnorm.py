@@ -15,7 +15,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxreg._norms import axes_except, norm_parts, safe_norm
+from jaxreg._norms import axes_except, norm_parts, reciprocal_power_of_two, safe_norm
 from jaxreg._typing import FeatureAxes
 from jaxreg._validation import check_axes, check_batch_dims, check_positive
 
@@ -131,7 +131,7 @@ def weight_normalize(
         broadcast[a] = v.shape[a]
     # ||v|| = p * r with p a power of two (norm_parts): v * g / max(||v||, eps) is evaluated as
     # (v / p) * (g / max(r, eps / p)), the same value with no overflow or underflow of the norm,
-    # and a finite gradient at v = 0.
+    # and a finite gradient at v = 0. v / p as the product by the exact 1 / p, as normalize does.
     r, p = norm_parts(v, reduce)
     scale = jnp.reshape(g, broadcast).astype(r.dtype) / jnp.maximum(r, eps / p)
-    return ((v.astype(r.dtype) / p) * scale).astype(v.dtype)
+    return ((v.astype(r.dtype) * reciprocal_power_of_two(p)) * scale).astype(v.dtype)
