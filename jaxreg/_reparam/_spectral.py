@@ -43,8 +43,9 @@ def _scaled(m: jax.Array) -> tuple[jax.Array, jax.Array]:
     iteration inside the dtype's range. ``p`` is held constant for differentiation:
     ``W / sigma(W)`` does not change when ``W`` is scaled.
     """
-    p, _ = power_of_two(jax.lax.stop_gradient(jnp.max(jnp.abs(m), initial=0)))
-    return m / p, p
+    p, inv_p = power_of_two(jax.lax.stop_gradient(jnp.max(jnp.abs(m), initial=0)))
+    # A product by the exact 1 / p, not a division that XLA could fold with the later one by sigma.
+    return m * inv_p, p
 
 
 def _power_iteration(m: jax.Array, u: jax.Array, n_steps: int, eps: jax.Array) -> jax.Array:
