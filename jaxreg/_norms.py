@@ -43,6 +43,20 @@ def acc_dtype(*dtypes: Any) -> jnp.dtype:
         return functools.reduce(jnp.promote_types, dtypes, jnp.dtype(jnp.float32))
 
 
+def reciprocal_power_of_two(p: jax.Array) -> jax.Array:
+    """``1 / p``, exactly, for ``p`` a power of two whose reciprocal is a normal number (the ``p``
+    of :func:`norm_parts`), computed on its exponent bits.
+
+    Cheap enough for XLA to fuse into every consumer, where a division would get a kernel of its
+    own (on CPU, one more compiled loop per norm).
+    """
+    info = jnp.finfo(p.dtype)
+    bits = jnp.dtype(f"int{info.bits}")
+    bias = info.maxexp - 1
+    b = jax.lax.bitcast_convert_type(p, bits)
+    return jax.lax.bitcast_convert_type(jnp.asarray((2 * bias) << info.nmant, bits) - b, p.dtype)
+
+
 @jax.jit
 def power_of_two(m: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(2**e, 2**-e)`` with ``m = f * 2**e``, ``f`` in [0.5, 1): the scale that brings ``m`` near 1.
@@ -63,25 +77,8 @@ def power_of_two(m: jax.Array) -> tuple[jax.Array, jax.Array]:
     zero = (b & jnp.iinfo(bits).max) == 0  # +-0, read from the bits: a subnormal m is not 0
     lo = info.minexp + 1
     e = jnp.where(zero | (stored == 2 * bias + 1), 0, jnp.clip(stored - (bias - 1), lo, -lo))
-    e = e.astype(bits)
-    return (
-        jax.lax.bitcast_convert_type((e + bias) << info.nmant, m.dtype),
-        jax.lax.bitcast_convert_type((bias - e) << info.nmant, m.dtype),
-    )
-
-
-def reciprocal_power_of_two(p: jax.Array) -> jax.Array:
-    """``1 / p``, exactly, for ``p`` a power of two whose reciprocal is a normal number (the ``p``
-    of :func:`norm_parts`), computed on its exponent bits.
-
-    Cheap enough for XLA to fuse into every consumer, where a division would get a kernel of its
-    own (on CPU, one more compiled loop per norm).
-    """
-    info = jnp.finfo(p.dtype)
-    bits = jnp.dtype(f"int{info.bits}")
-    bias = info.maxexp - 1
-    b = jax.lax.bitcast_convert_type(p, bits)
-    return jax.lax.bitcast_convert_type(jnp.asarray((2 * bias) << info.nmant, bits) - b, p.dtype)
+    p = jax.lax.bitcast_convert_type((e.astype(bits) + bias) << info.nmant, m.dtype)
+    return p, reciprocal_power_of_two(p)
 
 
 @functools.partial(jax.jit, static_argnames=("axis", "keepdims"))
