@@ -8,6 +8,10 @@ An interrupt (Ctrl-C, SIGINT or SIGTERM, e.g. from ``timeout``) stops the run
 at once, dropping the case in progress: the JSON (written first, further
 interrupts ignored meanwhile) and the table hold the cases measured before it,
 the JSON says ``"interrupted": true``, and the status is 130.
+
+Every program is compiled afresh: jax's persistent compilation cache is off in
+this process (``JAX_COMPILATION_CACHE_DIR`` is ignored), so that the compile
+case times cold compilations and counts them.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import gc
 import json
 import math
 import os
@@ -28,6 +33,7 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
+import jax
 from rich.console import Console
 from rich.table import Table
 
@@ -236,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m benchmarks: error: cannot write --json {args.json!r}: {problem}", file=sys.stderr)
         return 2
     cfg = make_config(args)
+    # Before anything compiles: jax decides once per process whether it uses the cache.
+    jax.config.update("jax_enable_compilation_cache", False)
     console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
     out_console = Console(width=None if sys.stdout.isatty() else 200)
     start = time.perf_counter()
@@ -251,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
+    # The objects alive now (jax, flax and their modules) live as long as the process: the
+    # collections before each timed case need not walk them again and again.
+    gc.freeze()
     try:
         _run_cases(args, cfg, console, rows, skipped, errors)
     except KeyboardInterrupt:
