@@ -44,7 +44,16 @@ REQUIRED = {
 
 def _run(tmp_path: Path, *args: str) -> dict:
     out = tmp_path / "results.json"
-    env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
+    # A persistent compilation cache of its own, which the run must leave empty (it compiles cold).
+    cache = tmp_path / "xla-cache"
+    cache.mkdir()
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"),
+        "JAX_COMPILATION_CACHE_DIR": str(cache),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", *args, "--json", str(out)],
         cwd=ROOT,
@@ -70,6 +79,14 @@ def test_header(quick):
         assert isinstance(versions[lib], str) and versions[lib]
     assert versions["jaxreg"] == jaxreg.__version__
     assert quick["errors"] == []
+
+
+def test_compiles_cold_with_a_persistent_cache_directory_set(tmp_path):
+    # jax would cache every program of the run in JAX_COMPILATION_CACHE_DIR; the benchmarks turn
+    # the cache off, so that the compile case times (and counts) real compilations.
+    doc = _run(tmp_path, "--quick", "--repeats", "1", "--filter", "compile")
+    assert [r["compilations"] for r in doc["results"]] == [1]
+    assert list((tmp_path / "xla-cache").iterdir()) == []
 
 
 def test_rows_have_the_documented_shape(quick):
