@@ -467,7 +467,7 @@ def _penalty_of_matrix(name: str) -> Callable[[Any, Any], Any]:
 
 # Known limitations, expected to fail (pytest marks them xfail(strict=True), so a fix shows up).
 # (The matrix penalties on explicitly sharded weights used to be here: they now reshard the
-# matrix to replicated themselves, see jaxreg/_orthogonal.py.)
+# matrix to replicated themselves: replicated_acc in jaxreg/_norms.py.)
 KNOWN_FAILURES: dict[str, str] = {}
 
 
