@@ -37,25 +37,6 @@ def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("where", ["missing-folder", "folder", "file-as-folder"])
-def test_unwritable_json_path_is_a_usage_error_before_any_case(tmp_path, where):
-    (tmp_path / "a_file").write_text("not a folder")
-    path = {
-        "missing-folder": tmp_path / "nonexistent" / "dir" / "x.json",
-        "folder": tmp_path,
-        "file-as-folder": tmp_path / "a_file" / "x.json",
-    }[where]
-    # --filter selects one quick case, so that an unfixed run ends soon (and then fails).
-    proc = _run("--quick", "--repeats", "1", "--filter", "sgd + prox_l1", "--json", str(path))
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    assert "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert "--json" in proc.stderr and str(path) in proc.stderr
-    assert proc.stdout == ""  # no table: nothing ran
-    assert not path.is_file()
-    assert where != "missing-folder" or not (tmp_path / "nonexistent").exists()
-
-
 @contextlib.contextmanager
 def _benchmarks_main():
     sys.path.insert(0, str(ROOT))
@@ -65,6 +46,35 @@ def _benchmarks_main():
         yield bench_main
     finally:
         sys.path.remove(str(ROOT))
+
+
+@pytest.mark.parametrize(
+    ("where", "in_process"), [("missing-folder", True), ("folder", True), ("file-as-folder", False)]
+)
+def test_unwritable_json_path_is_a_usage_error_before_any_case(tmp_path, capsys, where, in_process):
+    (tmp_path / "a_file").write_text("not a folder")
+    path = {
+        "missing-folder": tmp_path / "nonexistent" / "dir" / "x.json",
+        "folder": tmp_path,
+        "file-as-folder": tmp_path / "a_file" / "x.json",
+    }[where]
+    # --filter selects one quick case, so that an unfixed run ends soon (and then fails). One path
+    # runs the command in a subprocess (exit status, stderr); the others call main() in this process.
+    args = ["--quick", "--repeats", "1", "--filter", "sgd + prox_l1", "--json", str(path)]
+    if in_process:
+        with _benchmarks_main() as bench_main:
+            code = bench_main.main(args)
+        out, err = capsys.readouterr()
+    else:
+        proc = _run(*args)
+        code, out, err = proc.returncode, proc.stdout, proc.stderr
+    assert code == 2, (code, err[-2000:])
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "--json" in err and str(path) in err
+    assert out == ""  # no table: nothing ran
+    assert not path.is_file()
+    assert where != "missing-folder" or not (tmp_path / "nonexistent").exists()
 
 
 def test_results_survive_a_folder_that_vanishes_during_the_run(tmp_path, monkeypatch, capsys):

@@ -41,11 +41,18 @@ def _assert_one_line_usage_error(code: int, out: str, err: str, *needles: str) -
         assert needle in err, (needle, err)
 
 
-@pytest.mark.parametrize("seed", [2**63, 2**64, 10**30])
-def test_seed_beyond_the_key_range_is_a_usage_error(tmp_path, seed):
-    # jax.random.key takes seeds in [0, 2**63 - 1] (a C long); the CLI is a subprocess, as a user runs it.
-    proc = _run_cli("--seed", str(seed), *FAST, "--out", "out", cwd=tmp_path)
-    _assert_one_line_usage_error(proc.returncode, proc.stdout, proc.stderr, "--seed", str(seed))
+@pytest.mark.parametrize(("seed", "in_process"), [(2**63, True), (2**64, True), (10**30, False)])
+def test_seed_beyond_the_key_range_is_a_usage_error(tmp_path, capsys, seed, in_process):
+    # jax.random.key takes seeds in [0, 2**63 - 1] (a C long). One seed runs the CLI as a user runs
+    # it, in a subprocess (exit status, stderr); the others call its main() in this process.
+    args = ["--seed", str(seed), *FAST, "--out", str(tmp_path / "out")]
+    if in_process:
+        code = _cli.main(["demo", *args])
+        out, err = capsys.readouterr()
+    else:
+        proc = _run_cli(*args, cwd=tmp_path)
+        code, out, err = proc.returncode, proc.stdout, proc.stderr
+    _assert_one_line_usage_error(code, out, err, "--seed", str(seed))
     assert not (tmp_path / "out" / "results.json").exists()
 
 
