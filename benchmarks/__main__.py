@@ -9,9 +9,9 @@ at once, dropping the case in progress: the JSON (written first, further
 interrupts ignored meanwhile) and the table hold the cases measured before it,
 the JSON says ``"interrupted": true``, and the status is 130.
 
-Every program is compiled afresh: jax's persistent compilation cache is off in
-this process (``JAX_COMPILATION_CACHE_DIR`` is ignored), so that the compile
-case times cold compilations and counts them.
+Run as a command, every program is compiled afresh: jax's persistent
+compilation cache is off in the process (``JAX_COMPILATION_CACHE_DIR`` is
+ignored), so that the compile case times cold compilations.
 """
 
 from __future__ import annotations
@@ -242,8 +242,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m benchmarks: error: cannot write --json {args.json!r}: {problem}", file=sys.stderr)
         return 2
     cfg = make_config(args)
-    # Before anything compiles: jax decides once per process whether it uses the cache.
-    jax.config.update("jax_enable_compilation_cache", False)
     console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
     out_console = Console(width=None if sys.stdout.isatty() else 200)
     start = time.perf_counter()
@@ -259,9 +257,6 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
-    # The objects alive now (jax, flax and their modules) live as long as the process: the
-    # collections before each timed case need not walk them again and again.
-    gc.freeze()
     try:
         _run_cases(args, cfg, console, rows, skipped, errors)
     except KeyboardInterrupt:
@@ -328,5 +323,15 @@ def _interrupts_ignored(active: bool) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def _command_process() -> None:
+    """What only the command sets, for its whole process (not ``main()``, which tests call)."""
+    # Before anything compiles: jax decides once per process whether it uses the cache.
+    jax.config.update("jax_enable_compilation_cache", False)
+    # The objects alive now (jax, flax and their modules) live as long as the process: the
+    # collections before each timed case need not walk them again and again.
+    gc.freeze()
+
+
 if __name__ == "__main__":
+    _command_process()
     sys.exit(main())

@@ -22,21 +22,28 @@ if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 # imports this file (the xdist controller, before it starts the workers), in a fresh temporary
 # directory that this process removes at the end: nothing is kept from one run to the next. The
 # workers and the subprocesses inherit it through the environment, and jax reads these variables
-# when it is imported. A cache hit compiles nothing: a test that counts compilations must count
-# traces or its own programs' cache misses. `python -m benchmarks` turns the cache off in its own
-# process (its compile case times cold compilations). A directory already set by the user is used
-# as it is.
+# when it is imported. jax's compile-time events still fire on a cache hit, so counts of them do
+# not change; their durations do: `python -m benchmarks` turns the cache off in its own process
+# (its compile case times cold compilations). A directory already set by the user is used as it is.
 _OWN_CACHE = None
+_SET_HERE: list[str] = []  # the variables this process set, unset again with the directory
 if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     _OWN_CACHE = tempfile.mkdtemp(prefix="jaxreg-tests-xla-cache-")
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")  # every program
+    for _name, _value in (
+        ("JAX_COMPILATION_CACHE_DIR", _OWN_CACHE),
+        ("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"),
+        ("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1"),  # every program
+    ):
+        if not os.environ.get(_name):
+            os.environ[_name] = _value
+            _SET_HERE.append(_name)
 
 
 def pytest_unconfigure(config):
     if _OWN_CACHE is not None:
         shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+        for name in _SET_HERE:
+            os.environ.pop(name, None)
 
 
 # With --import-mode=importlib (pyproject.toml) no test folder is on sys.path: put this one there,

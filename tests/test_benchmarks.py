@@ -89,7 +89,7 @@ def test_header(quick):
 
 def test_compiles_cold_with_a_persistent_cache_directory_set(quick_run):
     # jax would cache every program of the run in JAX_COMPILATION_CACHE_DIR; the benchmarks turn
-    # the cache off, so that the compile case times (and counts) real compilations.
+    # the cache off, so that the compile case times real compilations, not reads from the cache.
     tmp, _ = quick_run
     assert list((tmp / "xla-cache").iterdir()) == []
 
