@@ -14,10 +14,11 @@ than the dropout they feed; and each key word costs two mixer rounds, compiled
 into every kernel that draws the mask, so the key has two words, not four).
 Compile time is the first call of a fresh ``jax.jit`` (a new closure each
 time, so nothing is cached): tracing, lowering, XLA compilation and one step,
-the first three also reported apart from jax's monitoring events; the regularized and the baseline step alternate. Over 100
-steps with new batches, new keys and advancing schedules, traces are counted
-by a Python side effect in the traced function (it runs once per trace) and
-XLA compilations by jax's ``backend_compile`` events: both must be 1.
+the first three also reported apart from jax's monitoring events; the
+regularized and the baseline step alternate. Over 100 steps with new batches,
+new keys and advancing schedules, traces are counted by a Python side effect
+in the traced function (it runs once per trace) and XLA compilations by jax's
+``backend_compile`` events: both must be 1.
 """
 
 from __future__ import annotations

@@ -244,8 +244,8 @@ def normalize(x: jax.Array, axis: int | tuple[int, ...] | None = None, *, eps: f
     and a zero vector stays zero (also for an ``eps`` that rounds to 0 in the dtype).
     The scaling is a multiplication by the exact power of two $p^{-1}$, not a division
     by $p$: XLA may fold $(x / p) / d$ into $x / (p\,d)$, and $p\,d$ is the norm, which
-    may overflow (on a GPU the division form gave 0 for float32 rows of entries near
-    3e38; the multiplication keeps the two steps apart there).
+    may overflow (on a GPU, float32 rows of entries near 3e38 would come out as 0); the
+    multiplication keeps the two steps apart.
     """
     r, p = norm_parts(x, axis)
     x = jnp.asarray(x).astype(r.dtype)
