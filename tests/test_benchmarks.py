@@ -185,6 +185,11 @@ def test_header_on_an_accelerator_names_the_device_kind(monkeypatch):
     assert cli.make_config(cli.parse_args(["--quick"])).sizes == cli.QUICK_SIZES
 
 
+_DEFAULT_SIGINT_EXEC = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])"
+)
+
+
 @pytest.mark.parametrize(
     "how", ["SIGTERM to the process", "Ctrl-C to the group, through a tee that dies of it"]
 )
@@ -199,6 +204,10 @@ def test_an_interrupt_writes_the_cases_measured_so_far(tmp_path, how):
             "-c",
             "set -o pipefail; " + " ".join(map(shlex.quote, cmd)) + " 2>&1 | tee /dev/null",
         ]
+        # A terminal's foreground job has SIGINT at its default action. A test run started in the
+        # background by a script (`pytest &`) has it ignored, and a child inherits that (Python then
+        # installs no Ctrl-C handler): the launcher restores the default before it execs bash.
+        cmd = [sys.executable, "-c", _DEFAULT_SIGINT_EXEC, *cmd]
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
