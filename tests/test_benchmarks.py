@@ -186,7 +186,8 @@ def test_header_on_an_accelerator_names_the_device_kind(monkeypatch):
 
 
 _DEFAULT_SIGINT_EXEC = (
-    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])"
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execvp(sys.argv[1], sys.argv[1:])"
 )
 
 
