@@ -56,16 +56,23 @@ def _lambda_and_perm(xm):
     return lam, perm
 
 
+# mixup of X over a batch of keys, labels and alpha traced: one compilation serves the traced-label
+# test and every alpha of the range test below.
+KEYS = jax.random.split(jax.random.key(1), 2000)
+_mixup_over_keys = jax.jit(jax.vmap(lambda k, y, a: jaxreg.mixup(k, X, y, a, num_classes=4), (0, None, None)))
+
+
 def test_traced_labels_out_of_range_give_the_documented_zero_rows():
     # Under jit the labels are not inspected: an out-of-range label one-hot
     # encodes to a zero row, so its mixed row sums to lam, 1 - lam or 0.
     labels = np.array([0, 7, -1, 2])
-    mix = jax.jit(lambda k, y: jaxreg.mixup(k, X, y, 0.4, num_classes=3))
-    for seed in range(4):
-        xm, ym = (np.asarray(a, np.float64) for a in mix(jax.random.key(seed), jnp.asarray(labels)))
+    xms, yms = (
+        np.asarray(a, np.float64) for a in _mixup_over_keys(KEYS, jnp.asarray(labels), jnp.float32(0.4))
+    )
+    for i, (xm, ym) in enumerate(zip(xms[:200], yms[:200], strict=True)):
         lam, perm = _lambda_and_perm(xm)
-        want = lam * _onehot(labels, 3) + (1 - lam) * _onehot(labels, 3)[perm]
-        np.testing.assert_allclose(ym, want, atol=1e-6)
+        want = lam * _onehot(labels, 4) + (1 - lam) * _onehot(labels, 4)[perm]
+        np.testing.assert_allclose(ym, want, atol=1e-6, err_msg=f"key {i}")
 
 
 # ---- alpha -----------------------------------------------------------------------------------
@@ -89,18 +96,15 @@ def test_alpha_outside_the_sampler_range_is_rejected(alpha):
         jaxreg.mixup(KEY, X, jnp.array([0, 1, 2, 0]), alpha32, num_classes=3)
 
 
-# mixup of X and one-hot labels over a batch of keys, alpha traced: one compilation for every alpha.
-_mixup_over_keys = jax.jit(jax.vmap(lambda k, a: jaxreg.mixup(k, X, jnp.eye(4), a)[1], (0, None)))
-
-
 @pytest.mark.parametrize("alpha", [1e-37, 1e-20, 0.2, 1e38])
 def test_alpha_at_the_edges_of_the_range_gives_convex_labels(alpha):
     # 2000 keys: every lambda is a number in [0, 1] and every label row sums to 1.
     y = jnp.eye(4)
-    keys = jax.random.split(jax.random.key(1), 2000)
-    jax.eval_shape(lambda k: jaxreg.mixup(k, X, y, alpha), keys[0])  # the Python float is accepted
-    # The same float32 alpha as the Python number gives, traced (so that the four cases share a program).
-    ym = np.asarray(_mixup_over_keys(keys, jnp.float32(alpha)), np.float64)
+    jax.eval_shape(lambda k: jaxreg.mixup(k, X, y, alpha), KEY)  # the Python float is accepted
+    # The same float32 alpha as the Python number gives, traced (so that the four cases share a
+    # program); labels 0..3 with num_classes=4 one-hot encode to y.
+    _, ym = _mixup_over_keys(KEYS, jnp.arange(4), jnp.float32(alpha))
+    ym = np.asarray(ym, np.float64)
     assert np.isfinite(ym).all()
     assert (ym >= 0).all() and (ym <= 1).all()
     np.testing.assert_allclose(ym.sum(axis=-1), 1.0, atol=1e-6)
