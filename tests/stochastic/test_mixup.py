@@ -55,16 +55,17 @@ def test_mixup_lambda_follows_beta():
 
 
 def test_mixup_deterministic_float_labels_and_smoothing():
-    x = jnp.ones((4, 2))
-    xm, ym = jaxreg.mixup(
-        jax.random.key(0), x, jnp.array([0, 1, 1, 0]), 1.0, num_classes=2, deterministic=True
-    )
+    # 8 examples of 8 features, 3 classes: the shapes of the first test's eager calls (and of
+    # test_mixing.py's), so that the eager operations compile once for all of them.
+    x, labels, classes = jnp.ones((8, 8)), jnp.arange(8) % 3, 3
+    xm, ym = jaxreg.mixup(jax.random.key(0), x, labels, 1.0, num_classes=classes, deterministic=True)
     np.testing.assert_array_equal(np.asarray(xm), np.asarray(x))
-    np.testing.assert_array_equal(np.asarray(ym), np.eye(2)[[0, 1, 1, 0]])
-    smoothed = optax.smooth_labels(jnp.eye(2)[jnp.array([0, 1, 1, 0])], 0.1)
-    _, ym = jaxreg.mixup(jax.random.key(1), x, smoothed, 1.0, num_classes=2)
+    np.testing.assert_array_equal(np.asarray(ym), np.eye(classes)[np.asarray(labels)])
+    smoothed = optax.smooth_labels(jax.nn.one_hot(labels, classes), 0.1)
+    _, ym = jaxreg.mixup(jax.random.key(1), x, smoothed, 1.0, num_classes=classes)
     np.testing.assert_allclose(np.asarray(ym).sum(axis=1), 1.0, rtol=1e-6)
-    assert np.all(np.asarray(ym) >= 0.05 - 1e-6)  # convex combinations of smoothed labels in [0.05, 0.95]
+    # Convex combinations of smoothed labels lie in [0.1 / 3, 1 - 0.2 / 3].
+    assert np.all(np.asarray(ym) >= 0.1 / classes - 1e-6)
 
 
 def test_mixup_errors_name_the_argument():
