@@ -35,9 +35,11 @@ def test_concrete_labels_out_of_range_are_rejected(bad, kind):
 
 
 def test_labels_in_range_are_mixed_as_one_hot_rows():
-    labels = np.array([0, 1, 2, 2])
+    # 8 examples, 3 classes: the shapes of test_mixup.py's eager calls (their operations compile once).
+    labels = np.array([0, 1, 2, 2, 1, 0, 2, 1])
     xm, ym = (
-        np.asarray(a, np.float64) for a in jaxreg.mixup(KEY, X, jnp.asarray(labels), 0.4, num_classes=3)
+        np.asarray(a, np.float64)
+        for a in jaxreg.mixup(KEY, jnp.eye(8), jnp.asarray(labels), 0.4, num_classes=3)
     )
     lam, perm = _lambda_and_perm(xm)
     want = lam * _onehot(labels, 3) + (1 - lam) * _onehot(labels, 3)[perm]
