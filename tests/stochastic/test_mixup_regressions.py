@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 
 import jaxreg
 
@@ -110,3 +111,20 @@ def test_alpha_at_the_edges_of_the_range_gives_convex_labels(alpha):
     assert np.isfinite(ym).all()
     assert (ym >= 0).all() and (ym <= 1).all()
     np.testing.assert_allclose(ym.sum(axis=-1), 1.0, atol=1e-6)
+
+
+def test_mixup_lambda_follows_beta():
+    # (Here rather than in test_mixup.py: it runs the program of the alpha tests above.)
+    # Row 0 of y_mixed is lam * e_0 + (1 - lam) * e_perm(0): its first entry is lam when perm(0) != 0
+    # (probability 3/4 for a batch of 4) and lam + (1 - lam) = 1 (to 1 ulp) otherwise.
+    alpha = 0.3
+    _, ym = _mixup_over_keys(KEYS, jnp.arange(4), jnp.float32(alpha))
+    draws = np.asarray(ym, np.float64)[:, 0, 0]
+    lams = draws[draws < 1.0 - 1e-7]  # drops the fixed points (and the ~0.44% of lam within 1e-7 of 1)
+    # Expected size 2000 * 3/4 * (1 - 0.0044) = 1493, standard deviation 19: the band is about
+    # +-10 standard deviations.
+    assert 1300 < lams.size < 1690, lams.size
+    # Kolmogorov-Smirnov against Beta(alpha, alpha) on ~1500 draws. The keys are fixed, so the test is
+    # deterministic; a correct sampler fails it for a fraction 1e-3 of keys. On these draws, Beta(0.2, 0.2)
+    # gives a p-value of 2e-10, Beta(1, 1) of 2e-45.
+    assert scipy.stats.kstest(lams, scipy.stats.beta(alpha, alpha).cdf).pvalue > 1e-3
