@@ -53,9 +53,12 @@ def test_mean_and_variance_are_numpys_over_the_documented_keys(batch_size):
 
 
 def test_legacy_keys_and_half_precision_outputs():
-    pred = jaxreg.mc_dropout(
-        jax.random.PRNGKey(0), lambda k, x: jaxreg.dropout(k, x, 0.5).astype(jnp.bfloat16), X, num_samples=4
-    )
+    # Jitted (one program instead of one per operation; the docstring examples run it eagerly).
+    pred = jax.jit(
+        lambda k: jaxreg.mc_dropout(
+            k, lambda k, x: jaxreg.dropout(k, x, 0.5).astype(jnp.bfloat16), X, num_samples=4
+        )
+    )(jax.random.PRNGKey(0))
     assert pred.mean.dtype == jnp.float32 and pred.mean.shape == X.shape
 
 
@@ -121,7 +124,8 @@ class _NNXMLP(nnx.Module):
 
 
 def test_nnx_mc_dropout_leaves_the_model_alone_and_is_unbiased():
-    model, n = _NNXMLP(nnx.Rngs(params=0, dropout=1)), 256
+    # Built under nnx.jit: one program instead of the eager initializers' op-by-op compilations.
+    model, n = nnx.jit(lambda: _NNXMLP(nnx.Rngs(params=0, dropout=1)))(), 256
     count = int(model.drop1.rngs.count[...])
     # Under nnx.jit (one program instead of the eager vmap's op-by-op compilations): nnx.jit
     # writes back every change the call makes to the model (Variables, the rng count, flags),
@@ -131,6 +135,6 @@ def test_nnx_mc_dropout_leaves_the_model_alone_and_is_unbiased():
     assert model.drop1.deterministic is False and model.norm.use_running_average is False
     assert int(model.drop1.rngs.count[...]) == count
     model.eval()
-    _assert_unbiased(pred, model(X), n)
+    _assert_unbiased(pred, nnx.jit(lambda model: model(X))(model), n)
     again = mc(model, jax.random.key(2))  # (the model in evaluation mode now)
     np.testing.assert_array_equal(again.mean, pred.mean)  # the same key, the same passes

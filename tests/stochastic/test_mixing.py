@@ -137,49 +137,88 @@ def _box_of(mask):
 
 
 CUTMIX_CASES = [(pairing, per_example) for pairing in ("flip", "roll") for per_example in (False, True)]
+CUTMIX_N, CUTMIX_CLASSES = 4000, 5
 
 
-def test_cutmix_pastes_a_rectangle_of_the_partner_and_weights_labels_by_its_area():
-    # The four cases (pairing x per_example) in one jitted program: the Beta sampler is most of a
-    # compilation, and the program's size grows less than the count of compilations would.
-    x, y = _images(), jnp.arange(16) % 5
+def _rectangles(mask):
+    """The bounding boxes ``(top, bottom, left, right)`` of boolean ``(n, H, W)`` masks, asserting each is one rectangle.
+
+    An empty mask gives ``(0, 0, 0, 0)`` (as `_box_of`, vectorized over the examples).
+    """
+    rows, cols = mask.any(2), mask.any(1)
+    nonempty = rows.any(1)
+
+    def span(hit, size):
+        first = hit.argmax(1)
+        last = size - hit[:, ::-1].argmax(1)  # one past the last hit
+        return np.where(nonempty, first, 0), np.where(nonempty, last, 0)
+
+    top, bottom = span(rows, H)
+    left, right = span(cols, W)
+    r, c = np.arange(H), np.arange(W)
+    box = ((top[:, None] <= r) & (r < bottom[:, None]))[:, :, None] & (
+        (left[:, None] <= c) & (c < right[:, None])
+    )[:, None, :]
+    np.testing.assert_array_equal(mask, box)
+    return np.stack([top, bottom, left, right], 1)
+
+
+@pytest.fixture(scope="module")
+def cutmixed():
+    """The four cases (pairing x per_example) of cutmix on one batch, from one jitted program.
+
+    The Beta sampler is most of a compilation, and the program's size grows less than the count of
+    compilations would; both CutMix tests below assert on these outputs.
+    """
+    x, y = _images(CUTMIX_N, 2), jnp.arange(CUTMIX_N) % CUTMIX_CLASSES
     mixed = jax.jit(
         lambda k: [
-            jaxreg.cutmix(k, x, y, 1.0, num_classes=5, per_example=per_example, pairing=pairing)
+            jaxreg.cutmix(k, x, y, 1.0, num_classes=CUTMIX_CLASSES, per_example=per_example, pairing=pairing)
             for pairing, per_example in CUTMIX_CASES
         ]
     )(jax.random.key(3))
-    xn = np.asarray(x)
-    onehot = np.eye(5, dtype=np.float32)[np.asarray(y)]
-    for (pairing, per_example), (xm, ym) in zip(CUTMIX_CASES, mixed, strict=True):
+    return (
+        np.asarray(x),
+        np.asarray(y),
+        {case: (np.asarray(xm), np.asarray(ym)) for case, (xm, ym) in zip(CUTMIX_CASES, mixed, strict=True)},
+    )
+
+
+def _pasted(xm, xn, partner, case):
+    """Where each example shows its partner (every channel), asserting the rest is the example itself."""
+    pasted = (xm == partner).all(-1) & (xm != xn).all(-1)
+    kept = (xm == xn).all(-1)
+    bad = np.flatnonzero(~(pasted | kept).all(axis=(1, 2)))
+    assert bad.size == 0, (case, bad[:10])
+    return pasted
+
+
+def test_cutmix_pastes_a_rectangle_of_the_partner_and_weights_labels_by_its_area(cutmixed):
+    xn, y, mixed = cutmixed
+    onehot = np.eye(CUTMIX_CLASSES, dtype=np.float32)[y]
+    for (pairing, per_example), (xm, ym) in mixed.items():
         case = f"pairing={pairing}, per_example={per_example}"
-        xm, ym = np.asarray(xm), np.asarray(ym)
         partner = np.flip(xn, 0) if pairing == "flip" else np.roll(xn, 1, 0)
         y_partner = np.flip(onehot, 0) if pairing == "flip" else np.roll(onehot, 1, 0)
-        boxes = set()
-        for i in range(16):
-            pasted = (xm[i] == partner[i]).all(-1) & (xm[i] != xn[i]).all(-1)
-            kept = (xm[i] == xn[i]).all(-1)
-            assert (pasted | kept).all(), (case, i)
-            box = _box_of(pasted)
-            boxes.add(box)
-            lam = 1 - pasted.sum() / (H * W)
-            np.testing.assert_allclose(
-                ym[i], lam * onehot[i] + (1 - lam) * y_partner[i], rtol=1e-6, atol=1e-7, err_msg=case
-            )
+        pasted = _pasted(xm, xn, partner, case)
+        boxes = _rectangles(pasted)  # every example's pasted region is one rectangle
+        lam = (1 - pasted.sum(axis=(1, 2)) / (H * W))[:, None]
+        np.testing.assert_allclose(
+            ym, lam * onehot + (1 - lam) * y_partner, rtol=1e-6, atol=1e-7, err_msg=case
+        )
         # One box per batch, or per example.
-        assert (len(boxes) == 1) != per_example or len(boxes) > 1, (case, boxes)
+        assert (len(np.unique(boxes, axis=0)) == 1) == (not per_example), (case, np.unique(boxes, axis=0))
 
 
-def test_cutmix_corrected_lambda_has_timms_distribution():
+def test_cutmix_corrected_lambda_has_timms_distribution(cutmixed):
     """Per-example corrected lambda against timm's procedure run in NumPy (independent randomness)."""
-    n, alpha = 4000, 1.0
-    ones, zeros = jnp.ones((n // 2, H, W, 1)), jnp.zeros((n // 2, H, W, 1))
-    imgs = jnp.concatenate([ones, zeros])  # flip pairs a 1-image with a 0-image
-    labels = jnp.concatenate([jnp.ones(n // 2), jnp.zeros(n // 2)])[:, None]
-    xm, ym = jaxreg.cutmix(jax.random.key(1), imgs, labels, alpha, per_example=True, pairing="flip")
-    lam_ours = np.asarray(ym[: n // 2, 0])  # weight of the example's own label (1)
-    np.testing.assert_allclose(lam_ours, np.asarray(xm[: n // 2]).mean(axis=(1, 2, 3)), atol=1e-6)
+    alpha = 1.0  # the fixture's
+    xn, _, mixed = cutmixed
+    xm, _ = mixed["flip", True]
+    # The label weight of the example itself, 1 - pasted area (the previous test checks that the labels
+    # carry it), for the first half of the batch: 2000 independent boxes.
+    pasted = _pasted(xm, xn, np.flip(xn, 0), "flip, per example")
+    lam_ours = 1 - pasted[: CUTMIX_N // 2].sum(axis=(1, 2)) / (H * W)
     rng = np.random.default_rng(2)
     m = 20000
     # timm's draws (np.random.beta, np.random.randint), made for all m boxes at once.
@@ -198,15 +237,24 @@ def test_mixup_per_example_lambda_is_beta_distributed():
     n, alpha = 4000, 0.4
     x = jnp.zeros((n, 1))
     y = jnp.arange(n) % 2  # flip pairs opposite parities: y_mixed[i, y_i] = lambda_i
-    _, ym = jaxreg.mixup(jax.random.key(0), x, y, alpha, num_classes=2, per_example=True, pairing="flip")
+    # Jitted: one program instead of one per operation.
+    _, ym = jax.jit(lambda k: jaxreg.mixup(k, x, y, alpha, num_classes=2, per_example=True, pairing="flip"))(
+        jax.random.key(0)
+    )
     lam = np.asarray(ym)[np.arange(n), np.asarray(y)]
     d = stats.kstest(lam, stats.beta(alpha, alpha).cdf).statistic
     assert math.sqrt(n) * d < 2.69
     assert len(np.unique(lam)) > n // 2  # one lambda per example
 
 
+def _batch_of_8():
+    """8 examples of 8 features and labels in 3 classes: the shapes of test_mixup.py's eager calls,
+    so that the eager operations compile once for all of them."""
+    return jnp.asarray(np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32)), jnp.arange(8) % 3
+
+
 def test_mixup_default_is_unchanged_permutation_and_batch_lambda():
-    x, y = _images(8, 1), jnp.arange(8) % 3
+    x, y = _batch_of_8()
     key = jax.random.key(4)
     xm, ym = jaxreg.mixup(key, x, y, 0.2, num_classes=3)
     key_lam, key_perm = jax.random.split(key)
@@ -223,9 +271,8 @@ def test_mixup_default_is_unchanged_permutation_and_batch_lambda():
     ("pairing", "partner"), [("flip", lambda a: a[::-1]), ("roll", lambda a: np.roll(a, 1, 0))]
 )
 def test_mixup_flip_and_roll_pair_as_timm_and_torchvision(pairing, partner):
-    x = np.random.default_rng(0).standard_normal((6, 3)).astype(np.float32)
-    y = np.arange(6) % 2
-    xm, ym = jaxreg.mixup(jax.random.key(0), x, y, 1.0, num_classes=2, pairing=pairing)
+    x, y = (np.asarray(a) for a in _batch_of_8())
+    xm, ym = jaxreg.mixup(jax.random.key(0), x, y, 1.0, num_classes=3, pairing=pairing)
     lam = float(ym[0, y[0]]) if partner(y)[0] != y[0] else None
     assert lam is not None
     np.testing.assert_allclose(xm, lam * x + (1 - lam) * partner(x), rtol=1e-5, atol=1e-6)
