@@ -34,23 +34,31 @@ def _x(b=10, seed=1):
     return jnp.asarray(np.random.default_rng(seed).standard_normal((b, 3)).astype(np.float32))
 
 
+_SUBSET_CASES = [(10, 0.2), (10, 0.25), (7, 0.5), (16, 0.9), (3, 0.95)]  # (batch, rate)
+
+
 @functools.cache
-def _subset_and_branch(batch, rate):
-    """``{sampler: (drop_path_subset's output, the branch on the whole batch)}``, in one program."""
+def _subset_and_branch():
+    """``{(batch, rate, sampler): (drop_path_subset's output, the branch on the whole batch)}``.
+
+    Every case of the test below (Python rates), in one jitted program.
+    """
 
     def run(k):
-        x = _x(batch)
-        return {
-            s: (jaxreg.drop_path_subset(k, x, _branch, rate, sampler=s), _branch(x)) for s in ("fast", "jax")
-        }
+        out = {}
+        for batch, rate in _SUBSET_CASES:
+            x = _x(batch)
+            for s in ("fast", "jax"):
+                out[batch, rate, s] = (jaxreg.drop_path_subset(k, x, _branch, rate, sampler=s), _branch(x))
+        return out
 
-    return {s: tuple(np.asarray(a) for a in out) for s, out in jax.jit(run)(jax.random.key(3)).items()}
+    return jax.tree.map(np.asarray, jax.jit(run)(jax.random.key(3)))
 
 
 @pytest.mark.parametrize("sampler", ["fast", "jax"])
-@pytest.mark.parametrize(("batch", "rate"), [(10, 0.2), (10, 0.25), (7, 0.5), (16, 0.9), (3, 0.95)])
+@pytest.mark.parametrize(("batch", "rate"), _SUBSET_CASES)
 def test_exactly_k_examples_computed_and_scaled_by_b_over_k(batch, rate, sampler):
-    y, fx = _subset_and_branch(batch, rate)[sampler]
+    y, fx = _subset_and_branch()[batch, rate, sampler]
     k = max(round((1 - rate) * batch), 1)  # Python's round: half to even
     kept = np.flatnonzero(np.abs(y).sum(1) > 0)
     assert kept.size == k

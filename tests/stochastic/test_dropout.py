@@ -10,6 +10,7 @@ test_prologue.py.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
@@ -32,25 +33,44 @@ from jax import lax
 
 import jaxreg
 
+_BIT_CASES = [
+    (jnp.float32, ()),
+    (jnp.bfloat16, ()),
+    (jnp.float16, ()),
+    (jnp.float32, (0,)),
+    (jnp.float32, (1, 2)),
+]
 
-@pytest.mark.parametrize(
-    "dtype, broadcast_dims",
-    [(jnp.float32, ()), (jnp.bfloat16, ()), (jnp.float16, ()), (jnp.float32, (0,)), (jnp.float32, (1, 2))],
-)
-def test_jax_sampler_bit_identical_to_bernoulli_and_flax(dtype, broadcast_dims):
-    x, rate = drop_input(dtype=dtype), 0.3
-    y = jaxreg.dropout(KEY, x, rate, broadcast_dims=broadcast_dims, sampler="jax")  # eagerly
-    mask_shape = [1 if d in broadcast_dims else n for n, d in zip(x.shape, range(x.ndim), strict=True)]
 
-    def references(k, x, r):
-        """The oracle, flax's Dropout (both with the Python rate) and jaxreg with the rate ``r`` traced."""
+@functools.cache
+def _bit_references():
+    """For each case of the test below: the oracle, flax's Dropout and jaxreg with a traced rate.
+
+    The oracle and flax's Dropout take the Python rate 0.3; jaxreg's rate ``r`` (0.3) is traced.
+    One jitted program computes every case (XLA keeps each rounding: jit and eager agree bit for
+    bit here), in NumPy.
+    """
+    rate = 0.3
+
+    def references(k, x, r, broadcast_dims):
+        mask_shape = [1 if d in broadcast_dims else n for n, d in zip(x.shape, range(x.ndim), strict=True)]
         mask = jnp.broadcast_to(jax.random.bernoulli(k, 1 - rate, mask_shape), x.shape)
         oracle = lax.select(mask, x / (1 - rate), jnp.zeros_like(x))
         flax_y = nn.Dropout(rate, broadcast_dims=broadcast_dims, deterministic=False).apply({}, x, rng=k)
         return oracle, flax_y, jaxreg.dropout(k, x, r, broadcast_dims=broadcast_dims, sampler="jax")
 
-    # One program (XLA keeps each rounding: jit and eager agree bit for bit here).
-    oracle, flax_y, yj = jax.jit(references)(KEY, x, 0.3)
+    def run(k, xs, r):
+        return [references(k, x, r, dims) for x, (_, dims) in zip(xs, _BIT_CASES, strict=True)]
+
+    xs = [drop_input(dtype=dtype) for dtype, _ in _BIT_CASES]
+    return jax.tree.map(np.asarray, jax.jit(run)(KEY, xs, rate))
+
+
+@pytest.mark.parametrize("dtype, broadcast_dims", _BIT_CASES)
+def test_jax_sampler_bit_identical_to_bernoulli_and_flax(dtype, broadcast_dims):
+    x, rate = drop_input(dtype=dtype), 0.3
+    y = jaxreg.dropout(KEY, x, rate, broadcast_dims=broadcast_dims, sampler="jax")  # eagerly
+    oracle, flax_y, yj = _bit_references()[_BIT_CASES.index((dtype, broadcast_dims))]
     assert_same_bits(y, oracle)
     assert_same_bits(y, flax_y)
     # Also under jit with a traced rate.
@@ -239,6 +259,37 @@ def test_fast_bfloat16_scale_is_one_over_q_not_one_over_rounded_q():
     np.testing.assert_array_equal(y[kept], np.asarray(want, np.float64)[kept])
 
 
+@functools.cache
+def _checkpoint_gradients():
+    """``{(impl, sampler): (gradient without remat, with remat)}`` for the test below, one program.
+
+    The keys (one per implementation) are arguments of the jitted function; each gradient pair
+    is computed as the test describes.
+    """
+    x = drop_input()
+
+    def gradients(w, k, sampler):
+        def layer(w, x, k):
+            return jnp.tanh(jaxreg.dropout(k, x * w, 0.3, sampler=sampler))
+
+        def loss(w, k, remat):
+            f = jax.checkpoint(layer) if remat else layer
+            return jnp.sum(f(w, x, k) ** 2)
+
+        # The remat one keeps its checkpoint (jit does not remove it).
+        return jax.grad(loss)(w, k, False), jax.grad(loss)(w, k, True)
+
+    def run(w, keys):
+        return {(impl, s): gradients(w, keys[impl], s) for impl in KEY_IMPLS for s in SAMPLERS}
+
+    keys = {impl: jax.random.key(11, impl=impl) for impl in KEY_IMPLS}
+    return jax.tree.map(np.asarray, jax.jit(run)(_checkpoint_w(), keys))
+
+
+def _checkpoint_w():
+    return jnp.linspace(0.5, 1.5, drop_input().shape[-1])
+
+
 @pytest.mark.parametrize("impl", KEY_IMPLS)
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_checkpoint_recomputes_the_same_mask_for_key_arguments(impl, sampler):
@@ -247,19 +298,10 @@ def test_checkpoint_recomputes_the_same_mask_for_key_arguments(impl, sampler):
     # implementation: rbg/unsafe_rbg keys under remat are where recomputed random
     # bits have diverged before (jax#21046).
     key = jax.random.key(11, impl=impl)
-    x = drop_input()
-    w = jnp.linspace(0.5, 1.5, x.shape[-1])
-
-    def layer(w, x, k):
-        return jnp.tanh(jaxreg.dropout(k, x * w, 0.3, sampler=sampler))
-
-    def loss(w, k, remat):
-        f = jax.checkpoint(layer) if remat else layer
-        return jnp.sum(f(w, x, k) ** 2)
-
-    # Both gradients in one program; the remat one keeps its checkpoint (jit does not remove it).
-    g_plain, g_remat = jax.jit(lambda w, k: (jax.grad(loss)(w, k, False), jax.grad(loss)(w, k, True)))(w, key)
-    np.testing.assert_allclose(np.asarray(g_remat), np.asarray(g_plain), rtol=1e-5, atol=1e-6)
+    x, w = drop_input(), _checkpoint_w()
+    # Both gradients in one program (shared by the cases).
+    g_plain, g_remat = _checkpoint_gradients()[impl, sampler]
+    np.testing.assert_allclose(g_remat, g_plain, rtol=1e-5, atol=1e-6)
     # And the gradient is the one of the mask drawn outside any transformation.
     y = jaxreg.dropout(key, x * w, 0.3, sampler=sampler)
     d = np.asarray(y / (x * w))  # the multiplier m / q

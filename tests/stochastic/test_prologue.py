@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import KEY, drop_input, keep_prob
+from helpers import KEY, SHAPE, drop_input, keep_prob
 from jax import lax
 
 import jaxreg
@@ -44,28 +44,78 @@ RATE_IDS = [o[0] for o in RATE_OPS]
 RATE_FNS = [o[1] for o in RATE_OPS]
 # Transformation tests run every op with the default (fast) sampler, and plain
 # dropout with sampler="jax" too (the other ops share its code path).
-CASES = [pytest.param(fn, "fast", id=f"{name}-fast") for name, fn in OPS] + [
-    pytest.param(jaxreg.dropout, "jax", id="dropout-jax")
-]
+CASE_LIST = [(fn, "fast") for _, fn in OPS] + [(jaxreg.dropout, "jax")]
+CASES = [pytest.param(fn, sampler, id=f"{OP_IDS[OP_FNS.index(fn)]}-{sampler}") for fn, sampler in CASE_LIST]
 # Ops whose output is D(key) * x with D independent of x (gradient = y / x).
 LINEAR = {"dropout", "spatial_dropout", "gaussian_dropout", "drop_path", "dropblock", "dropconnect"}
 
 
+DTYPES_32 = ["float16", "bfloat16", "float32"]  # the dtypes of the default (32-bit) mode
+TRACED_RATES = (0.25, 1.0)
+
+
 @functools.cache
-def _traced(op, sampler):
-    """``(y, d/dx sum(sin(y)))`` for ``y = op(key, x, rate)``, key and rate traced, jitted.
+def _jitted(op, sampler):
+    """Every jitted result the transformation tests compare for one op and sampler, from one program.
 
-    One program per op and sampler, shared by the traced-rate tests (the rate is passed as a
-    Python float: traced as a weakly typed float32).
+    One program per op and sampler (compiled once, shared by the tests below; each test checks
+    its own entries), in NumPy. Its parts, each as the test that uses it describes:
+
+    * ``traced``: ``{rate: (y, d/dx sum(sin(y)))}`` for ``y = op(key, x, rate)``, key and rate
+      traced (the rates are passed as Python floats: traced as weakly typed float32);
+    * ``jit``: ``(y, d/dx sum(y))`` at the Python rate 0.3, the key an argument;
+    * ``vmap``: the op vmapped over three keys and three inputs at the Python rate 0.5;
+    * ``scan`` (``"fast"`` only, as the default sampler): a scan over three steps at the Python
+      rate 0.3 with keys ``fold_in(KEY, t)`` (``KEY`` closed over);
+    * ``checkpoint``: the gradients of a layer without and with ``jax.checkpoint``;
+    * ``dtypes``: the op at rate 0.3 on inputs of the 32-bit mode's float dtypes.
     """
+    x = drop_input()
 
-    def run(key, x, rate):
+    def traced(key, x, rate):
         def f(x):
             return op(key, x, rate, sampler=sampler)
 
         return f(x), jax.grad(lambda x: jnp.sum(jnp.sin(f(x))))(x)
 
-    return jax.jit(run)
+    def scan():
+        def step(carry, t):
+            return carry, op(jax.random.fold_in(KEY, t), x, 0.3)  # the default sampler
+
+        return lax.scan(step, 0, jnp.arange(3))[1]
+
+    def checkpoint(w):
+        # With remat the backward pass recomputes the op; the remat gradient keeps its
+        # checkpoint (jit does not remove it).
+        def layer(w, x):
+            return jnp.tanh(op(KEY, x * w, 0.3, sampler=sampler))
+
+        def loss(w, remat):
+            f = jax.checkpoint(layer) if remat else layer
+            return jnp.sum(f(w, x) ** 2)
+
+        return jax.grad(loss)(w, False), jax.grad(loss)(w, True)
+
+    def run(key, x, rates, keys, xs, w, dtype_xs):
+        out = {
+            "traced": {rate: traced(key, x, r) for rate, r in zip(TRACED_RATES, rates, strict=True)},
+            "jit": (
+                op(key, x, 0.3, sampler=sampler),
+                jax.grad(lambda x: op(key, x, 0.3, sampler=sampler).sum())(x),
+            ),
+            "vmap": jax.vmap(lambda k, x: op(k, x, 0.5, sampler=sampler))(keys, xs),
+            "checkpoint": checkpoint(w),
+            "dtypes": [op(key, x, 0.3, sampler=sampler) for x in dtype_xs],
+        }
+        if sampler == "fast":
+            out["scan"] = scan()
+        return out
+
+    keys, xs = jax.random.split(KEY, 3), jnp.stack([x] * 3)
+    w = jnp.linspace(0.5, 1.5, x.shape[-1])
+    dtype_xs = [drop_input(dtype=jnp.dtype(dtype)) for dtype in DTYPES_32]
+    out = jax.jit(run)(KEY, x, TRACED_RATES, keys, xs, w, dtype_xs)
+    return jax.tree.map(np.asarray, out)
 
 
 @pytest.mark.parametrize("op", RATE_FNS, ids=RATE_IDS)
@@ -77,7 +127,7 @@ def test_rate_one_gives_zeros_and_nan_free_gradients(op, traced):
         return jnp.sum(jnp.sin(op(KEY, x, r)))
 
     if traced:  # the output and the gradient of the same loss, in one program
-        y, g = _traced(op, "fast")(KEY, x, 1.0)
+        y, g = _jitted(op, "fast")["traced"][1.0]
     else:
         y = op(KEY, x, 1.0)
         g = jax.grad(loss)(x, 1.0)
@@ -98,9 +148,9 @@ def test_traced_rate_under_jit(op, sampler):
     # 0.25 is exact in float32, so the traced and the Python rate give the same
     # keep threshold and the same result.
     x = drop_input()
-    y_traced, _ = _traced(op, sampler)(KEY, x, 0.25)
+    y_traced, _ = _jitted(op, sampler)["traced"][0.25]
     y_python = op(KEY, x, 0.25, sampler=sampler)
-    np.testing.assert_allclose(np.asarray(y_traced), np.asarray(y_python), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(y_traced, np.asarray(y_python), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("op", OP_FNS, ids=OP_IDS)
@@ -121,16 +171,23 @@ def test_missing_key_in_training_raises(op):
         op(None, drop_input(), 0.3)
 
 
+@functools.cache
+def _float64_outputs():
+    """Every case's op at rate 0.3 on a float64 input under x64, in one jitted program, in NumPy."""
+    with jax.enable_x64(True):
+        x = drop_input(dtype=jnp.float64)
+        ys = jax.jit(lambda k, x: [op(k, x, 0.3, sampler=sampler) for op, sampler in CASE_LIST])(KEY, x)
+        return [np.asarray(y) for y in ys]
+
+
 @pytest.mark.parametrize("op, sampler", CASES)
 def test_dtype_preserved(op, sampler):
-    # One program for the dtypes of the default (32-bit) mode, one for float64 under x64.
-    for dtypes in (["float16", "bfloat16", "float32"], ["float64"]):
-        with jax.enable_x64(dtypes == ["float64"]):
-            xs = [drop_input(dtype=jnp.dtype(dtype)) for dtype in dtypes]
-            ys = jax.jit(lambda k, xs: [op(k, x, 0.3, sampler=sampler) for x in xs])(KEY, xs)
-            for dtype, x, y in zip(dtypes, xs, ys, strict=True):
-                assert y.dtype == x.dtype == jnp.dtype(dtype) and y.shape == x.shape, dtype
-                assert np.all(np.isfinite(np.asarray(y, np.float64))), dtype
+    # The dtypes of the default (32-bit) mode in the shared program, float64 under x64 in its own.
+    y64 = _float64_outputs()[CASE_LIST.index((op, sampler))]
+    cases = [*zip(DTYPES_32, _jitted(op, sampler)["dtypes"], strict=True), ("float64", y64)]
+    for dtype, y in cases:
+        assert y.dtype == jnp.dtype(dtype) and y.shape == SHAPE, dtype
+        assert np.all(np.isfinite(np.asarray(y, np.float64))), dtype
     y = jaxreg.gaussian_noise(KEY, drop_input(dtype=jnp.bfloat16), 0.5, sampler=sampler)
     assert y.dtype == jnp.bfloat16
 
@@ -140,14 +197,8 @@ def test_jit_matches_eager_and_gradient(op, sampler):
     name = OP_IDS[OP_FNS.index(op)]
     x = drop_input()
     y = op(KEY, x, 0.3, sampler=sampler)
-    # The output and the gradient under one jit.
-    yj, g = jax.jit(
-        lambda k, x: (
-            op(k, x, 0.3, sampler=sampler),
-            jax.grad(lambda x: op(k, x, 0.3, sampler=sampler).sum())(x),
-        )
-    )(KEY, x)
-    np.testing.assert_allclose(np.asarray(yj), np.asarray(y), rtol=1e-5, atol=1e-6)
+    yj, g = _jitted(op, sampler)["jit"]  # the output and the gradient under one jit
+    np.testing.assert_allclose(yj, np.asarray(y), rtol=1e-5, atol=1e-6)
     if name in LINEAR:  # y = D(key) x, so d sum(y) / dx = D = y / x
         np.testing.assert_allclose(np.asarray(g), np.asarray(y / x), rtol=1e-5, atol=1e-6)
     elif name == "gaussian_noise":  # y = x + stddev z: gradient 1, and y - x has sd 0.3
@@ -163,49 +214,33 @@ def test_jit_matches_eager_and_gradient(op, sampler):
 
 @pytest.mark.parametrize("op, sampler", CASES)
 def test_vmap_per_example_keys(op, sampler):
-    keys = jax.random.split(KEY, 3)
-    xs = jnp.stack([drop_input()] * 3)
-    ys = jax.jit(jax.vmap(lambda k, x: op(k, x, 0.5, sampler=sampler)))(keys, xs)
+    keys, x = jax.random.split(KEY, 3), drop_input()
+    ys = _jitted(op, sampler)["vmap"]  # on the keys and three copies of x
     for i in range(3):
         np.testing.assert_allclose(
-            np.asarray(ys[i]), np.asarray(op(keys[i], xs[i], 0.5, sampler=sampler)), rtol=1e-6, atol=1e-7
+            ys[i], np.asarray(op(keys[i], x, 0.5, sampler=sampler)), rtol=1e-6, atol=1e-7
         )
-    assert not np.array_equal(np.asarray(ys[0]), np.asarray(ys[1]))
+    assert not np.array_equal(ys[0], ys[1])
 
 
 @pytest.mark.parametrize("op", OP_FNS, ids=OP_IDS)
 def test_scan_over_steps(op):
     x = drop_input()
-
-    def step(carry, t):
-        return carry, op(jax.random.fold_in(KEY, t), x, 0.3)
-
-    _, ys = jax.jit(lambda: lax.scan(step, 0, jnp.arange(3)))()
+    ys = _jitted(op, "fast")["scan"]  # the default sampler under scan, keys fold_in(KEY, t)
     for t in range(3):
         np.testing.assert_allclose(
-            np.asarray(ys[t]), np.asarray(op(jax.random.fold_in(KEY, t), x, 0.3)), rtol=1e-6, atol=1e-7
+            ys[t], np.asarray(op(jax.random.fold_in(KEY, t), x, 0.3)), rtol=1e-6, atol=1e-7
         )
-    assert not np.array_equal(np.asarray(ys[0]), np.asarray(ys[1]))
+    assert not np.array_equal(ys[0], ys[1])
 
 
 @pytest.mark.parametrize("op, sampler", CASES)
 def test_checkpoint_recomputes_the_same_mask(op, sampler):
     # With remat the backward pass recomputes the op; the gradient equals the
     # one without remat only if the recomputed mask is the same.
-    x = drop_input()
-    w = jnp.linspace(0.5, 1.5, x.shape[-1])
-
-    def layer(w, x):
-        return jnp.tanh(op(KEY, x * w, 0.3, sampler=sampler))
-
-    def loss(w, remat):
-        f = jax.checkpoint(layer) if remat else layer
-        return jnp.sum(f(w, x) ** 2)
-
-    # Both gradients in one program; the remat one keeps its checkpoint (jit does not remove it).
-    g_plain, g_remat = jax.jit(lambda w: (jax.grad(loss)(w, False), jax.grad(loss)(w, True)))(w)
-    np.testing.assert_allclose(np.asarray(g_remat), np.asarray(g_plain), rtol=1e-5, atol=1e-6)
-    assert np.any(np.asarray(g_plain) != 0)
+    g_plain, g_remat = _jitted(op, sampler)["checkpoint"]
+    np.testing.assert_allclose(g_remat, g_plain, rtol=1e-5, atol=1e-6)
+    assert np.any(g_plain != 0)
 
 
 # Ops that draw a keep mask with the sampler's quantized q (dropblock draws
