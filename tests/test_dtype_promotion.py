@@ -41,7 +41,7 @@ OPS = {
 @pytest.mark.parametrize("dtype", [jnp.bfloat16])
 @pytest.mark.parametrize("name", sorted(OPS))
 def test_runs_under_strict_promotion_and_matches_standard(name, dtype):
-    x = jnp.asarray(np.linspace(-2, 2, 12, dtype=np.float32).reshape(4, 3), dtype)
+    x = jax.device_put(np.linspace(-2, 2, 12, dtype=np.float32).reshape(4, 3).astype(dtype))
     op = jax.jit(OPS[name])  # traced (and compiled) once per promotion mode: the mode is in jit's cache key
     want = op(x)
     with jax.numpy_dtype_promotion("strict"):

@@ -153,9 +153,10 @@ LINEN_BLOCK_DECAYED = {
 def _concrete(abstract, seed=0):
     """Arrays of the structure, shapes and dtypes of ``abstract`` (``jax.eval_shape`` of a model's
     init), drawn in NumPy: the params tree that init returns, without compiling the model (seconds
-    here); the mask rules read its paths and shapes, the AdamW test its values, whatever they are."""
+    here); the mask rules read its paths and shapes, the AdamW test its values, whatever they are.
+    ``jax.device_put`` (not ``jnp.asarray``, which compiles a copy for each new shape) moves them."""
     rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(a.shape).astype(a.dtype)), abstract)
+    return jax.tree.map(lambda a: jax.device_put(rng.standard_normal(a.shape).astype(a.dtype)), abstract)
 
 
 def _selected(mask_tree, params):
@@ -167,7 +168,7 @@ def _selected(mask_tree, params):
 
 @pytest.mark.parametrize("stacked", [False, True])
 def test_decayable_on_a_linen_transformer(stacked):
-    tokens = jnp.zeros((2, 5), jnp.int32)
+    tokens = np.zeros((2, 5), np.int32)  # only its shape and dtype are read (eval_shape)
     variables = _concrete(jax.eval_shape(LinenModel(stacked).init, jax.random.key(0), tokens))
     params = variables["params"]
     block = "ScanLinenBlock_0" if stacked else "LinenBlock_0"

@@ -45,7 +45,7 @@ def test_power_of_two_against_numpy_frexp(dtype):
     lo = info.minexp + 1
     e = np.where(np.isfinite(m) & (m != 0), np.clip(e, lo, -lo), 0)
     with jax.enable_x64(dtype == np.float64):
-        p, inv_p = jax.jit(power_of_two)(jnp.asarray(m))
+        p, inv_p = jax.jit(power_of_two)(jax.device_put(m))
         np.testing.assert_array_equal(np.asarray(p), np.ldexp(np.ones((), dtype), e))
         np.testing.assert_array_equal(np.asarray(inv_p), np.ldexp(np.ones((), dtype), -e))
 
@@ -76,7 +76,7 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_norm_parts_fast_against_float64(case, one_pass_everywhere):
     x = _columns(CASES[case])
-    r, p = jax.jit(lambda x: norm_parts_fast(x, 0))(jnp.asarray(x))
+    r, p = jax.jit(lambda x: norm_parts_fast(x, 0))(jax.device_put(x))
     expected = _np_norms(x, 0)
     got = np.asarray(p, np.float64) * np.asarray(r, np.float64)  # in float64: p r may exceed float32
     # N = 64 squares summed in float32: a relative (N / 2 + 1) 2^-24 at most.
@@ -88,7 +88,7 @@ def test_norm_parts_fast_against_float64(case, one_pass_everywhere):
 def test_norm_parts_fast_zero_sums(one_pass_everywhere):
     # Entries of 1e-30: float32 squares all round to 0. Without zero_ok the norms take two passes
     # and are exact; with it they are taken as 0, and the bound passed to zero_ok bounds them.
-    x = jnp.asarray(_columns((1e-30, 1e-30), n=8))
+    x = jax.device_put(_columns((1e-30, 1e-30), n=8))
     expected = _np_norms(np.asarray(x), 0)
     bounds = []
     (r, p), (r_ok, _) = jax.jit(  # both in one compilation; zero_ok gets a Python float when traced
@@ -107,7 +107,7 @@ def test_norm_parts_fast_zero_sums(one_pass_everywhere):
 
 def test_norm_parts_fast_one_pass_for_exact_zeros_only_where_allowed(one_pass_everywhere):
     # A zero column and a middle one: the zero sum takes one pass only with zero_ok.
-    x = jnp.asarray(np.stack([np.zeros(5, np.float32), np.full(5, 3.0, np.float32)], axis=1))
+    x = jax.device_put(np.stack([np.zeros(5, np.float32), np.full(5, 3.0, np.float32)], axis=1))
     cases = ((None, False), (lambda b: False, False), (lambda b: True, True))
     parts = jax.jit(lambda x: [norm_parts_fast(x, 0, zero_ok=zero_ok) for zero_ok, _ in cases])(x)
     for (_, one_pass), (r, p) in zip(cases, parts, strict=True):
@@ -119,14 +119,14 @@ def test_norm_parts_fast_axes_and_dtypes(one_pass_everywhere):
     # Several axes, one norm over all, a bfloat16 input (computed in float32), float64 under x64.
     w = random_normal(0, (3, 4, 5))
     axes = ((0, 2), None, 1)
-    w16 = jnp.asarray(w, jnp.bfloat16)
+    w16 = jax.device_put(w.astype(jnp.bfloat16))  # as jnp.asarray(w, bfloat16), no compile
     parts = jax.jit(lambda x: [norm_parts_fast(x, axis) for axis in axes])(w16)  # one compilation
     w32 = np.asarray(w16).astype(np.float32)
     for axis, (r, p) in zip(axes, parts, strict=True):
         assert r.dtype == jnp.float32
         np.testing.assert_allclose(np.asarray(p) * np.asarray(r), _np_norms(w32, axis), rtol=1e-6)
     with jax.enable_x64(True):
-        x = jnp.asarray(_columns((1.0, 1e200), dtype=np.float64))
+        x = jax.device_put(_columns((1.0, 1e200), dtype=np.float64))
         r, p = jax.jit(lambda x: norm_parts_fast(x, 0))(x)
         assert r.dtype == jnp.float64
         np.testing.assert_allclose(np.asarray(p) * np.asarray(r), _np_norms(np.asarray(x), 0), rtol=1e-14)
@@ -134,8 +134,8 @@ def test_norm_parts_fast_axes_and_dtypes(one_pass_everywhere):
 
 def test_norm_parts_fast_takes_one_pass_on_large_arrays_only():
     # By default one pass is for arrays of at least 2^20 entries; smaller ones stay in cache.
-    small = jnp.asarray(random_normal(3, (64, 4)))
-    large = jnp.asarray(random_normal(4, (1024, 1024)))
+    small = jax.device_put(random_normal(3, (64, 4)))
+    large = jax.device_put(random_normal(4, (1024, 1024)))
     for x, one_pass in ((small, False), (large, True)):
         r, p = jax.jit(lambda x: norm_parts_fast(x, 0))(x)
         np.testing.assert_allclose(
@@ -153,8 +153,8 @@ def test_sequential_landing_keeps_every_leaf_as_computed_alone(one_pass_everywhe
     bad = np.full((6, 3), np.nan, np.float32)
     bad[0, 0] = np.inf
     for tx in (jaxreg.max_norm(1.0), jaxreg.prox_group_lasso(0.5, 1.0)):
-        params = {"a": jnp.asarray(bad), "b": jnp.asarray(w), "c": jnp.asarray(-w)}
-        updates = {"a": jnp.asarray(bad), "b": jnp.asarray(u), "c": jnp.asarray(-u)}
+        params = {"a": jax.device_put(bad), "b": jax.device_put(w), "c": jax.device_put(-w)}
+        updates = {"a": jax.device_put(bad), "b": jax.device_put(u), "c": jax.device_put(-u)}
 
         @jax.jit
         def step(params, updates, tx=tx):
@@ -173,6 +173,6 @@ def test_reciprocal_power_of_two_is_exact(dtype):
     lo = np.finfo(dtype).minexp + 1
     e = np.arange(lo, -lo + 1)
     with jax.enable_x64(dtype == np.float64):
-        got = jax.jit(_norms.reciprocal_power_of_two)(jnp.asarray(np.ldexp(np.ones((), dtype), e)))
+        got = jax.jit(_norms.reciprocal_power_of_two)(jax.device_put(np.ldexp(np.ones((), dtype), e)))
         assert got.dtype == dtype
         np.testing.assert_array_equal(np.asarray(got), np.ldexp(np.ones((), dtype), -e))

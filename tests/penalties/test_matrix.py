@@ -33,7 +33,7 @@ def keras_orthogonal(w, mode, factor=1.0):
 def test_orthogonal_penalty_matches_keras(shape, mode):
     w = random_normal(5, shape)
     w[0] = 0.0  # a zero row: Keras's normalize maps it to 0
-    got = jax.jit(jaxreg.orthogonal_penalty, static_argnums=1)(jnp.asarray(w), mode)
+    got = jax.jit(jaxreg.orthogonal_penalty, static_argnums=1)(jax.device_put(w), mode)
     np.testing.assert_allclose(float(got), keras_orthogonal(w, mode), rtol=1e-5)
 
 
@@ -46,7 +46,7 @@ def test_orthogonal_penalty_edge_cases():
             jaxreg.orthogonal_penalty(jnp.ones((3, 1)), "columns"),
             jaxreg.orthogonal_penalty(jnp.ones((3, 2))),
         )
-    )(jnp.asarray(q, jnp.float32))
+    )(jax.device_put(q.astype(np.float32)))
     assert float(orthogonal) < 1e-6
     assert float(no_rows) == 0.0  # no pairs
     assert float(no_columns) == 0.0
@@ -68,12 +68,12 @@ def test_orthogonal_penalty_gradient_is_finite_at_a_zero_row_or_column(mode):
         reduced = np.delete(w, 1, axis=1)
     n = w.shape[0] if mode == "rows" else w.shape[1]
     grad_fn = jax.jit(jax.grad(lambda w: jaxreg.orthogonal_penalty(w, mode)))
-    grad = np.asarray(grad_fn(jnp.asarray(w)))
+    grad = np.asarray(grad_fn(jax.device_put(w)))
     assert np.all(np.isfinite(grad))
     zero = grad[1] if mode == "rows" else grad[:, 1]
     np.testing.assert_array_equal(zero, 0.0)
     others = np.delete(grad, 1, axis=0 if mode == "rows" else 1)
-    expected = (n - 2) / n * np.asarray(grad_fn(jnp.asarray(reduced)))
+    expected = (n - 2) / n * np.asarray(grad_fn(jax.device_put(reduced)))
     np.testing.assert_allclose(others, expected, rtol=1e-5, atol=1e-7)
     assert np.abs(others).max() > 1e-3  # the other rows still get a gradient
 
@@ -90,7 +90,7 @@ def test_soft_orthogonal_and_spectral_penalties_match_numpy():
             jaxreg.spectral_penalty(k),
             jaxreg.soft_orthogonal_penalty(q),
         )
-    )(jnp.asarray(w, jnp.float32), jnp.asarray(k), jnp.asarray(q, jnp.float32))
+    )(jax.device_put(w.astype(np.float32)), jax.device_put(k), jax.device_put(q.astype(np.float32)))
     expected = np.sum((w.T @ w - np.eye(4)) ** 2)
     np.testing.assert_allclose(float(soft), expected, rtol=1e-5)
     u, s, vt = np.linalg.svd(w)
@@ -141,7 +141,7 @@ def test_matrix_penalties_of_a_stack_are_the_sum_of_a_loop_over_its_matrices(nam
     # The oracle: a Python loop over the matrices, each penalized by the unbatched function; the
     # stacked penalty is their sum, and its gradient is each matrix's own gradient, in place.
     fn = PENALTIES[name]
-    w = jnp.asarray(random_normal(11, shape))
+    w = jax.device_put(random_normal(11, shape))
     got, grad = jax.jit(jax.value_and_grad(lambda w: fn(w, batch_dims=batch_dims)))(w)
     items = np.asarray(w).reshape(-1, *shape[batch_dims:])
     per_matrix = jax.jit(jax.value_and_grad(fn))  # batch_dims=0, one compilation for the loop
@@ -154,7 +154,7 @@ def test_matrix_penalties_of_a_stack_are_the_sum_of_a_loop_over_its_matrices(nam
 
 def test_matrix_penalties_per_matrix_values_by_vmap_and_empty_stacks():
     # The docstrings' recipe for one value per matrix: jax.vmap of the unbatched function.
-    w = jnp.asarray(random_normal(12, (3, 4, 2)))
+    w = jax.device_put(random_normal(12, (3, 4, 2)))
     per_matrix, empty = jax.jit(  # one compilation for the vmap and the empty stacks
         lambda w: (
             jax.vmap(jaxreg.soft_orthogonal_penalty)(w),
@@ -190,11 +190,11 @@ def test_matrix_penalties_take_nested_lists_and_numpy_strings_as_arrays_and_stri
     # as a 0-d NumPy string works as the str it holds: the same values as the array and the str.
     w = np.random.default_rng(4).standard_normal((6, 4)).astype(np.float32)
     for fn in (jaxreg.orthogonal_penalty, jaxreg.soft_orthogonal_penalty, jaxreg.spectral_penalty):
-        assert float(fn(w.tolist())) == float(fn(jnp.asarray(w))), fn.__name__
+        assert float(fn(w.tolist())) == float(fn(jax.device_put(w))), fn.__name__
     assert float(jaxreg.orthogonal_penalty(w, np.array("columns"))) == float(
         jaxreg.orthogonal_penalty(w, "columns")
     )
-    a = jnp.asarray(w[:4, :3])
+    a = jax.device_put(w[:4, :3])
     np.testing.assert_array_equal(
         jaxreg.orthogonal_map(a, method=np.array("cayley")), jaxreg.orthogonal_map(a, method="cayley")
     )

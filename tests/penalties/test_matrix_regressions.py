@@ -38,7 +38,9 @@ def _np_orthogonal(w, mode):
 
 @pytest.mark.parametrize("shape", [(5, 0), (0, 5), (0, 0), (0, 3, 4), (3, 0, 4), (2, 3, 0)])
 def test_spectral_penalty_of_a_zero_size_weight_is_zero(shape):
-    got, grad = jax.jit(jax.value_and_grad(jaxreg.spectral_penalty))(jnp.zeros(shape))
+    got, grad = jax.jit(jax.value_and_grad(jaxreg.spectral_penalty))(
+        jax.device_put(np.zeros(shape, np.float32))
+    )
     assert got.shape == () and got.dtype == jnp.float32
     assert float(got) == 0.0
     assert grad.shape == shape
@@ -53,7 +55,7 @@ def test_orthogonal_penalties_of_zero_size_weights(shape):
             jaxreg.orthogonal_penalty(w, "columns"),
             jaxreg.soft_orthogonal_penalty(w),
         )
-    )(jnp.asarray(w, jnp.float32))
+    )(jax.device_put(np.asarray(w, np.float32)))
     assert float(rows) == _np_orthogonal(w, "rows")
     assert float(columns) == _np_orthogonal(w, "columns")
     # ||W^T W - I||_F^2 with W^T W the (out, out) zero matrix: out.
@@ -73,8 +75,8 @@ def test_orthogonal_penalties_of_zero_size_weights(shape):
 @pytest.mark.parametrize("mode", ["rows", "columns"])
 def test_orthogonal_penalty_on_huge_rows_is_the_mean_cosine(dtype, scale, mode):
     rng = np.random.default_rng(0)
-    w = jnp.asarray(rng.uniform(-1.0, 1.0, (4, 3)) * scale, dtype)
-    w64 = np.asarray(w.astype(jnp.float32), np.float64)
+    w = jax.device_put((rng.uniform(-1.0, 1.0, (4, 3)) * scale).astype(dtype))
+    w64 = np.asarray(w).astype(np.float64)
     got = float(jax.jit(jaxreg.orthogonal_penalty, static_argnums=1)(w, mode))
     np.testing.assert_allclose(got, _np_orthogonal(w64, mode), rtol=1e-5)
 
@@ -82,7 +84,7 @@ def test_orthogonal_penalty_on_huge_rows_is_the_mean_cosine(dtype, scale, mode):
 def test_orthogonal_penalty_float64_extremes():
     with jax.enable_x64(True):
         w = np.random.default_rng(1).uniform(-1.0, 1.0, (4, 3)) * 1e200
-        got = float(jax.jit(jaxreg.orthogonal_penalty)(jnp.asarray(w, jnp.float64)))
+        got = float(jax.jit(jaxreg.orthogonal_penalty)(jax.device_put(w)))
         np.testing.assert_allclose(got, _np_orthogonal(w, "rows"), rtol=1e-12)
 
 
@@ -90,8 +92,8 @@ def test_orthogonal_penalty_float64_extremes():
     ("scale", "dtype"), [(1e20, jnp.float32), (1e-25, jnp.float32), (1e20, jnp.bfloat16)]
 )
 def test_group_lasso_penalty_norms_neither_overflow_nor_underflow(scale, dtype):
-    w = jnp.asarray(np.random.default_rng(2).uniform(0.5, 1.0, (3, 4)) * scale, dtype)
-    w64 = np.asarray(w.astype(jnp.float32), np.float64)
+    w = jax.device_put((np.random.default_rng(2).uniform(0.5, 1.0, (3, 4)) * scale).astype(dtype))
+    w64 = np.asarray(w).astype(np.float64)
     s = np.max(np.abs(w64), axis=1, keepdims=True)
     expected = np.sum(s * np.sqrt(np.sum((w64 / s) ** 2, axis=1, keepdims=True)))
     got = float(jax.jit(lambda p: jaxreg.group_lasso_penalty(p, axis=0))({"w": w}))

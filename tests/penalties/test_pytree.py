@@ -183,7 +183,7 @@ def test_penalties_work_under_jit_and_on_flax_params():
     from flax import nnx
 
     model = nn.Dense(3)
-    variables = model.init(jax.random.key(0), jnp.ones((1, 4)))
+    variables = jax.jit(model.init)(jax.random.key(0), np.ones((1, 4), np.float32))  # one compilation
     got = jax.jit(lambda v: jaxreg.l1_penalty(v, mask=jaxreg.masks.weights_only))(variables)
     np.testing.assert_allclose(got, np.abs(variables["params"]["kernel"]).sum(), rtol=1e-6)
 

@@ -31,13 +31,13 @@ def ref():
 
 
 def _mse(ref):
-    x, y = jnp.asarray(ref["x"]), jnp.asarray(ref["y"])
+    x, y = jax.device_put(ref["x"]), jax.device_put(ref["y"])
     return lambda p: jnp.mean((x @ p["w"] + p["b"] - y) ** 2)
 
 
 def test_add_l1_follows_torch_sgd_on_l1_loss(ref):
     with jax.enable_x64(True):
-        params = {"w": jnp.asarray(ref["w0"]), "b": jnp.asarray(ref["b0"])}
+        params = {"w": jax.device_put(ref["w0"]), "b": jax.device_put(ref["b0"])}
         tx = optax.chain(
             jaxreg.add_l1(float(ref["lam_l1"]), mask={"w": True, "b": False}), optax.sgd(float(ref["lr"]))
         )
@@ -48,7 +48,7 @@ def test_add_l1_follows_torch_sgd_on_l1_loss(ref):
 
 def test_add_decayed_weights_follows_torch_sgd_weight_decay_momentum(ref):
     with jax.enable_x64(True):
-        params = {"w": jnp.asarray(ref["w0"]), "b": jnp.asarray(ref["b0"])}
+        params = {"w": jax.device_put(ref["w0"]), "b": jax.device_put(ref["b0"])}
         tx = optax.chain(
             jaxreg.add_decayed_weights(float(ref["lam_wd"])),
             optax.sgd(float(ref["lr"]), momentum=float(ref["momentum"])),

@@ -42,7 +42,7 @@ def _f64(schedule):
 
 def _values(schedule, steps):
     """``schedule`` at the counts ``0 .. steps - 1``, in NumPy: one compilation for all of them."""
-    return np.asarray(jax.jit(jax.vmap(schedule))(jnp.arange(steps)))
+    return np.asarray(jax.jit(jax.vmap(schedule))(np.arange(steps)))
 
 
 # ---------------------------------------------------------------- corrected_weight_decay against timm
@@ -54,8 +54,9 @@ def ref():
 
 
 def _timm_problem(ref):
-    x, y = jnp.asarray(ref["x"]), jnp.asarray(ref["y"])
-    params = {"w": jnp.asarray(ref["w0"]), "b": jnp.asarray(ref["b0"])}
+    # jax.device_put, not jnp.asarray (which compiles a copy for each new shape): the same arrays.
+    x, y = jax.device_put(ref["x"]), jax.device_put(ref["y"])
+    params = {"w": jax.device_put(ref["w0"]), "b": jax.device_put(ref["b0"])}
     loss = lambda p: 0.5 * jnp.mean((x @ p["w"] + p["b"] - y) ** 2)  # noqa: E731
     sched = optax.warmup_cosine_decay_schedule(
         init_value=float(ref["init_lr"]),
@@ -94,8 +95,8 @@ def test_corrected_weight_decay_follows_timm_adamc(ref):
 def test_corrected_weight_decay_with_a_constant_learning_rate_is_adamw():
     with jax.enable_x64(True):
         rng = np.random.default_rng(0)
-        x, y = jnp.asarray(rng.normal(size=(8, 4))), jnp.asarray(rng.normal(size=8))
-        params = {"w": jnp.asarray(rng.normal(size=4))}
+        x, y = jax.device_put(rng.normal(size=(8, 4))), jax.device_put(rng.normal(size=8))
+        params = {"w": jax.device_put(rng.normal(size=4))}
         loss = lambda p: jnp.mean((x @ p["w"] - y) ** 2)  # noqa: E731
         tx = optax.chain(
             optax.scale_by_adam(),
@@ -152,7 +153,7 @@ def test_cautious_weight_decay_follows_the_paper_with_adam(wd_schedule):
             jaxreg.cautious_weight_decay(wd),
             optax.scale_by_learning_rate(lr),
         )
-        traj = _run(tx, {"w": jnp.asarray(w0)}, loss, steps)
+        traj = _run(tx, {"w": jax.device_put(w0)}, loss, steps)
         np.testing.assert_allclose(_stack(traj, "w"), expected, rtol=1e-10, atol=1e-12)
 
 
@@ -198,7 +199,7 @@ def test_decoupled_weight_decay_is_algorithm_2_of_adamw():
             optax.scale_by_learning_rate(lambda t: alpha * eta(t)),
             jaxreg.decoupled_weight_decay(lam, schedule=eta),
         )
-        traj = _run(tx, {"w": jnp.asarray(w0)}, loss, steps)
+        traj = _run(tx, {"w": jax.device_put(w0)}, loss, steps)
         np.testing.assert_allclose(_stack(traj, "w"), expected, rtol=1e-10, atol=1e-12)
 
 

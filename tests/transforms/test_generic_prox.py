@@ -30,7 +30,7 @@ def _landed_all(*cases):
     """The landed ``w`` of each ``tx`` or ``(tx, w, u)`` of ``cases`` (``w=W``, ``u=U`` for a bare
     ``tx``): all in one jitted program (helpers.land_all), as NumPy arrays."""
     cases = [(c, W, U) if hasattr(c, "update") else c for c in cases]  # a transform is a tuple too
-    landed = land_all([(tx, {"w": jnp.asarray(w)}, {"w": jnp.asarray(u)}) for tx, w, u in cases])
+    landed = land_all([(tx, {"w": jax.device_put(w)}, {"w": jax.device_put(u)}) for tx, w, u in cases])
     return [np.asarray(out["w"]) for out in landed]
 
 
@@ -60,7 +60,7 @@ def _projected_landed():
     program, the oracles (optax's functions on ``Z``) in another."""
     names = list(PROJECTIONS)
     landed = _landed_all(*(jaxreg.projected(PROJECTIONS[name]) for name in names))
-    want = jax.jit(lambda z: [PROJECTIONS[name](z) for name in names])(jnp.asarray(Z))
+    want = jax.jit(lambda z: [PROJECTIONS[name](z) for name in names])(jax.device_put(Z))
     return {name: (got, np.asarray(w)) for name, got, w in zip(names, landed, want, strict=True)}
 
 
@@ -71,7 +71,7 @@ def test_projected_lands_on_the_projection_of_w_plus_u(name):
 
 
 def test_projected_respects_the_mask_and_names_itself_in_errors():
-    params = {"a": jnp.asarray(W), "b": jnp.asarray(W)}
+    params = {"a": jax.device_put(W), "b": jax.device_put(W)}
     tx = jaxreg.projected(optax.projections.projection_non_negative, mask={"a": True, "b": False})
     (out,) = land_all([(tx, params, {"a": np.zeros_like(W), "b": np.zeros_like(W)})])
     np.testing.assert_array_equal(out["a"], np.maximum(W, 0))
@@ -81,7 +81,7 @@ def test_projected_respects_the_mask_and_names_itself_in_errors():
         raise ValueError("no")
 
     with pytest.raises(ValueError, match="projected: params leaf 'a' of shape"):
-        land(jaxreg.projected(bad), {"a": jnp.asarray(W)}, {"a": jnp.zeros_like(W)})
+        land(jaxreg.projected(bad), {"a": jax.device_put(W)}, {"a": jnp.zeros_like(W)})
     with pytest.raises(TypeError, match="proj_fn"):
         jaxreg.projected(3.0)
 
@@ -89,9 +89,26 @@ def test_projected_respects_the_mask_and_names_itself_in_errors():
 # --- proximal --------------------------------------------------------------------------------------
 
 
+@functools.cache
+def _oracles_at_z():
+    """The jaxopt and optax reference maps of ``Z`` that the tests below compare with, as NumPy
+    arrays: one jitted program for the four (eagerly each would compile op by op)."""
+    return jax.tree.map(
+        np.asarray,
+        jax.jit(
+            lambda z: {
+                "prox_lasso": jaxopt_prox.prox_lasso(z, 0.2),
+                "prox_non_negative_lasso": jaxopt_prox.prox_non_negative_lasso(z, 0.2),
+                "prox_ridge": jaxopt_prox.prox_ridge(z, 0.5),
+                "projection_non_negative": optax.projections.projection_non_negative(z),
+            }
+        )(Z),
+    )
+
+
 def test_proximal_with_jaxopt_prox_lasso_is_prox_l1():
     tx = jaxreg.proximal(jaxopt_prox.prox_lasso, 0.5, 0.4)
-    want = np.asarray(jaxopt_prox.prox_lasso(jnp.asarray(Z), 0.2))
+    want = _oracles_at_z()["prox_lasso"]
     got, by_prox_l1 = _landed_all(tx, jaxreg.prox_l1(0.5, 0.4))
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(got, by_prox_l1)
@@ -100,8 +117,8 @@ def test_proximal_with_jaxopt_prox_lasso_is_prox_l1():
 def test_proximal_evaluates_schedules_and_factors():
     lr = optax.linear_schedule(1.0, 0.0, 4)
     tx = jaxreg.proximal(jaxreg.soft_threshold, lambda c: 0.1 * (c + 1), lr, factors={"a": 2.0, "b": 0.0})
-    params = {"a": jnp.asarray(W), "b": jnp.asarray(W)}
-    updates = {"a": jnp.asarray(U), "b": jnp.asarray(U)}
+    params = {"a": jax.device_put(W), "b": jax.device_put(W)}
+    updates = {"a": jax.device_put(U), "b": jax.device_put(U)}
     state = tx.init(params)
     step = jax.jit(tx.update)
     for count in range(3):
@@ -135,9 +152,7 @@ def _cvxpy_prox(z, penalty, nonneg=False):
 def test_prox_l1_non_negative_matches_jaxopt_and_cvxpy():
     tx = jaxreg.prox_l1(0.5, 0.4, non_negative=True)
     got = _landed(tx)
-    np.testing.assert_allclose(
-        got, np.asarray(jaxopt_prox.prox_non_negative_lasso(jnp.asarray(Z), 0.2)), atol=1e-7
-    )
+    np.testing.assert_allclose(got, _oracles_at_z()["prox_non_negative_lasso"], atol=1e-7)
     want = _cvxpy_prox(Z, lambda x: 0.2 * cp.norm1(x), nonneg=True)
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert (got >= 0).all() and (got == 0).any()
@@ -147,7 +162,7 @@ def test_prox_l1_non_negative_matches_jaxopt_and_cvxpy():
 
 def test_prox_ridge_matches_jaxopt_and_cvxpy():
     got = _landed(jaxreg.prox_ridge(2.0, 0.25))
-    np.testing.assert_allclose(got, np.asarray(jaxopt_prox.prox_ridge(jnp.asarray(Z), 0.5)), rtol=1e-6)
+    np.testing.assert_allclose(got, _oracles_at_z()["prox_ridge"], rtol=1e-6)
     want = _cvxpy_prox(Z, lambda x: 0.25 * 2.0 / 2 * cp.sum_squares(x))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
@@ -177,7 +192,7 @@ def test_prox_sparse_group_lasso_reduces_to_its_two_parts():
     np.testing.assert_array_equal(l1_only, l1)
     # the group lasso step of jaxopt on a 1-D leaf (one group)
     z = Z[0]
-    want = np.asarray(jax.jit(jaxopt_prox.prox_group_lasso)(jnp.asarray(z), 0.35))
+    want = np.asarray(jax.jit(jaxopt_prox.prox_group_lasso)(jax.device_put(z), 0.35))
     np.testing.assert_allclose(on_a_vector, want, rtol=1e-6, atol=1e-7)
 
 
@@ -185,7 +200,7 @@ def test_prox_sparse_group_lasso_reduces_to_its_two_parts():
 def test_prox_group_lasso_is_jaxopt_prox_group_lasso_on_each_group(shape, axis):
     # jaxopt's block soft-thresholding treats its whole input as one group: apply it per group.
     w, u = random_normal(3, shape), random_normal(4, shape, scale=0.3)
-    z = jnp.asarray(w + u)
+    z = jax.device_put(w + u)
     t = float(np.median([np.linalg.norm((w + u)[g]) for g in group_slices(shape, axis)]))
     got = _landed(jaxreg.prox_group_lasso(t / 0.5, 0.5, axis=axis), w, u)
     want = np.zeros(shape, np.float32)
@@ -239,7 +254,7 @@ def _wide_range(dtype):
     edges_u = [-0.0, -0.0, 0.0, 0.0, -1.0, 1.0, 1.0, np.inf, 1.0, -np.inf]
     w = np.concatenate([w, edges_w]).astype(dtype)
     u = np.concatenate([u, edges_u]).astype(dtype)
-    return jnp.asarray(w), jnp.asarray(u)
+    return jax.device_put(w), jax.device_put(u)
 
 
 def _bits(x):
@@ -269,9 +284,7 @@ def test_non_negative_lands_on_the_same_bits_as_optax_keep_params_nonnegative(dt
 
 def test_non_negative_is_the_optax_projection_of_w_plus_u():
     got = _landed(jaxreg.non_negative())
-    np.testing.assert_allclose(
-        got, np.asarray(optax.projections.projection_non_negative(jnp.asarray(Z))), rtol=1e-6, atol=1e-7
-    )
+    np.testing.assert_allclose(got, _oracles_at_z()["projection_non_negative"], rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(got == 0, Z <= 0)
 
 

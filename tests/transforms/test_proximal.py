@@ -168,8 +168,8 @@ def test_group_lasso_tuple_axis_against_a_loop_over_groups(shape, axis):
 
 def test_group_lasso_int_axis_is_the_one_tuple():
     params = {
-        "dense": jnp.asarray(random_normal(0, (4, 6))),
-        "conv": jnp.asarray(random_normal(1, (3, 2, 4, 5))),
+        "dense": jax.device_put(random_normal(0, (4, 6))),
+        "conv": jax.device_put(random_normal(1, (3, 2, 4, 5))),
     }
     updates = jax.tree.map(lambda w: 0.1 * w, params)
 

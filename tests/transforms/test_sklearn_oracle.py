@@ -36,7 +36,7 @@ def diabetes():
 def _fit(tx, x, y):
     """Runs `tx` for STEPS steps of full-batch gradient descent on 1/(2n)||y - Xw||^2, under jit."""
     with jax.enable_x64(True):
-        xj, yj = jnp.asarray(x), jnp.asarray(y)
+        xj, yj = jax.device_put(x), jax.device_put(y)
         n = len(y)
 
         def loss(w):

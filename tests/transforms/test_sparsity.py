@@ -99,7 +99,7 @@ def test_keep_top_k_fraction_rounds_the_count(fraction):
 def test_keep_top_k_with_the_gradual_schedule_prunes_to_the_schedule():
     sparsity = jaxreg.sparsity_schedule(0.9, begin_step=0, end_step=4)
     tx = optax.chain(optax.sgd(0.01), jaxreg.keep_top_k(fraction=lambda c: 1 - sparsity(c)))
-    params = {"w": jnp.asarray(random_normal(3, (10, 10)))}
+    params = {"w": jax.device_put(random_normal(3, (10, 10)))}
     state = tx.init(params)
 
     @jax.jit

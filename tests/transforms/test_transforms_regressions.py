@@ -184,14 +184,14 @@ def test_soft_threshold_traced_and_array_thresholds_still_work():
 def test_integer_strengths_beyond_int32_are_floats():
     w = np.array([0.5, -1.0], np.float32)
     g = np.array([1.0, 1.0], np.float32)
-    params, grads = {"w": jnp.asarray(w)}, {"w": jnp.asarray(g)}
+    params, grads = {"w": jax.device_put(w)}, {"w": jax.device_put(g)}
     k = jnp.array([[3.0, 1.0], [4.0, 0.0]])
     # The four updates in one compilation; the strengths stay Python ints, closed over.
     cases = (
         (jaxreg.add_decayed_weights(2**31), grads, params),
         (jaxreg.add_l1(2**31), grads, params),
         (jaxreg.max_norm(2**31), jnp.zeros((2, 2)), k),
-        (jaxreg.prox_l1(2**31, 1), {"w": jnp.asarray(w)}, params),
+        (jaxreg.prox_l1(2**31, 1), {"w": jax.device_put(w)}, params),
     )
     decayed, l1, max_norm, prox = jax.jit(
         lambda args: [_update(tx, u, p)[0] for (tx, _, _), (u, p) in zip(cases, args, strict=True)]
@@ -219,7 +219,7 @@ def test_add_l1_strength_beyond_float32_gives_no_nan():
     # fit in float32), and g itself where w == 0 (s * 0 = 0, not inf * 0 = NaN).
     w = np.array([1.0, 0.0, -1.0], np.float32)
     g = np.array([0.25, 0.25, 0.25], np.float32)
-    u, _ = _update(jaxreg.add_l1(3.5e38), {"w": jnp.asarray(g)}, {"w": jnp.asarray(w)})
+    u, _ = _update(jaxreg.add_l1(3.5e38), {"w": jax.device_put(g)}, {"w": jax.device_put(w)})
     want = _to_dtype(g.astype(np.float64) + 3.5e38 * np.sign(w).astype(np.float64), np.float32)
     np.testing.assert_array_equal(np.asarray(u["w"]), want)
     assert not np.isnan(np.asarray(u["w"])).any()
@@ -233,8 +233,8 @@ def test_add_l1_strength_beyond_float32_gives_no_nan():
 def test_add_decayed_weights_beyond_the_leaf_range_is_finite_where_the_math_is(dtype, strength):
     w = np.array([1e-3, 0.0, -1e-4, 1.0], np.float64)
     g = np.zeros(4)
-    params = {"w": jnp.asarray(w, dtype)}
-    u, _ = _update(jaxreg.add_decayed_weights(strength), {"w": jnp.asarray(g, dtype)}, params)
+    params = {"w": jax.device_put(w.astype(dtype))}
+    u, _ = _update(jaxreg.add_decayed_weights(strength), {"w": jax.device_put(g.astype(dtype))}, params)
     got = np.asarray(u["w"], np.float64)
     wd = np.asarray(params["w"], np.float64)  # the leaf as stored
     want = np.asarray(_to_dtype(strength * wd, dtype), np.float64)
