@@ -139,7 +139,7 @@ def test_linen_spectral_norm_conv_operator_converges_to_the_convolutions_norm():
 
 
 def test_linen_spectral_norm_conv_operator_errors():
-    x = jnp.ones((1, 6, 6, 2))
+    x = jax.ShapeDtypeStruct((1, 6, 6, 2), jnp.float32)  # shapes only: nothing to compute or compile
 
     def init(layer, x, **options):  # shapes only: the errors are raised while tracing
         return jax.eval_shape(
@@ -151,16 +151,17 @@ def test_linen_spectral_norm_conv_operator_errors():
     with pytest.raises(ValueError, match=r"operator must be one of \('matrix', 'conv'\), got 'svd'"):
         init(nn.Conv(3, (3, 3)), x, operator="svd")
     with pytest.raises(ValueError, match=r"does not support an nn\.Conv with a mask"):
-        init(nn.Conv(3, (3, 3), mask=jnp.ones((3, 3, 2, 3))), x, operator="conv")
+        init(nn.Conv(3, (3, 3), mask=np.ones((3, 3, 2, 3), np.float32)), x, operator="conv")
     model = jrl.SpectralNorm(nn.Conv(3, (3, 3)), operator="conv")
     variables = init(nn.Conv(3, (3, 3)), x, operator="conv")
     apply = jax.jit(lambda v, x: model.apply(v, x, update_stats=False))
-    assert apply.eval_shape(variables, jnp.ones((4, 5, 6, 6, 2))).shape == (4, 5, 6, 6, 3)  # any batch axes
+    batched = jax.ShapeDtypeStruct((4, 5, 6, 6, 2), jnp.float32)
+    assert apply.eval_shape(variables, batched).shape == (4, 5, 6, 6, 3)  # any batch axes
     with pytest.raises(
         ValueError,
         match=r"holds u for inputs of shape \(\.\.\., 6, 6, 2\).*got an input of shape \(1, 8, 8, 2\)",
     ):
-        apply.eval_shape(variables, jnp.ones((1, 8, 8, 2)))
+        apply.eval_shape(variables, jax.ShapeDtypeStruct((1, 8, 8, 2), jnp.float32))
 
 
 class _Block(nn.Module):
@@ -197,10 +198,10 @@ def test_linen_wrappers_in_nn_scan_equal_the_layers_applied_in_a_loop():
     layer = jax.jit(lambda v, x: _Block().apply(v, x, None, mutable=["batch_stats"]))  # one compilation
     h = x
     for i in range(3):
-        (h, _), layer_updates = layer(jax.tree.map(lambda a, i=i: a[i], variables), h)
+        (h, _), layer_updates = layer(jax.tree.map(lambda a, i=i: np.asarray(a)[i], variables), h)
         np.testing.assert_allclose(
             np.asarray(layer_updates["batch_stats"]["SpectralNorm_0"]["Dense_0/kernel/u"]), u1[i], rtol=1e-6
         )
-        kernel = np.asarray(variables["params"]["Dense_0"]["kernel"][i])
+        kernel = np.asarray(variables["params"]["Dense_0"]["kernel"])[i]
         np.testing.assert_allclose(u1[i], _np_power_step(kernel, u0[i]), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(y), np.asarray(h), rtol=1e-6, atol=1e-7)

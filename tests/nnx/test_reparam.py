@@ -203,7 +203,7 @@ def test_nnx_spectral_norm_conv_operator_errors():
         jrx.SpectralNorm(_conv_layer(), operator="conv", rngs=nnx.Rngs(1))
     with pytest.raises(ValueError, match=r"operator must be one of \('matrix', 'conv'\), got 'svd'"):
         jrx.SpectralNorm(_conv_layer(), operator="svd", rngs=nnx.Rngs(1))
-    masked = _conv_layer(mask=jnp.ones((3, 3, 1, 4)))
+    masked = _conv_layer(mask=jnp.asarray(np.ones((3, 3, 1, 4), np.float32)))
     with pytest.raises(ValueError, match=r"does not support an nnx\.Conv with a mask"):
         jrx.SpectralNorm(masked, operator="conv", input_shape=(6, 6, 2), rngs=nnx.Rngs(1))
     model = jrx.SpectralNorm(_conv_layer(), operator="conv", input_shape=(6, 6, 2), rngs=nnx.Rngs(1))
@@ -211,7 +211,7 @@ def test_nnx_spectral_norm_conv_operator_errors():
         ValueError,
         match=r"holds u for inputs of shape \(\.\.\., 6, 6, 2\).*got an input of shape \(1, 7, 6, 2\)",
     ):
-        model(jnp.ones((1, 7, 6, 2)))
+        model(jnp.asarray(np.ones((1, 7, 6, 2), np.float32)))
 
 
 class _Block(nnx.Module):

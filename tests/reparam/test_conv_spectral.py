@@ -41,7 +41,7 @@ CASES = [  # (kernel shape, example shape, nn.Conv / conv_spectral_normalize opt
 
 @pytest.mark.parametrize(("kernel_shape", "example_shape", "conv"), CASES)
 def test_sigma_is_the_top_singular_value_of_the_convolution(kernel_shape, example_shape, conv):
-    kernel = jnp.asarray(np.random.default_rng(0).normal(size=kernel_shape), jnp.float32)
+    kernel = jnp.asarray(np.random.default_rng(0).normal(size=kernel_shape).astype(np.float32))
 
     @jax.jit
     def run(key, kernel):  # the state, W / sigma, and the matrices of the convolutions by both
@@ -91,8 +91,8 @@ def test_gradient_is_that_of_the_exact_operator_norm_at_convergence():
     # With u at the top singular vector, d(W / sigma(u))/dW equals d(W / sigma_exact(W))/dW:
     # sigma_exact from jnp.linalg.svd of the jacfwd matrix, differentiated by JAX.
     rng = np.random.default_rng(4)
-    kernel = jnp.asarray(rng.normal(size=(3, 3, 2, 2)), jnp.float32)
-    g = jnp.asarray(rng.normal(size=kernel.shape), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 2, 2)).astype(np.float32))
+    g = jnp.asarray(rng.normal(size=kernel.shape).astype(np.float32))
     conv = {"padding": "SAME", "strides": 2}
     state = jaxreg.conv_spectral_norm_init(jax.random.key(5), kernel, (6, 6, 2), n_steps=3000, **conv)
     layer = nn.Conv(2, (3, 3), use_bias=False, **conv)
@@ -110,7 +110,7 @@ def test_gradient_is_that_of_the_exact_operator_norm_at_convergence():
 
 
 def test_update_modes_jit_dtypes_and_errors():
-    kernel = jnp.asarray(np.random.default_rng(6).normal(size=(3, 3, 2, 3)), jnp.float32)
+    kernel = jnp.asarray(np.random.default_rng(6).normal(size=(3, 3, 2, 3)).astype(np.float32))
     state = jaxreg.conv_spectral_norm_init(jax.random.key(7), kernel, (5, 5, 2), n_steps=0)
     step = jax.jit(lambda w, s: jaxreg.conv_spectral_normalize(w, s, n_steps=2))
     _, new = step(kernel, state)
@@ -122,24 +122,28 @@ def test_update_modes_jit_dtypes_and_errors():
         assert same is state
 
     jax.eval_shape(evaluate, kernel, state)  # the identity is checked while tracing
-    w_bf16, _ = jax.jit(jaxreg.conv_spectral_normalize)(kernel.astype(jnp.bfloat16), state)
+    w_bf16, _ = jax.jit(jaxreg.conv_spectral_normalize)(
+        jnp.asarray(np.asarray(kernel).astype(jnp.bfloat16)), state
+    )
     assert w_bf16.dtype == jnp.bfloat16
     with pytest.raises(ValueError, match=r"input_shape must be \(\*spatial, 2\)"):
         jaxreg.conv_spectral_norm_init(jax.random.key(0), kernel, (5, 5, 3))
     with pytest.raises(ValueError, match=r"state.u must have the shape \(\*spatial, 2\)"):
-        jaxreg.conv_spectral_normalize(kernel, jaxreg.ConvSpectralNormState(jnp.ones((5, 2))))
+        jaxreg.conv_spectral_normalize(
+            kernel, jaxreg.ConvSpectralNormState(jnp.asarray(np.ones((5, 2), np.float32)))
+        )
     with pytest.raises(ValueError, match="padding must be one of"):
         jaxreg.conv_spectral_normalize(kernel, state, padding="FULL")
     with pytest.raises(ValueError, match="strides must be >= 1"):
         jaxreg.conv_spectral_normalize(kernel, state, strides=0)
     with pytest.raises(ValueError, match="w must have at least 3 dimensions"):
-        jaxreg.conv_spectral_norm_init(jax.random.key(0), jnp.ones((3, 3)), (5, 3))
+        jaxreg.conv_spectral_norm_init(jax.random.key(0), jnp.asarray(np.ones((3, 3), np.float32)), (5, 3))
 
 
 def test_an_integer_eps_is_taken_as_the_float_it_is():
     # As spectral_norm_init: eps is converted to a float before it reaches jit, so an int too
     # large for int32 is accepted and gives the same state as the float.
-    kernel = jnp.asarray(np.random.default_rng(3).standard_normal((3, 3, 2, 2)), jnp.float32)
+    kernel = jnp.asarray(np.random.default_rng(3).standard_normal((3, 3, 2, 2)).astype(np.float32))
     key = jax.random.key(0)
     got = jaxreg.conv_spectral_norm_init(key, kernel, (5, 5, 2), n_steps=2, eps=2**40)
     want = jaxreg.conv_spectral_norm_init(key, kernel, (5, 5, 2), n_steps=2, eps=float(2**40))

@@ -11,13 +11,22 @@ from helpers import random_normal, sigma_max
 import jaxreg
 
 
+@jax.jit
+def _hundred_calls(key, w):
+    """spectral_norm_init from a random u (n_steps=0), then 100 training calls of one iteration each."""
+    state = jaxreg.spectral_norm_init(key, w, n_steps=0)
+    return jax.lax.fori_loop(
+        0,
+        100,
+        lambda _, out: jaxreg.spectral_normalize(w, out[1], n_steps=1),
+        (jnp.zeros_like(w), state),
+    )
+
+
 @pytest.mark.parametrize("shape", [(8, 5), (5, 8), (3, 3, 4, 6)])
 def test_spectral_normalize_reaches_unit_top_singular_value(shape):
     w = jnp.asarray(random_normal(0, shape, 3.0))
-    state = jaxreg.spectral_norm_init(jax.random.key(1), w, n_steps=0)  # start from a random u
-    step = jax.jit(lambda w, s: jaxreg.spectral_normalize(w, s, n_steps=1))
-    for _ in range(100):
-        w_sn, state = step(w, state)
+    w_sn, _ = _hundred_calls(jax.random.key(1), w)  # one program: the init and the 100 calls
     # Power iteration converges geometrically at rate (sigma_2 / sigma_1)^2 per step; 100 steps are
     # ample for these draws, whose top two singular values are well separated.
     assert abs(sigma_max(w_sn) - 1.0) < 1e-3
@@ -49,14 +58,14 @@ def test_spectral_normalize_gradient_matches_miyato():
     # dL/dW = C / sigma - <W, C> / sigma^2 * v u^T with v = W u / sigma (Miyato et al., eq. 12).
     w = random_normal(3, (6, 4)).astype(np.float64)
     c = random_normal(4, (6, 4)).astype(np.float64)
-    state = jaxreg.spectral_norm_init(jax.random.key(0), jnp.asarray(w, jnp.float32))
+    state = jaxreg.spectral_norm_init(jax.random.key(0), jnp.asarray(w.astype(np.float32)))
     u = np.asarray(state.u, np.float64)
 
     def loss(w):
         w_sn, _ = jaxreg.spectral_normalize(w, state, update=False)
         return jnp.sum(w_sn * jnp.asarray(c, jnp.float32))
 
-    grad = np.asarray(jax.jit(jax.grad(loss))(jnp.asarray(w, jnp.float32)))
+    grad = np.asarray(jax.jit(jax.grad(loss))(jnp.asarray(w.astype(np.float32))))
     sigma = np.linalg.norm(w @ u)
     v = w @ u / sigma
     expected = c / sigma - np.sum(w * c) / sigma**2 * np.outer(v, u)
@@ -64,7 +73,8 @@ def test_spectral_normalize_gradient_matches_miyato():
 
 
 def test_spectral_normalize_zero_weight_is_finite():
-    w = jnp.zeros((3, 2))
+    # (3, 4) as in test_spectral_regressions: the two tests share spectral_norm_init's compiled program.
+    w = jnp.asarray(np.zeros((3, 4), np.float32))
     state = jaxreg.spectral_norm_init(jax.random.key(0), w)
 
     @jax.jit
@@ -77,21 +87,27 @@ def test_spectral_normalize_zero_weight_is_finite():
     assert np.all(np.isfinite(np.asarray(state.u)))
 
 
+def _ones(shape):
+    """A float32 JAX array of ones made in NumPy (no eager JAX operation to compile)."""
+    return jnp.asarray(np.ones(shape, np.float32))
+
+
 def test_spectral_normalize_errors_name_the_argument():
     key = jax.random.key(0)
     with pytest.raises(ValueError, match=r"w must have at least 2 dimensions, got shape \(3,\)"):
-        jaxreg.spectral_norm_init(key, jnp.ones(3))
-    state = jaxreg.spectral_norm_init(key, jnp.ones((4, 3)))
+        jaxreg.spectral_norm_init(key, _ones(3))
+    w = _ones((6, 4))  # the shape of the Miyato test's weight: its spectral_norm_init program serves both
+    state = jaxreg.spectral_norm_init(key, w)
     with pytest.raises(ValueError, match="w must have at least 2"):
-        jaxreg.spectral_normalize(jnp.ones(3), state)
+        jaxreg.spectral_normalize(_ones(3), state)
     with pytest.raises(ValueError, match=r"state.u must have shape \(5,\)"):
-        jaxreg.spectral_normalize(jnp.ones((4, 5)), state)
+        jaxreg.spectral_normalize(_ones((4, 5)), state)
     with pytest.raises(ValueError, match="n_steps"):
-        jaxreg.spectral_normalize(jnp.ones((4, 3)), state, n_steps=-1)
+        jaxreg.spectral_normalize(w, state, n_steps=-1)
     with pytest.raises(TypeError, match="n_steps"):
-        jaxreg.spectral_normalize(jnp.ones((4, 3)), state, n_steps=1.5)
+        jaxreg.spectral_normalize(w, state, n_steps=1.5)
     with pytest.raises(ValueError, match="eps"):
-        jaxreg.spectral_normalize(jnp.ones((4, 3)), state, eps=0.0)
+        jaxreg.spectral_normalize(w, state, eps=0.0)
 
 
 # --- stacks of weights (batch_dims) ------------------------------------------------------------------
@@ -134,8 +150,9 @@ def test_spectral_normalize_of_a_stack_equals_a_loop_over_its_weights(shape, bat
     got = jax.jit(_train_eval, static_argnums=3)(w, u_init, c, batch_dims)
     got = [np.asarray(x).reshape(-1, *x.shape[batch_dims:]) for x in got]
     one = jax.jit(_train_eval, static_argnums=3)  # batch_dims=0: one compilation for the loop
-    for i, (w_i, c_i) in enumerate(zip(w.reshape(-1, *item), c.reshape(-1, *item), strict=True)):
-        want = one(w_i, jnp.asarray(u0[i]), c_i, 0)
+    w_items, c_items = (np.asarray(a).reshape(-1, *item) for a in (w, c))
+    for i, (w_i, c_i) in enumerate(zip(w_items, c_items, strict=True)):
+        want = one(jnp.asarray(w_i), jnp.asarray(u0[i]), jnp.asarray(c_i), 0)
         for name, g, x in zip(("w_sn", "u", "grad", "w_eval"), got, want, strict=True):
             np.testing.assert_allclose(g[i], np.asarray(x), rtol=1e-4, atol=1e-6, err_msg=f"{name} {i}")
     # Evaluation divides each weight by ||M u|| with its own stored u (NumPy).
@@ -149,15 +166,16 @@ def test_spectral_normalize_of_a_stack_equals_a_loop_over_its_weights(shape, bat
 
 
 def test_spectral_normalize_batch_dims_errors_name_the_argument():
-    key, w = jax.random.key(0), jnp.ones((3, 4, 2))
+    key, w = jax.random.key(0), _ones((3, 4, 2))
     for kwargs in ({}, {"batch_dims": 1}):
-        state = jaxreg.spectral_norm_init(key, w, n_steps=0, **kwargs)
+        # The shapes of the state spectral_norm_init makes (only shapes are checked: nothing compiled).
+        state = jax.eval_shape(lambda kwargs=kwargs: jaxreg.spectral_norm_init(key, w, n_steps=0, **kwargs))
         other = 1 - kwargs.get("batch_dims", 0)
         with pytest.raises(ValueError, match=rf"state.u must have shape .* batch_dims={other}"):
             jaxreg.spectral_normalize(w, state, batch_dims=other)
     for fn in (
         lambda **kw: jaxreg.spectral_norm_init(key, w, **kw),
-        lambda **kw: jaxreg.spectral_normalize(w, jaxreg.SpectralNormState(jnp.ones(2)), **kw),
+        lambda **kw: jaxreg.spectral_normalize(w, jaxreg.SpectralNormState(_ones(2)), **kw),
     ):
         with pytest.raises(ValueError, match=r"batch_dims=2 needs w with at least 4 dimensions"):
             fn(batch_dims=2)

@@ -38,6 +38,11 @@ def _run(w, state, calls):
     )
 
 
+def _zeros(shape):
+    """A float32 JAX array of zeros made in NumPy (no eager JAX operation to compile)."""
+    return jnp.asarray(np.zeros(shape, np.float32))
+
+
 _normalize = functools.partial(jax.jit, static_argnames="update")(jaxreg.spectral_normalize)
 
 
@@ -45,9 +50,9 @@ _normalize = functools.partial(jax.jit, static_argnames="update")(jaxreg.spectra
 
 
 def test_state_initialized_on_a_zero_column_recovers_when_the_weight_becomes_nonzero():
-    state = jaxreg.spectral_norm_init(jax.random.key(0), jnp.zeros((4, 1)))
+    state = jaxreg.spectral_norm_init(jax.random.key(0), _zeros((4, 1)))
     np.testing.assert_allclose(np.linalg.norm(np.asarray(state.u, np.float64)), 1.0, rtol=1e-6)
-    w = jnp.full((4, 1), 1e-3)
+    w = jnp.asarray(np.full((4, 1), 1e-3, np.float32))
     w_sn, state = _run(w, state, 1)  # one call
     # W / sigma_max(W): a column of four entries 1e-3 has sigma = 2e-3.
     np.testing.assert_allclose(np.asarray(w_sn), np.full((4, 1), 0.5), rtol=1e-6)
@@ -56,8 +61,8 @@ def test_state_initialized_on_a_zero_column_recovers_when_the_weight_becomes_non
 
 @pytest.mark.parametrize("shape", [(3, 4), (6, 2), (2, 3, 5)])
 def test_state_initialized_on_zeros_recovers_on_a_random_weight(shape):
-    state = jaxreg.spectral_norm_init(jax.random.key(1), jnp.zeros(shape))
-    w = jnp.asarray(np.random.default_rng(0).standard_normal(shape), jnp.float32)
+    state = jaxreg.spectral_norm_init(jax.random.key(1), _zeros(shape))
+    w = jnp.asarray(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
     w_sn, state = _run(w, state, 60)
     np.testing.assert_allclose(
         np.asarray(w_sn), np.asarray(w, np.float64) / _sigma_max(w), rtol=1e-4, atol=1e-6
@@ -72,7 +77,7 @@ def test_a_collapsed_u_recovers_in_one_call():
         np.testing.assert_allclose(np.asarray(w_sn), np.asarray(w) / 2.0, rtol=1e-6)
         np.testing.assert_allclose(np.abs(np.asarray(state.u)), [0.0, 1.0], atol=1e-7)
         # ...and for a random weight after a few calls.
-        w_r = jnp.asarray(np.random.default_rng(2).standard_normal((5, 2)), jnp.float32)
+        w_r = jnp.asarray(np.random.default_rng(2).standard_normal((5, 2)).astype(np.float32))
         w_sn, _ = _run(w_r, jaxreg.SpectralNormState(jnp.asarray(u)), 40)
         np.testing.assert_allclose(np.asarray(w_sn), np.asarray(w_r, np.float64) / _sigma_max(w_r), rtol=1e-4)
 
@@ -80,9 +85,9 @@ def test_a_collapsed_u_recovers_in_one_call():
 def test_zero_weight_uses_sigma_one_and_keeps_u_a_unit_vector():
     # Flax's convention (flax.linen.SpectralNorm divides by 1 where sigma == 0): at W = 0 the output is
     # 0 and the gradient of <W_sn, C> is C itself, not C / eps.
-    w = jnp.zeros((3, 4))
+    w = _zeros((3, 4))
     state = jaxreg.spectral_norm_init(jax.random.key(0), w)
-    c = jnp.asarray(np.random.default_rng(3).standard_normal((3, 4)), jnp.float32)
+    c = jnp.asarray(np.random.default_rng(3).standard_normal((3, 4)).astype(np.float32))
 
     @jax.jit
     def call(w, state):  # the gradient at W, then the training call
@@ -114,16 +119,14 @@ def test_zero_weight_uses_sigma_one_and_keeps_u_a_unit_vector():
 def test_extreme_magnitudes_give_w_over_sigma(dtype, scale):
     base = np.random.default_rng(4).uniform(0.5, 1.0, (8, 8))
     w = jnp.asarray(base * scale, dtype)
-    w64 = np.asarray(w.astype(jnp.float32), np.float64)
+    w64 = np.asarray(w).astype(np.float64)
     state = jaxreg.spectral_norm_init(jax.random.key(0), w)
     w_sn, _ = _run(w, state, 5)
     sigma = _sigma_max(w64)
     expected = w64 / max(sigma, 1e-12)
     tol = {jnp.float32: 1e-4, jnp.bfloat16: 1e-2, jnp.float16: 2e-3}[dtype]
     assert w_sn.dtype == dtype
-    np.testing.assert_allclose(
-        np.asarray(w_sn.astype(jnp.float32), np.float64), expected, rtol=tol, atol=tol * 1e-3
-    )
+    np.testing.assert_allclose(np.asarray(w_sn).astype(np.float64), expected, rtol=tol, atol=tol * 1e-3)
 
 
 def test_float64_extremes():
@@ -141,7 +144,7 @@ def test_float64_extremes():
 
 @pytest.mark.parametrize("shape", [(5, 0), (0, 5), (0, 3, 4), (2, 0, 3)])
 def test_zero_size_weights(shape):
-    w = jnp.zeros(shape)
+    w = _zeros(shape)
     state = jaxreg.spectral_norm_init(jax.random.key(0), w)
     assert state.u.shape == (shape[-1],)
     if shape[-1]:
@@ -157,8 +160,8 @@ def test_zero_size_weights(shape):
 
 def _attention_data():
     rng = np.random.default_rng(6)
-    x = jnp.asarray(rng.standard_normal((4, 5, 8)), jnp.float32)
-    y = jnp.asarray(rng.standard_normal((4, 5, 8)), jnp.float32)
+    x = jnp.asarray(rng.standard_normal((4, 5, 8)).astype(np.float32))
+    y = jnp.asarray(rng.standard_normal((4, 5, 8)).astype(np.float32))
     return x, y
 
 
@@ -189,7 +192,7 @@ def test_linen_spectral_norm_around_attention_trains_with_adam():
         return losses, stats
 
     losses, stats = train(jax.random.key(0))
-    losses = [float(loss) for loss in losses]
+    losses = np.asarray(losses).tolist()
     assert np.all(np.isfinite(losses))
     assert losses[-1] < losses[0], losses
     assert max(losses) < 2 * losses[0], losses
