@@ -59,7 +59,9 @@ def test_constraints_and_mixup_example_runs():
     (acc_plain, norm_plain), (acc_reg, norm_reg) = ((float(a), float(n)) for a, n in rows)
     assert acc_plain > 0.9 and acc_reg > 0.9  # digits is easy: both recipes must learn it
     assert norm_plain > 1.5 + 0.1  # unconstrained, some unit's weights leave the ball
-    assert abs(norm_reg - 1.5) < 1e-5  # constrained, they stay on its surface
+    # Constrained, they stay on its surface: the script prints 3 decimals, so "1.500" is within 5e-4
+    # of the radius (the script itself asserts the upper bound exactly).
+    assert abs(norm_reg - 1.5) <= 5e-4
 
 
 def test_feedforward_dropout_example_runs():

@@ -140,7 +140,7 @@ CUTMIX_CASES = [(pairing, per_example) for pairing in ("flip", "roll") for per_e
 CUTMIX_N, CUTMIX_CLASSES = 4000, 5
 
 
-def _rectangles(mask):
+def _rectangles(mask, case):
     """The bounding boxes ``(top, bottom, left, right)`` of boolean ``(n, H, W)`` masks, asserting each is one rectangle.
 
     An empty mask gives ``(0, 0, 0, 0)`` (as `_box_of`, vectorized over the examples).
@@ -159,7 +159,7 @@ def _rectangles(mask):
     box = ((top[:, None] <= r) & (r < bottom[:, None]))[:, :, None] & (
         (left[:, None] <= c) & (c < right[:, None])
     )[:, None, :]
-    np.testing.assert_array_equal(mask, box)
+    np.testing.assert_array_equal(mask, box, err_msg=case)
     return np.stack([top, bottom, left, right], 1)
 
 
@@ -201,7 +201,7 @@ def test_cutmix_pastes_a_rectangle_of_the_partner_and_weights_labels_by_its_area
         partner = np.flip(xn, 0) if pairing == "flip" else np.roll(xn, 1, 0)
         y_partner = np.flip(onehot, 0) if pairing == "flip" else np.roll(onehot, 1, 0)
         pasted = _pasted(xm, xn, partner, case)
-        boxes = _rectangles(pasted)  # every example's pasted region is one rectangle
+        boxes = _rectangles(pasted, case)  # every example's pasted region is one rectangle
         lam = (1 - pasted.sum(axis=(1, 2)) / (H * W))[:, None]
         np.testing.assert_allclose(
             ym, lam * onehot + (1 - lam) * y_partner, rtol=1e-6, atol=1e-7, err_msg=case
@@ -254,7 +254,8 @@ def _batch_of_8():
 
 
 def test_mixup_default_is_unchanged_permutation_and_batch_lambda():
-    x, y = _batch_of_8()
+    # Images (8, H, W, 1): lambda broadcasts over the trailing axes, bit for bit.
+    x, y = _images(8, 1), jnp.arange(8) % 3
     key = jax.random.key(4)
     xm, ym = jaxreg.mixup(key, x, y, 0.2, num_classes=3)
     key_lam, key_perm = jax.random.split(key)
