@@ -221,7 +221,9 @@ def every_key_kind(seed):
 def drop_input(shape=SHAPE, dtype=jnp.float32, seed=7):
     """Standard normal with no zeros (so ``y / x`` recovers the multiplier); drawn in NumPy."""
     x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-    return jnp.asarray(x + np.where(x >= 0, 0.1, -0.1).astype(np.float32), dtype)
+    # Cast in NumPy (as jnp.asarray casts a NumPy input) and put on the device as it is: no copy
+    # program compiled for each shape and dtype.
+    return jax.device_put((x + np.where(x >= 0, 0.1, -0.1).astype(np.float32)).astype(dtype))
 
 
 def keep_prob(rate, sampler):
