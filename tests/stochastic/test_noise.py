@@ -90,6 +90,13 @@ def test_alpha_dropout_keeps_selu_moments(sampler, rate):
     # (its fixed point), hence the tolerance 0.05.
     assert abs(y.mean()) < 0.05
     assert abs(y.std() - 1) < 0.05
+    # The moments alone hold for the identity too (SELU's fixed point): the dropped entries, all
+    # equal to a * alpha' + b = a * alpha' * (1 - rate), are Binomial(n, rate) in number (5 sd).
+    q = 1.0 - rate
+    a = (q * (1.0 + (1.0 - q) * _noise_dropout.ALPHA_PRIME**2)) ** -0.5
+    dropped = int(np.isclose(y, a * _noise_dropout.ALPHA_PRIME * q, rtol=1e-6, atol=0).sum())
+    n = y.size
+    assert abs(dropped - n * rate) < 5 * math.sqrt(n * rate * (1 - rate)), (dropped, n * rate)
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
