@@ -264,6 +264,8 @@ def test_keep_top_k_freeze_with_the_schedule_prunes_monotonically_to_exact_count
     zero = None
     for t in range(5):
         grads = jax.tree.map(lambda w, t=t: random_normal(20 + t, w.shape), params)
+        # A large step (+100) on every pruned entry: without freeze it would be among the largest.
+        grads = jax.tree.map(lambda w, g: jnp.where(w == 0, -200.0, g), params, grads)
         u, state = step(grads, state, params)
         params = optax.apply_updates(params, u)
         flat = np.concatenate([np.asarray(w).ravel() for w in params.values()])
