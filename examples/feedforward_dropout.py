@@ -12,7 +12,10 @@ network is an ``nnx.Module`` whose dropout layer is ``jaxreg.nnx.Dropout``
 
 The script checks the point of both conventions: the expected training-mode
 activation of the dropout layer equals its test-mode activation (Monte Carlo
-over 2000 masks), and both trained nets reach similar test accuracy.
+over 2000 masks), and both trained nets reach similar test accuracy. It also
+checks that the layer drops: in one training-mode pass, the fraction of the
+active (nonzero after ReLU) units that it sets to zero is the rate, within 5
+standard errors.
 
 Run: ``python examples/feedforward_dropout.py`` (about 10 s on a laptop CPU; ``--epochs 5`` for a
 quick run, as the test suite does).
@@ -93,8 +96,13 @@ def train(mode, data, epochs=60, batch=100, seed=0):
 
 
 def expected_vs_test_activation(model, x, samples=2000):
-    """Monte Carlo mean of the train-mode dropout output vs the test-mode output."""
+    """Monte Carlo mean of the train-mode dropout output vs the test-mode output, and the
+    fraction of the active units that one train-mode pass of the module drops (and their count)."""
     h = jax.nn.relu(model.fc1(x))
+    model.train()
+    h_train = np.asarray(model.hidden(x))  # one pass of the module in training mode
+    active = np.asarray(h) > 0
+    dropped = float((h_train[active] == 0).mean())
     mode = model.dropout.mode
     keys = jax.random.split(jax.random.key(123), samples)
     train_mean = jax.vmap(lambda k: jaxreg.dropout(k, h, RATE, mode=mode))(keys).mean(axis=0)
@@ -105,7 +113,13 @@ def expected_vs_test_activation(model, x, samples=2000):
     scale = 1.0 / (1 - RATE) if mode == "inverted" else 1.0
     se = np.asarray(h) * scale * np.sqrt(RATE * (1 - RATE) / samples)
     z = np.abs(np.asarray(train_mean - test)) / np.maximum(se, 1e-12)
-    return float(np.asarray(test).mean()), float(np.asarray(train_mean).mean()), float(z.max())
+    return (
+        float(np.asarray(test).mean()),
+        float(np.asarray(train_mean).mean()),
+        float(z.max()),
+        dropped,
+        int(active.sum()),
+    )
 
 
 def main(argv=None):
@@ -118,15 +132,20 @@ def main(argv=None):
     print(f"FeedforwardNet({INPUT}, {HIDDEN}, {CLASSES}, dropout_rate={RATE}), Adam 1e-3, {epochs} epochs")
     print(
         f"{'mode':9s} {'train acc':>9s} {'test acc':>8s} {'E[train act]':>12s} {'test act':>9s} {'max |z|':>8s}"
+        f" {'dropped':>8s}"
     )
     results = {}
     for mode in ("inverted", "classic"):
         model, acc_tr, acc_te = train(mode, data, epochs=epochs)
-        test_act, train_act, zmax = expected_vs_test_activation(model, x_probe)
+        test_act, train_act, zmax, dropped, active = expected_vs_test_activation(model, x_probe)
         results[mode] = acc_te
-        print(f"{mode:9s} {acc_tr:9.3f} {acc_te:8.3f} {train_act:12.4f} {test_act:9.4f} {zmax:8.2f}")
+        print(
+            f"{mode:9s} {acc_tr:9.3f} {acc_te:8.3f} {train_act:12.4f} {test_act:9.4f} {zmax:8.2f} {dropped:8.3f}"
+        )
         # Every unit's Monte Carlo mean lies within 5 standard errors of the test activation.
         assert zmax < 5, (mode, zmax)
+        # The layer drops a fraction RATE of the active units (Binomial: within 5 standard errors).
+        assert abs(dropped - RATE) < 5 * np.sqrt(RATE * (1 - RATE) / active), (mode, dropped, active)
     assert abs(results["inverted"] - results["classic"]) < 0.05
     print(
         "Both conventions give the same expected activation at test time "
