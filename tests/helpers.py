@@ -218,12 +218,20 @@ def every_key_kind(seed):
     ]
 
 
+def on_device(x, dtype=np.float32):
+    """``x`` cast to ``dtype`` in NumPy, then put on the device as it is.
+
+    The bits of ``jnp.asarray(x, dtype)`` (which casts a NumPy input the same way, one rounding
+    to nearest even), without the copy program that ``jnp.asarray`` compiles for each new shape
+    and dtype.
+    """
+    return jax.device_put(np.asarray(x).astype(dtype))
+
+
 def drop_input(shape=SHAPE, dtype=jnp.float32, seed=7):
     """Standard normal with no zeros (so ``y / x`` recovers the multiplier); drawn in NumPy."""
     x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-    # Cast in NumPy (as jnp.asarray casts a NumPy input) and put on the device as it is: no copy
-    # program compiled for each shape and dtype.
-    return jax.device_put((x + np.where(x >= 0, 0.1, -0.1).astype(np.float32)).astype(dtype))
+    return on_device(x + np.where(x >= 0, 0.1, -0.1).astype(np.float32), dtype)
 
 
 def keep_prob(rate, sampler):

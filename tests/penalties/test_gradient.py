@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import on_device
 
 import jaxreg
 
@@ -22,12 +23,6 @@ def _strict_promotion():
         yield
 
 
-def _on_device(x, dtype):
-    """``x`` cast to ``dtype`` in NumPy, then put on the device: the bits of ``jnp.asarray(x, dtype)``
-    (one rounding to nearest even), without compiling a conversion for each new shape and dtype."""
-    return jax.device_put(np.asarray(x).astype(dtype))
-
-
 def _mlp(params, x):
     """A smooth critic of one batch ``(batch, 3)`` -> ``(batch,)``."""
     h = jnp.tanh(x @ params["w1"] + params["b1"][None])
@@ -38,9 +33,9 @@ def _mlp_params(seed, dtype=np.float32, d=3, hidden=5, out=None):
     rng = np.random.default_rng(seed)
     w2_shape = (hidden,) if out is None else (hidden, out)
     return {
-        "w1": _on_device(rng.normal(size=(d, hidden)), dtype),
-        "b1": _on_device(rng.normal(size=hidden), dtype),
-        "w2": _on_device(rng.normal(size=w2_shape), dtype),
+        "w1": on_device(rng.normal(size=(d, hidden)), dtype),
+        "b1": on_device(rng.normal(size=hidden), dtype),
+        "w2": on_device(rng.normal(size=w2_shape), dtype),
     }
 
 
@@ -76,7 +71,7 @@ def test_examples_with_several_axes_and_column_scores():
 
 def test_per_example_gradients_not_the_gradient_of_a_batch_mean():
     params = _mlp_params(2)
-    x = _on_device(np.random.default_rng(3).normal(size=(8, 3)), jnp.float32)
+    x = on_device(np.random.default_rng(3).normal(size=(8, 3)), jnp.float32)
 
     def one(xi):
         return _mlp(params, xi[None])[0]
@@ -125,8 +120,8 @@ def test_wgan_gp_interpolates_uniformly_per_example():
     # Var(eps^2) = 1/5 - 1/9 = 4/45. Within 6 standard errors (Chebyshev: probability >= 1 - 1/36 each).
     # An epsilon shared by the batch would pass each of the three keys with probability ~0.05.
     batch = 4096
-    real = _on_device(np.full((batch, 2), 2.0), jnp.float32)  # ||r||^2 = 8
-    fake = _on_device(np.zeros((batch, 2)), jnp.float32)
+    real = on_device(np.full((batch, 2), 2.0), jnp.float32)  # ||r||^2 = 8
+    fake = on_device(np.zeros((batch, 2)), jnp.float32)
 
     def critic(x):
         return 0.5 * jnp.sum(x**2, axis=1)
@@ -198,7 +193,7 @@ def test_jacobian_penalty_is_unbiased_against_jacfwd():
     def fn(x):  # (batch, 4) -> (batch, 3)
         return _mlp(params, x)
 
-    x = _on_device(np.random.default_rng(10).normal(size=(2, 4)), jnp.float32)
+    x = on_device(np.random.default_rng(10).normal(size=(2, 4)), jnp.float32)
     fro2, tr_m2 = _exact_jacobian_sq(fn, x)
     exact = fro2.mean()
     c, n_proj, n_keys = 3, 2, 4000
@@ -220,7 +215,7 @@ def test_jacobian_penalty_with_one_output_is_exact():
     def fn(x):
         return _mlp(params, x)
 
-    x = _on_device(np.random.default_rng(13).normal(size=(5, 3)), jnp.float32)
+    x = on_device(np.random.default_rng(13).normal(size=(5, 3)), jnp.float32)
     fro2, _ = _exact_jacobian_sq(lambda x: fn(x)[:, None], x)
     got, igp = jax.jit(
         lambda k, x: (jaxreg.jacobian_penalty(k, fn, x, n_proj=3), jaxreg.input_gradient_penalty(fn, x))
@@ -259,7 +254,7 @@ def test_confidence_penalty_against_numpy():
     assert abs(float(at_saturation)) < 1e-6
     assert np.all(np.isfinite(np.asarray(saturated_grad)))
     with jax.numpy_dtype_promotion("standard"):  # as above, for bfloat16 (traced under this mode)
-        assert jax.jit(jaxreg.confidence_penalty)(_on_device(z, jnp.bfloat16)).dtype == jnp.float32
+        assert jax.jit(jaxreg.confidence_penalty)(on_device(z, jnp.bfloat16)).dtype == jnp.float32
 
 
 def test_confidence_penalty_gradient_raises_entropy():

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import random_normal, sigma_max
+from helpers import on_device, random_normal, sigma_max
 
 import jaxreg
 
@@ -87,21 +87,18 @@ def test_spectral_normalize_zero_weight_is_finite():
     assert np.all(np.isfinite(np.asarray(state.u)))
 
 
-def _ones(shape):
-    """A float32 JAX array of ones made in NumPy (no eager JAX operation to compile)."""
-    return jnp.asarray(np.ones(shape, np.float32))
-
-
 def test_spectral_normalize_errors_name_the_argument():
     key = jax.random.key(0)
     with pytest.raises(ValueError, match=r"w must have at least 2 dimensions, got shape \(3,\)"):
-        jaxreg.spectral_norm_init(key, _ones(3))
-    w = _ones((6, 4))  # the shape of the Miyato test's weight: its spectral_norm_init program serves both
+        jaxreg.spectral_norm_init(key, on_device(np.ones(3)))
+    w = on_device(
+        np.ones((6, 4))
+    )  # the shape of the Miyato test's weight: its spectral_norm_init program serves both
     state = jaxreg.spectral_norm_init(key, w)
     with pytest.raises(ValueError, match="w must have at least 2"):
-        jaxreg.spectral_normalize(_ones(3), state)
+        jaxreg.spectral_normalize(on_device(np.ones(3)), state)
     with pytest.raises(ValueError, match=r"state.u must have shape \(5,\)"):
-        jaxreg.spectral_normalize(_ones((4, 5)), state)
+        jaxreg.spectral_normalize(on_device(np.ones((4, 5))), state)
     with pytest.raises(ValueError, match="n_steps"):
         jaxreg.spectral_normalize(w, state, n_steps=-1)
     with pytest.raises(TypeError, match="n_steps"):
@@ -166,7 +163,7 @@ def test_spectral_normalize_of_a_stack_equals_a_loop_over_its_weights(shape, bat
 
 
 def test_spectral_normalize_batch_dims_errors_name_the_argument():
-    key, w = jax.random.key(0), _ones((3, 4, 2))
+    key, w = jax.random.key(0), on_device(np.ones((3, 4, 2)))
     for kwargs in ({}, {"batch_dims": 1}):
         # The shapes of the state spectral_norm_init makes (only shapes are checked: nothing compiled).
         state = jax.eval_shape(lambda kwargs=kwargs: jaxreg.spectral_norm_init(key, w, n_steps=0, **kwargs))
@@ -175,7 +172,7 @@ def test_spectral_normalize_batch_dims_errors_name_the_argument():
             jaxreg.spectral_normalize(w, state, batch_dims=other)
     for fn in (
         lambda **kw: jaxreg.spectral_norm_init(key, w, **kw),
-        lambda **kw: jaxreg.spectral_normalize(w, jaxreg.SpectralNormState(_ones(2)), **kw),
+        lambda **kw: jaxreg.spectral_normalize(w, jaxreg.SpectralNormState(on_device(np.ones(2))), **kw),
     ):
         with pytest.raises(ValueError, match=r"batch_dims=2 needs w with at least 4 dimensions"):
             fn(batch_dims=2)

@@ -15,6 +15,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from helpers import on_device
 
 import jaxreg
 import jaxreg.linen as jrl
@@ -38,11 +39,6 @@ def _run(w, state, calls):
     )
 
 
-def _zeros(shape):
-    """A float32 JAX array of zeros made in NumPy (no eager JAX operation to compile)."""
-    return jnp.asarray(np.zeros(shape, np.float32))
-
-
 _normalize = functools.partial(jax.jit, static_argnames="update")(jaxreg.spectral_normalize)
 
 
@@ -50,7 +46,7 @@ _normalize = functools.partial(jax.jit, static_argnames="update")(jaxreg.spectra
 
 
 def test_state_initialized_on_a_zero_column_recovers_when_the_weight_becomes_nonzero():
-    state = jaxreg.spectral_norm_init(jax.random.key(0), _zeros((4, 1)))
+    state = jaxreg.spectral_norm_init(jax.random.key(0), on_device(np.zeros((4, 1))))
     np.testing.assert_allclose(np.linalg.norm(np.asarray(state.u, np.float64)), 1.0, rtol=1e-6)
     w = jnp.asarray(np.full((4, 1), 1e-3, np.float32))
     w_sn, state = _run(w, state, 1)  # one call
@@ -61,7 +57,7 @@ def test_state_initialized_on_a_zero_column_recovers_when_the_weight_becomes_non
 
 @pytest.mark.parametrize("shape", [(3, 4), (6, 2), (2, 3, 5)])
 def test_state_initialized_on_zeros_recovers_on_a_random_weight(shape):
-    state = jaxreg.spectral_norm_init(jax.random.key(1), _zeros(shape))
+    state = jaxreg.spectral_norm_init(jax.random.key(1), on_device(np.zeros(shape)))
     w = jnp.asarray(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
     w_sn, state = _run(w, state, 60)
     np.testing.assert_allclose(
@@ -85,7 +81,7 @@ def test_a_collapsed_u_recovers_in_one_call():
 def test_zero_weight_uses_sigma_one_and_keeps_u_a_unit_vector():
     # Flax's convention (flax.linen.SpectralNorm divides by 1 where sigma == 0): at W = 0 the output is
     # 0 and the gradient of <W_sn, C> is C itself, not C / eps.
-    w = _zeros((3, 4))
+    w = on_device(np.zeros((3, 4)))
     state = jaxreg.spectral_norm_init(jax.random.key(0), w)
     c = jnp.asarray(np.random.default_rng(3).standard_normal((3, 4)).astype(np.float32))
 
@@ -144,7 +140,7 @@ def test_float64_extremes():
 
 @pytest.mark.parametrize("shape", [(5, 0), (0, 5), (0, 3, 4), (2, 0, 3)])
 def test_zero_size_weights(shape):
-    w = _zeros(shape)
+    w = on_device(np.zeros(shape))
     state = jaxreg.spectral_norm_init(jax.random.key(0), w)
     assert state.u.shape == (shape[-1],)
     if shape[-1]:

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import random_normal
+from helpers import on_device, random_normal
 
 import jaxreg
 
@@ -43,25 +43,20 @@ def test_weight_normalize_gradients_reach_g_and_v_and_are_finite_at_zero():
         at_v = jax.grad(lambda v, g: jnp.sum(jaxreg.weight_normalize(v, g) * c), argnums=(0, 1))(v, g)
         return at_v, jax.grad(lambda v, g: jnp.sum(jaxreg.weight_normalize(v, g)), argnums=(0, 1))(zero, g)
 
-    (gv, gg), grads = run(v, _array(np.zeros((5, 3))))
+    (gv, gg), grads = run(v, on_device(np.zeros((5, 3))))
     assert np.all(np.abs(np.asarray(gg)) > 0) and np.any(np.abs(np.asarray(gv)) > 0)
     # The gradient w.r.t. v is orthogonal to v per column (the norm is invariant to scaling v).
     np.testing.assert_allclose(np.sum(np.asarray(gv) * np.asarray(v), axis=0), 0.0, atol=1e-5)
     assert all(np.all(np.isfinite(np.asarray(x))) for x in grads)
 
 
-def _array(x):
-    """A float32 JAX array from a NumPy one (no eager JAX operation to compile)."""
-    return jnp.asarray(np.asarray(x, np.float32))
-
-
 def test_weight_normalize_errors_name_the_argument():
     with pytest.raises(ValueError, match=r"g must have shape \(3,\)"):
-        jaxreg.weight_normalize(_array(np.ones((5, 3))), _array(np.ones(5)))
+        jaxreg.weight_normalize(on_device(np.ones((5, 3))), on_device(np.ones(5)))
     with pytest.raises(ValueError, match="feature_axes"):
-        jaxreg.weight_normalize(_array(np.ones((5, 3))), _array(np.ones(3)), feature_axes=2)
+        jaxreg.weight_normalize(on_device(np.ones((5, 3))), on_device(np.ones(3)), feature_axes=2)
     with pytest.raises(ValueError, match="eps"):
-        jaxreg.weight_normalize(_array(np.ones((5, 3))), _array(np.ones(3)), eps=-1.0)
+        jaxreg.weight_normalize(on_device(np.ones((5, 3))), on_device(np.ones(3)), eps=-1.0)
 
 
 def _normalize_and_grads(v, g, c, feature_axes, batch_dims):
@@ -99,11 +94,11 @@ def test_weight_normalize_of_a_stack_equals_a_loop_over_its_weights(shape, batch
 
 
 def test_weight_normalize_batch_dims_errors_name_the_argument():
-    v = _array(np.ones((3, 5, 4)))
+    v = on_device(np.ones((3, 5, 4)))
     with pytest.raises(
         ValueError, match=r"g must have shape \(3, 4\) \(v.shape at batch_dims=1 and feature_axes=-1\)"
     ):
-        jaxreg.weight_normalize(v, _array(np.ones(4)), batch_dims=1)
+        jaxreg.weight_normalize(v, on_device(np.ones(4)), batch_dims=1)
     with pytest.raises(ValueError, match=r"batch_dims=4 needs v with at least 4 dimensions"):
         jaxreg.weight_norm_init(v, batch_dims=4)
     with pytest.raises(
@@ -111,8 +106,8 @@ def test_weight_normalize_batch_dims_errors_name_the_argument():
     ):
         jaxreg.weight_norm_init(v, batch_dims=3)
     with pytest.raises(ValueError, match="feature_axes=2 is out of range for the 2-D array"):
-        jaxreg.weight_normalize(v, _array(np.ones((3, 4))), feature_axes=2, batch_dims=1)
+        jaxreg.weight_normalize(v, on_device(np.ones((3, 4))), feature_axes=2, batch_dims=1)
     with pytest.raises(ValueError, match="batch_dims must be >= 0, got -1"):
-        jaxreg.weight_normalize(v, _array(np.ones(4)), batch_dims=-1)
+        jaxreg.weight_normalize(v, on_device(np.ones(4)), batch_dims=-1)
     with pytest.raises(TypeError, match="batch_dims must be an int"):
         jaxreg.weight_norm_init(v, batch_dims=None)

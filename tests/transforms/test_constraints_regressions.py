@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import land_all
+from helpers import land_all, on_device
 
 import jaxreg
 
@@ -44,12 +44,6 @@ def _project_all(cases):
 
 def _project(tx, z):
     return _project_all([(tx, z)])[0]
-
-
-def _on_device(x, dtype):
-    """``x`` cast to ``dtype`` in NumPy, then put on the device: the bits of ``jnp.asarray(x, dtype)``
-    (one rounding to nearest even), without compiling a conversion for each new shape and dtype."""
-    return jax.device_put(np.asarray(x).astype(dtype))
 
 
 def _f64(x):
@@ -106,7 +100,7 @@ ENDS = [
 def _ends_landed():
     """``{(name, dtype, scale): (z, P(z))}`` for every case of the test below: one program."""
     keys = [(name, dtype, scale) for name in ORACLES for dtype, scale in ENDS]
-    zs = [_on_device(_column(scale), dtype) for _, dtype, scale in keys]
+    zs = [on_device(_column(scale), dtype) for _, dtype, scale in keys]
     got = _project_all([(ORACLES[name][0](), z) for (name, _, _), z in zip(keys, zs, strict=True)])
     return dict(zip(keys, zip(zs, got, strict=True), strict=True))
 
@@ -128,7 +122,7 @@ def test_constraints_at_the_ends_of_the_range(name, dtype, scale):
 def _ends64_landed():
     """``{(name, scale): (z, P(z))}`` in float64 (called under ``jax.enable_x64``): one program."""
     keys = [(name, scale) for name in ORACLES for scale in (1e200, 1e-200)]
-    zs = [_on_device(_column(scale), jnp.float64) for _, scale in keys]
+    zs = [on_device(_column(scale), jnp.float64) for _, scale in keys]
     got = _project_all([(ORACLES[name][0](), z) for (name, _), z in zip(keys, zs, strict=True)])
     return dict(zip(keys, zip(zs, got, strict=True), strict=True))
 
@@ -144,7 +138,7 @@ def test_constraints_float64_at_the_ends_of_the_range(name, scale):
 
 
 def test_min_max_norm_is_not_nan_where_the_norm_overflows():
-    z = _on_device(np.full((4, 2), 3e38), jnp.float32)  # column norm 6e38 > float32 max
+    z = on_device(np.full((4, 2), 3e38), jnp.float32)  # column norm 6e38 > float32 max
     got = np.asarray(_project(jaxreg.min_max_norm(0.5, 2.0), z))
     np.testing.assert_allclose(got, np.full((4, 2), 1.0), rtol=1e-6)
 
@@ -157,7 +151,7 @@ GROUP_LASSO_ENDS = [(1e20, 3e20), (1e-25, 3e-26), (1.0, 0.5), (1e-25, 1e-20), (1
 @functools.cache
 def _group_lasso_ends_landed():
     """``{(scale, t): (z, landing)}`` for every case of the test below: one program."""
-    zs = [_on_device(_column(scale, n=4, seed=1).T, jnp.float32) for scale, _ in GROUP_LASSO_ENDS]
+    zs = [on_device(_column(scale, n=4, seed=1).T, jnp.float32) for scale, _ in GROUP_LASSO_ENDS]
     txs = [jaxreg.prox_group_lasso(t, 1.0, axis=0) for _, t in GROUP_LASSO_ENDS]
     got = _project_all(list(zip(txs, zs, strict=True)))
     return dict(zip(GROUP_LASSO_ENDS, zip(zs, got, strict=True), strict=True))
@@ -178,7 +172,7 @@ def test_gradients_of_weight_norms_stay_finite_at_zero_and_at_large_values():
 
     grad = jax.jit(jax.grad(lambda x: safe_norm(x, keepdims=False)))  # one compilation for both
     for x, expected in ((np.zeros(3), np.zeros(3)), (np.array([3e20, 4e20, 0.0]), np.array([0.6, 0.8, 0.0]))):
-        g = grad(_on_device(x, jnp.float32))
+        g = grad(on_device(x, jnp.float32))
         np.testing.assert_allclose(np.asarray(g), expected, rtol=1e-6)
 
 
@@ -191,7 +185,7 @@ def test_feasible_params_stay_bit_identical(dtype):
     w[:, 0] = [0.1, 0.2, 0.2]  # norm 0.3 <= 1 (max_norm(1))
     w[:, 1] = [0.6, 0.0, 0.0]  # in [0.5, 2] (min_max_norm)
     w[:, 2] = [0.0, 1.0, 0.0]  # exactly unit (unit_norm)
-    w = _on_device(w, dtype)
+    w = on_device(w, dtype)
     zeros = np.zeros(w.shape, w.dtype)
     cases = (
         (jaxreg.max_norm(1.0), [0, 1, 2]),
@@ -219,7 +213,7 @@ def _idempotence_landed(dtype):
     for n in IDEMPOTENCE_NS:
         rng = np.random.default_rng(n)
         z_np = rng.standard_normal((n, 200)) * rng.uniform(0.5, 50.0, 200)
-        zs[n] = _on_device(z_np, dtype)
+        zs[n] = on_device(z_np, dtype)
         cases += [(make(), zs[n]) for make, _ in IDEMPOTENCE_TXS]
     once = _project_all(cases)
     twice = land_all(
@@ -268,7 +262,7 @@ def test_projection_applied_twice_moves_entries_by_at_most_the_stated_bound(dtyp
 def test_below_the_floor_unit_norm_takes_two_steps():
     # Stated: a norm n < eps = 1e-7 is scaled by 1 / eps (not 1 / n): the first projection lands on
     # norm n / eps < 1, a second one on norm 1.
-    z = _on_device([[3e-9], [4e-9]], jnp.float32)  # n = 5e-9
+    z = on_device([[3e-9], [4e-9]], jnp.float32)  # n = 5e-9
     tx = jaxreg.unit_norm()
     once = _project(tx, z)
     np.testing.assert_allclose(_f64(once), _f64(z) / EPS, rtol=1e-6)
@@ -281,7 +275,7 @@ def test_below_the_floor_min_max_norm_and_max_norm():
     # c < eps lands it on c n / eps < c (feasible: a second step leaves it bit for bit).
     z = np.array([[3e-9], [4e-9]])  # n = 5e-9
     n = 5e-9
-    z32 = _on_device(z, jnp.float32)
+    z32 = on_device(z, jnp.float32)
     rates = (1.0, 0.5)
     tx = jaxreg.max_norm(1e-9)
     *by_rate, once = _project_all([(jaxreg.min_max_norm(0.5, 2.0, rate=r), z32) for r in rates] + [(tx, z32)])
@@ -303,8 +297,8 @@ def test_landing_far_above_the_target_is_off_by_at_most_the_stated_bound():
     # The documented example: max_norm(1e-4) on the column [3000, 4000] lands on [0, 0], within
     # the bound of P(z) = [6e-5, 8e-5]; unit_norm on [5e7] (float32 spacing 4 there) lands on 0,
     # within the bound of P(z) = [1].
-    w1 = _on_device([[3000.0], [4000.0]], jnp.float32)
-    w2 = _on_device([5e7], jnp.float32)
+    w1 = on_device([[3000.0], [4000.0]], jnp.float32)
+    w2 = on_device([5e7], jnp.float32)
     landed = land_all(
         [
             (jaxreg.max_norm(1e-4), {"w": w1}, {"w": np.zeros(w1.shape, np.float32)}),
@@ -325,8 +319,8 @@ def test_landing_of_constraints_and_prox_is_within_the_stated_bound(dtype):
     u = UNIT_ROUNDOFF[dtype]
     rng = np.random.default_rng(7)
     w = rng.standard_normal((4, 300)) * 10.0 ** rng.uniform(-3, 4, 300)
-    w = _f64(_on_device(w, dtype))
-    params = {"w": _on_device(w, dtype)}
+    w = _f64(on_device(w, dtype))
+    params = {"w": on_device(w, dtype)}
     zeros = {"w": np.zeros(w.shape, params["w"].dtype)}
     cases = (
         (jaxreg.max_norm(0.5), lambda z: _np_rescale(z, 0, lambda n: np.minimum(n, 0.5))),
@@ -353,7 +347,7 @@ def test_landing_of_constraints_and_prox_is_within_the_stated_bound(dtype):
 
 @pytest.mark.parametrize("shape", [(0, 3), (3, 0), (0,)])
 def test_zero_size_leaves(shape):
-    w = _on_device(np.zeros(shape), jnp.float32)
+    w = on_device(np.zeros(shape), jnp.float32)
     txs = (
         jaxreg.max_norm(1.0, axis=None),
         jaxreg.unit_norm(axis=None),
@@ -385,7 +379,7 @@ def test_one_pass_norms_land_where_the_formulas_do(name, monkeypatch):
     else:
         make, oracle = ORACLES[name]
     all_scales = ((1.0, 0.3, 4.0), (1.0, 0.0, 4.0), (1.0, 1e20, 4.0), (1.0, 1e-25, 4.0))
-    zs = [_on_device(_column(1.0, n=6) * np.asarray(scales), jnp.float32) for scales in all_scales]
+    zs = [on_device(_column(1.0, n=6) * np.asarray(scales), jnp.float32) for scales in all_scales]
     landed = _project_all([(make(), z) for z in zs])
     for scales, z, got in zip(all_scales, zs, landed, strict=True):
         np.testing.assert_allclose(
